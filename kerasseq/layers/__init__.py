@@ -1,0 +1,8 @@
+"""Keras layers: token mixers (one per file) and the blocks around them."""
+
+from kerasseq.layers.lstm import LSTM
+from kerasseq.layers.position_embedding import PositionEmbedding
+from kerasseq.layers.residual_block import ResidualBlock
+from kerasseq.layers.sequence_pooling import SequencePooling
+from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.token_embedding import TokenEmbedding

@@ -1,0 +1,86 @@
+import keras
+from keras import ops
+
+from kerasseq.layers.validation import check_positive_int
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class LSTM(keras.layers.Layer):
+    """Long short-term memory as a token mixer.
+
+    Wraps `keras.layers.LSTM` so that it has the token-mixer interface of
+    kerasseq: it returns a sequence as wide as its input, honours padding
+    masks, and decodes one token at a time with `step`. The classic
+    recurrent baseline of every comparison.
+
+    Args:
+        units: int. Width of the hidden state. Defaults to the input width;
+            a different width is projected back to the input width.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens. Padded steps leave the state unchanged.
+        training: bool.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = LSTM()
+    >>> layer(keras.random.normal((2, 10, 32))).shape
+    (2, 10, 32)
+
+    Reference:
+        - [Hochreiter and Schmidhuber, 1997](
+          https://www.bioinf.jku.at/publications/older/2604.pdf)
+    """
+
+    def __init__(self, units=None, **kwargs):
+        check_positive_int("units", units, allow_none=True)
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        units = self.units or hidden_dim
+        self.lstm = keras.layers.LSTM(
+            units, return_sequences=True, dtype=self.dtype_policy, name="lstm"
+        )
+        self.lstm.build(input_shape)
+        self.projection = None
+        if units != hidden_dim:
+            self.projection = keras.layers.Dense(
+                hidden_dim, dtype=self.dtype_policy, name="projection"
+            )
+            self.projection.build((*input_shape[:-1], units))
+
+    def _project(self, x):
+        return x if self.projection is None else self.projection(x)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        mask = None
+        if padding_mask is not None:
+            mask = ops.cast(padding_mask, "bool")
+        outputs = self.lstm(inputs, mask=mask, training=training)
+        return self._project(outputs)
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Returns the zero state `[h, c]`, each `(batch_size, units)`."""
+        units = self.lstm.units
+        zeros = ops.zeros((batch_size, units), dtype=self.compute_dtype)
+        return [zeros, zeros]
+
+    def step(self, inputs, state):
+        """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        outputs, state = self.lstm.cell(inputs, state)
+        return self._project(outputs), list(state)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        base_config = super().get_config()
+        return {**base_config, "units": self.units}

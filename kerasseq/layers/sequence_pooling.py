@@ -1,0 +1,55 @@
+import keras
+from keras import ops
+
+from kerasseq.layers.validation import check_choice
+
+POOLING_MODES = ("mean", "last", "first", "max")
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class SequencePooling(keras.layers.Layer):
+    """Pools a padded sequence into one vector per example.
+
+    `mean` and `max` reduce over real tokens only; `last` takes the last real
+    token (the summary of a causal model); `first` takes position 0 (a CLS
+    token).
+
+    Args:
+        mode: one of `"mean"`, `"last"`, `"first"`, `"max"`.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor `(batch_size, seq_len, hidden_dim)`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`.
+
+    Returns:
+        Tensor `(batch_size, hidden_dim)`.
+    """
+
+    def __init__(self, mode="mean", **kwargs):
+        check_choice("pooling", mode, POOLING_MODES)
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, inputs, padding_mask=None):
+        if padding_mask is None:
+            padding_mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
+        mask = ops.cast(padding_mask, inputs.dtype)[..., None]
+        if self.mode == "first":
+            return inputs[:, 0]
+        if self.mode == "mean":
+            total = ops.sum(inputs * mask, axis=1)
+            return total / ops.maximum(ops.sum(mask, axis=1), 1.0)
+        if self.mode == "max":
+            masked = ops.where(mask > 0, inputs, ops.min(inputs) - 1.0)
+            return ops.max(masked, axis=1)
+        lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1)
+        last = ops.maximum(lengths - 1, 0)[:, None, None]
+        return ops.take_along_axis(inputs, last, axis=1)[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        base_config = super().get_config()
+        return {**base_config, "mode": self.mode}

@@ -1,0 +1,192 @@
+import keras
+from keras import ops
+
+from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_rate
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class SoftmaxAttention(keras.layers.Layer):
+    """Multi-head softmax self-attention, causal or bidirectional.
+
+    The token mixer of GPT and BERT-style Transformers. Queries, keys and
+    values are projected from the input into `num_heads` heads of size
+    `head_dim`; scores are computed and normalised in float32 whatever the
+    compute dtype; the heads are projected back to the input width.
+
+    For decoding, `step` appends one token to a key/value cache of fixed
+    length (set by `get_initial_state`) and attends over the filled part, so
+    stepping through a sequence gives the same outputs as `call`.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        head_dim: int. Size of each head. Defaults to
+            `hidden_dim // num_heads`.
+        causal: bool. If `True`, position t attends to positions <= t only.
+        dropout: float. Dropout rate on the attention weights.
+        use_bias: bool. Whether the projections have biases.
+        kernel_initializer: initializer of the projection kernels.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens. Padded keys receive no attention.
+        training: bool, whether dropout is active.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = SoftmaxAttention(num_heads=4)
+    >>> layer(keras.random.normal((2, 10, 64))).shape
+    (2, 10, 64)
+
+    Reference:
+        - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_dim=None,
+        causal=True,
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        check_positive_int("num_heads", num_heads)
+        check_positive_int("head_dim", head_dim, allow_none=True)
+        check_rate("dropout", dropout)
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.causal = causal
+        self.dropout = dropout
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.dropout_layer = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        head_dim = self.head_dim
+        if head_dim is None:
+            if hidden_dim % self.num_heads:
+                raise ValueError(
+                    "Received an invalid value for argument `num_heads`: the "
+                    f"input width {hidden_dim} is not divisible by "
+                    f"num_heads={self.num_heads}. Pass `head_dim` or change "
+                    "`num_heads`."
+                )
+            head_dim = hidden_dim // self.num_heads
+        self._head_dim = head_dim
+        heads = (self.num_heads, head_dim)
+        for name in ("query", "key", "value"):
+            kernel = self.add_weight(
+                shape=(hidden_dim, *heads),
+                name=f"{name}_kernel",
+                initializer=self.kernel_initializer,
+            )
+            setattr(self, f"{name}_kernel", kernel)
+            bias = None
+            if self.use_bias:
+                bias = self.add_weight(
+                    shape=heads, name=f"{name}_bias", initializer="zeros"
+                )
+            setattr(self, f"{name}_bias", bias)
+        self.output_kernel = self.add_weight(
+            shape=(*heads, hidden_dim),
+            name="output_kernel",
+            initializer=self.kernel_initializer,
+        )
+        self.output_bias = None
+        if self.use_bias:
+            self.output_bias = self.add_weight(
+                shape=(hidden_dim,), name="output_bias", initializer="zeros"
+            )
+
+    def _project(self, x, name):
+        kernel = getattr(self, f"{name}_kernel")
+        bias = getattr(self, f"{name}_bias")
+        y = ops.einsum("...d,dhk->...hk", x, kernel)
+        return y if bias is None else y + bias
+
+    def _output(self, x):
+        y = ops.einsum("...hk,hkd->...d", x, self.output_kernel)
+        return y if self.output_bias is None else y + self.output_bias
+
+    def _attend(self, q, k, v, mask, training):
+        # q (B, T, H, K); k, v (B, S, H, K); mask broadcastable to (B, H, T, S)
+        scale = 1.0 / float(self._head_dim) ** 0.5
+        scores = ops.einsum("bthk,bshk->bhts", q, k)
+        scores = ops.cast(scores, "float32") * scale
+        scores = ops.where(mask, scores, -1e9)
+        weights = ops.softmax(scores, axis=-1)
+        weights = self.dropout_layer(weights, training=training)
+        weights = ops.cast(weights, v.dtype)
+        return ops.einsum("bhts,bshk->bthk", weights, v)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        q = self._project(inputs, "query")
+        k = self._project(inputs, "key")
+        v = self._project(inputs, "value")
+        seq_len = ops.shape(inputs)[1]
+        mask = ops.ones((1, 1, seq_len, seq_len), dtype="bool")
+        if self.causal:
+            positions = ops.arange(seq_len)
+            mask = positions[:, None] >= positions[None, :]
+            mask = mask[None, None]
+        if padding_mask is not None:
+            key_mask = ops.cast(padding_mask, "bool")[:, None, None, :]
+            mask = ops.logical_and(mask, key_mask)
+        return self._output(self._attend(q, k, v, mask, training))
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Returns an empty key/value cache holding `max_length` tokens."""
+        if not self.causal:
+            raise ValueError(
+                "SoftmaxAttention.step needs a causal layer; this one was "
+                "built with causal=False, where every position attends to "
+                "the future and token-by-token decoding is undefined."
+            )
+        check_positive_int("max_length", max_length)
+        shape = (batch_size, max_length, self.num_heads, self._head_dim)
+        return {
+            "key": ops.zeros(shape, dtype=self.compute_dtype),
+            "value": ops.zeros(shape, dtype=self.compute_dtype),
+            "index": ops.zeros((), dtype="int32"),
+        }
+
+    def step(self, inputs, state):
+        """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        index = state["index"]
+        start = (0, index, 0, 0)
+        q = self._project(inputs, "query")[:, None]
+        k_new = self._project(inputs, "key")[:, None]
+        v_new = self._project(inputs, "value")[:, None]
+        keys = ops.slice_update(state["key"], start, k_new)
+        values = ops.slice_update(state["value"], start, v_new)
+        max_length = ops.shape(keys)[1]
+        mask = (ops.arange(max_length) <= index)[None, None, None, :]
+        outputs = self._attend(q, keys, values, mask, training=False)
+        outputs = self._output(outputs[:, 0])
+        return outputs, {"key": keys, "value": values, "index": index + 1}
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "num_heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "causal": self.causal,
+            "dropout": self.dropout,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+        return {**base_config, **config}

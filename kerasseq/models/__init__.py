@@ -1,0 +1,15 @@
+"""Backbone, task heads, the model registry and its presets."""
+
+from kerasseq.models.causal_lm import CausalLM
+from kerasseq.models.registry import HEADS
+from kerasseq.models.registry import MODEL_NAMES
+from kerasseq.models.registry import MODELS
+from kerasseq.models.registry import PRESETS
+from kerasseq.models.registry import ModelSpec
+from kerasseq.models.registry import build_model
+from kerasseq.models.registry import count_parameters
+from kerasseq.models.registry import model_config
+from kerasseq.models.registry import register_model
+from kerasseq.models.sequence_backbone import SequenceBackbone
+from kerasseq.models.sequence_classifier import SequenceClassifier
+from kerasseq.models.token_classifier import TokenClassifier

@@ -1,0 +1,113 @@
+import keras
+from keras import ops
+
+from kerasseq.layers.validation import check_positive_int
+from kerasseq.models.task import Task
+from kerasseq.ops.dispatch import compile_function
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class CausalLM(Task):
+    """Predicts the next token at every position; generates text.
+
+    The logits reuse the token embedding table (tied input and output
+    embeddings). `generate` decodes with the backbone's `step`, so a
+    recurrent mixer keeps constant memory per generated token and an
+    attention mixer fills a key/value cache.
+
+    Args:
+        backbone: a `kerasseq.models.SequenceBackbone` over token ids whose
+            mixers are causal.
+        **kwargs: other keyword arguments of `keras.Model`.
+
+    Call arguments:
+        inputs: the backbone's input dict.
+
+    Returns:
+        Logits `(batch_size, seq_len, vocabulary_size)`, float32.
+
+    Example:
+
+    >>> model = kerasseq.models.build_model("gpt", "causal_lm", "tiny",
+    ...                                     vocabulary_size=50)
+    >>> model.generate(np.ones((1, 4), "int32"), max_new_tokens=3).shape
+    (1, 7)
+    """
+
+    def __init__(self, backbone, **kwargs):
+        self._check_backbone(backbone)
+        if not backbone.token_inputs:
+            raise ValueError(
+                "CausalLM needs a backbone over token ids, got one over "
+                f"continuous features (feature_dim={backbone.feature_dim})."
+            )
+
+        # === layers ===
+        self.backbone = backbone
+
+        # === functional model ===
+        inputs = backbone.input
+        x = backbone(inputs)
+        outputs = backbone.token_embedding(x, reverse=True)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self._step_function = None
+
+    def _step(self, token_ids, position, states):
+        hidden, states = self.backbone.step(token_ids, position, states)
+        return self.backbone.token_embedding(hidden, reverse=True), states
+
+    def generate(self, token_ids, max_new_tokens, temperature=0.0, seed=None):
+        """Continues each prompt by `max_new_tokens` tokens.
+
+        Args:
+            token_ids: int array `(batch_size, prompt_len)`, prompts of equal
+                length (no padding), prompt_len >= 1.
+            max_new_tokens: int. Tokens to append.
+            temperature: float. 0 decodes greedily; above 0 samples from
+                `softmax(logits / temperature)`.
+            seed: int, for sampling.
+
+        Returns:
+            int32 array `(batch_size, prompt_len + max_new_tokens)`.
+        """
+        check_positive_int("max_new_tokens", max_new_tokens)
+        if temperature < 0:
+            raise ValueError(
+                "Received an invalid value for argument `temperature`, "
+                f"expected a non-negative float, got {temperature!r}."
+            )
+        token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
+        if len(token_ids.shape) != 2 or token_ids.shape[1] == 0:
+            raise ValueError(
+                "Received an invalid value for argument `token_ids`, "
+                "expected a non-empty int array (batch_size, prompt_len), "
+                f"got shape {tuple(token_ids.shape)}."
+            )
+        batch_size, prompt_len = token_ids.shape
+        total = prompt_len + max_new_tokens
+        backbone = self.backbone
+        if backbone.position_embedding is not None:
+            if total > backbone.max_sequence_length:
+                raise ValueError(
+                    f"Cannot generate {total} tokens (prompt {prompt_len} + "
+                    f"{max_new_tokens} new): the position embedding holds "
+                    f"max_sequence_length={backbone.max_sequence_length}."
+                )
+        if self._step_function is None:
+            self._step_function = compile_function(self._step)
+        seed_generator = keras.random.SeedGenerator(seed)
+        states = backbone.get_initial_state(batch_size, max_length=total)
+        outputs = [token_ids[:, t] for t in range(prompt_len)]
+        for t in range(total - 1):
+            position = ops.convert_to_tensor(t, dtype="int32")
+            logits, states = self._step_function(outputs[t], position, states)
+            if t + 1 < prompt_len:
+                continue
+            if temperature == 0:
+                next_ids = ops.argmax(logits, axis=-1)
+            else:
+                next_ids = keras.random.categorical(
+                    logits / temperature, 1, seed=seed_generator
+                )[:, 0]
+            outputs.append(ops.cast(next_ids, "int32"))
+        return ops.convert_to_numpy(ops.stack(outputs, axis=1))

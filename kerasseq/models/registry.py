@@ -1,0 +1,247 @@
+"""The model registry: every comparable model by name, at matched sizes.
+
+A model is a `SequenceBackbone` with one kind of token mixer and a task head.
+`MODELS` maps a name to a `ModelSpec` saying which mixer, with which
+arguments, and how the shared block is shaped around it; a new mixer joins
+every experiment binary with one `register_model` line.
+
+Presets fix `hidden_dim` and `num_layers` for all models; each spec adjusts
+its MLP width (and mixer arguments) so that the parameters outside the
+embeddings agree within 10% across models at every preset. For example the
+LSTM mixer has 8 d^2 weights where attention has 4 d^2, so the LSTM model
+uses an MLP of ratio 2 where GPT uses 4: both blocks hold about 12 d^2.
+"""
+
+import dataclasses
+import inspect
+
+from kerasseq.layers.lstm import LSTM
+from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.models.causal_lm import CausalLM
+from kerasseq.models.sequence_backbone import SequenceBackbone
+from kerasseq.models.sequence_classifier import SequenceClassifier
+from kerasseq.models.token_classifier import TokenClassifier
+
+PRESETS = {
+    "tiny": {"hidden_dim": 64, "num_layers": 2},
+    "small": {"hidden_dim": 128, "num_layers": 4},
+    "base": {"hidden_dim": 512, "num_layers": 8},
+}
+
+HEADS = {
+    "sequence_classification": SequenceClassifier,
+    "token_classification": TokenClassifier,
+    "causal_lm": CausalLM,
+}
+
+DEFAULT_MAX_SEQUENCE_LENGTH = 1024
+
+_BACKBONE_ARGS = (
+    "num_layers",
+    "hidden_dim",
+    "vocabulary_size",
+    "feature_dim",
+    "max_sequence_length",
+    "position_embedding",
+    "mlp_ratio",
+    "dropout",
+    "layer_norm_epsilon",
+    "dtype",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How to build one registered model.
+
+    Attributes:
+        mixer: the token-mixer layer class.
+        mixer_args: keyword arguments of the mixer at every preset.
+        preset_args: per preset, extra mixer or backbone arguments.
+        causal: whether the mixer only looks back (decides pooling for
+            classification and whether the model can be a `CausalLM`).
+        position_embedding: `"learned"` or `"none"`.
+        mlp_ratio: MLP width as a multiple of `hidden_dim`, chosen so that
+            parameter counts match across models.
+        description: one line for listings.
+    """
+
+    mixer: type
+    mixer_args: dict = dataclasses.field(default_factory=dict)
+    preset_args: dict = dataclasses.field(default_factory=dict)
+    causal: bool = True
+    position_embedding: str = "none"
+    mlp_ratio: float = 4
+    description: str = ""
+
+
+MODELS = {}
+
+
+def register_model(name, spec):
+    """Adds a model to the registry under `name`."""
+    if name in MODELS:
+        raise ValueError(f"A model named {name!r} is already registered.")
+    MODELS[name] = spec
+
+
+register_model(
+    "gpt",
+    ModelSpec(
+        SoftmaxAttention,
+        mixer_args={"causal": True},
+        preset_args={
+            "tiny": {"num_heads": 4},
+            "small": {"num_heads": 4},
+            "base": {"num_heads": 8},
+        },
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="GPT-style Transformer: causal softmax attention",
+    ),
+)
+register_model(
+    "transformer",
+    ModelSpec(
+        SoftmaxAttention,
+        mixer_args={"causal": False},
+        preset_args={
+            "tiny": {"num_heads": 4},
+            "small": {"num_heads": 4},
+            "base": {"num_heads": 8},
+        },
+        causal=False,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="BERT-style Transformer: bidirectional softmax attention",
+    ),
+)
+register_model(
+    "lstm",
+    ModelSpec(
+        LSTM,
+        causal=True,
+        mlp_ratio=2,
+        description="LSTM (keras.layers.LSTM) blocks",
+    ),
+)
+
+MODEL_NAMES = tuple(MODELS)
+
+
+def _check_name(kind, value, allowed):
+    if value not in allowed:
+        raise ValueError(
+            f"Unknown {kind} {value!r}. Valid {kind}s: "
+            f"{', '.join(sorted(allowed))}."
+        )
+
+
+def _arg_names(cls):
+    params = inspect.signature(cls.__init__).parameters
+    return {
+        name
+        for name, p in params.items()
+        if name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD
+    }
+
+
+def model_config(name, task, preset="small", **overrides):
+    """Returns the arguments `build_model` would use, split by part.
+
+    Returns:
+        dict with keys `"mixer"`, `"backbone"` and `"head"`, each a dict of
+        keyword arguments.
+    """
+    _check_name("model", name, MODELS)
+    _check_name("task", task, HEADS)
+    _check_name("preset", preset, PRESETS)
+    spec = MODELS[name]
+    mixer_names = _arg_names(spec.mixer)
+    head_names = _arg_names(HEADS[task]) - {"backbone"}
+    head_names.discard("dropout")
+    head_names.add("head_dropout")
+    allowed = mixer_names | set(_BACKBONE_ARGS) | head_names
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(
+            f"Unknown argument(s) {unknown} for model {name!r} and task "
+            f"{task!r}. Allowed: {', '.join(sorted(allowed))}."
+        )
+    merged = {
+        "mlp_ratio": spec.mlp_ratio,
+        "position_embedding": spec.position_embedding,
+        **PRESETS[preset],
+        **spec.mixer_args,
+        **spec.preset_args.get(preset, {}),
+        **overrides,
+    }
+    if task == "sequence_classification":
+        merged.setdefault("pooling", "last" if spec.causal else "mean")
+    if merged["position_embedding"] == "learned":
+        merged.setdefault("max_sequence_length", DEFAULT_MAX_SEQUENCE_LENGTH)
+    if task == "causal_lm" and not spec.causal:
+        raise ValueError(
+            f"Model {name!r} is bidirectional and cannot be a causal LM. "
+            "Causal models: "
+            f"{', '.join(n for n, s in MODELS.items() if s.causal)}."
+        )
+    mixer = {k: v for k, v in merged.items() if k in mixer_names}
+    backbone = {k: v for k, v in merged.items() if k in _BACKBONE_ARGS}
+    head = {k: v for k, v in merged.items() if k in head_names}
+    if "head_dropout" in head:
+        head["dropout"] = head.pop("head_dropout")
+    return {"mixer": mixer, "backbone": backbone, "head": head}
+
+
+def build_model(name, task, preset="small", **overrides):
+    """Builds a registered model for a task.
+
+    Args:
+        name: a name in `MODEL_NAMES`, e.g. `"gpt"`, `"lstm"`.
+        task: `"sequence_classification"`, `"token_classification"` or
+            `"causal_lm"`.
+        preset: `"tiny"`, `"small"` or `"base"`.
+        **overrides: any backbone argument (`vocabulary_size` or
+            `feature_dim`, `max_sequence_length`, `hidden_dim`, ...), mixer
+            argument (`num_heads`, ...) or head argument (`num_classes`,
+            `pooling`, `head_dropout`).
+
+    Returns:
+        The task model, a `keras.Model`.
+
+    Example:
+
+    >>> model = build_model("lstm", "token_classification", "tiny",
+    ...                     vocabulary_size=3, num_classes=2)
+    """
+    config = model_config(name, task, preset, **overrides)
+    spec = MODELS[name]
+    dtype = config["backbone"].get("dtype")
+    mixer = spec.mixer(**config["mixer"], dtype=dtype, name="mixer")
+    backbone = SequenceBackbone(
+        mixer=mixer, **config["backbone"], name=f"{name}_backbone"
+    )
+    return HEADS[task](backbone, **config["head"], name=f"{name}_{task}")
+
+
+def count_parameters(model):
+    """Counts a model's weights, split into embeddings and the rest.
+
+    Returns:
+        dict with `total`, `embedding` (token, position and feature-input
+        tables) and `non_embedding` parameter counts.
+    """
+    backbone = getattr(model, "backbone", model)
+    embedding = 0
+    for attr in ("token_embedding", "position_embedding", "feature_projection"):
+        layer = getattr(backbone, attr, None)
+        if layer is not None:
+            embedding += layer.count_params()
+    total = model.count_params()
+    return {
+        "total": total,
+        "embedding": embedding,
+        "non_embedding": total - embedding,
+    }

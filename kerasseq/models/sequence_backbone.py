@@ -1,0 +1,255 @@
+import keras
+
+from kerasseq.layers.position_embedding import PositionEmbedding
+from kerasseq.layers.residual_block import ResidualBlock
+from kerasseq.layers.token_embedding import TokenEmbedding
+from kerasseq.layers.validation import check_choice
+from kerasseq.layers.validation import check_positive_int
+
+POSITION_EMBEDDINGS = ("learned", "none")
+
+
+def _clone_layer(layer, name):
+    config = layer.get_config()
+    config["name"] = name
+    return layer.__class__.from_config(config)
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class SequenceBackbone(keras.Model):
+    """A stack of residual blocks around one kind of token mixer.
+
+    Embeds token ids (or projects continuous features), adds learned
+    position embeddings if asked, runs `num_layers` pre-norm residual blocks
+    of mixer + MLP, and applies a final layer norm. Every model in kerasseq
+    is this backbone with a different mixer and a task head on top.
+
+    The mixer is passed as a layer instance that serves as a template: each
+    block gets its own copy built from the template's config.
+
+    Args:
+        mixer: a token-mixer layer (e.g. `kerasseq.layers.SoftmaxAttention`)
+            or its serialized config.
+        num_layers: int. Number of residual blocks.
+        hidden_dim: int. Width of the residual stream.
+        vocabulary_size: int. Number of token ids; give this or
+            `feature_dim`.
+        feature_dim: int. Width of continuous input features (pixel tasks).
+        max_sequence_length: int. Positions of the learned position
+            embedding; required when `position_embedding="learned"`.
+        position_embedding: `"learned"` or `"none"`.
+        mlp_ratio: float. MLP width as a multiple of `hidden_dim`.
+        dropout: float. Dropout on embeddings and residual branches.
+        layer_norm_epsilon: float.
+        dtype: dtype or `keras.DTypePolicy` of every layer.
+        **kwargs: other keyword arguments of `keras.Model`.
+
+    Call arguments:
+        inputs: dict with `"token_ids"` int `(batch_size, seq_len)` (or
+            `"features"` float `(batch_size, seq_len, feature_dim)`) and
+            `"padding_mask"` bool `(batch_size, seq_len)`.
+
+    Returns:
+        Tensor `(batch_size, seq_len, hidden_dim)`.
+
+    Example:
+
+    >>> backbone = SequenceBackbone(
+    ...     mixer=kerasseq.layers.SoftmaxAttention(num_heads=4),
+    ...     num_layers=2, hidden_dim=64, vocabulary_size=100,
+    ...     max_sequence_length=32)
+    >>> backbone({"token_ids": np.ones((2, 8), "int32"),
+    ...           "padding_mask": np.ones((2, 8), "bool")}).shape
+    (2, 8, 64)
+    """
+
+    def __init__(
+        self,
+        mixer,
+        num_layers,
+        hidden_dim,
+        vocabulary_size=None,
+        feature_dim=None,
+        max_sequence_length=None,
+        position_embedding="learned",
+        mlp_ratio=4,
+        dropout=0.0,
+        layer_norm_epsilon=1e-5,
+        dtype=None,
+        **kwargs,
+    ):
+        check_positive_int("num_layers", num_layers)
+        check_positive_int("hidden_dim", hidden_dim)
+        check_positive_int("vocabulary_size", vocabulary_size, allow_none=True)
+        check_positive_int("feature_dim", feature_dim, allow_none=True)
+        check_choice(
+            "position_embedding", position_embedding, POSITION_EMBEDDINGS
+        )
+        if (vocabulary_size is None) == (feature_dim is None):
+            raise ValueError(
+                "Exactly one of `vocabulary_size` (token inputs) and "
+                "`feature_dim` (continuous inputs) must be set, got "
+                f"vocabulary_size={vocabulary_size!r}, "
+                f"feature_dim={feature_dim!r}."
+            )
+        if position_embedding == "learned":
+            check_positive_int("max_sequence_length", max_sequence_length)
+        if isinstance(mixer, dict):
+            mixer = keras.saving.deserialize_keras_object(mixer)
+        if not isinstance(mixer, keras.layers.Layer):
+            raise ValueError(
+                "Received an invalid value for argument `mixer`, expected a "
+                f"keras.layers.Layer or its config, got {mixer!r}."
+            )
+
+        # === layers ===
+        if vocabulary_size is not None:
+            self.token_embedding = TokenEmbedding(
+                vocabulary_size, hidden_dim, dtype=dtype, name="token_embedding"
+            )
+        else:
+            self.feature_projection = keras.layers.Dense(
+                hidden_dim, dtype=dtype, name="feature_projection"
+            )
+        self.position_embedding = None
+        if position_embedding == "learned":
+            self.position_embedding = PositionEmbedding(
+                max_sequence_length, dtype=dtype, name="position_embedding"
+            )
+        self.embedding_dropout = keras.layers.Dropout(
+            dropout, dtype=dtype, name="embedding_dropout"
+        )
+        self.blocks = [
+            ResidualBlock(
+                _clone_layer(mixer, f"mixer_{i}"),
+                mlp_ratio=mlp_ratio,
+                dropout=dropout,
+                layer_norm_epsilon=layer_norm_epsilon,
+                dtype=dtype,
+                name=f"block_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
+        )
+
+        # === functional model ===
+        if vocabulary_size is not None:
+            token_ids = keras.Input(
+                shape=(None,), dtype="int32", name="token_ids"
+            )
+            inputs = {"token_ids": token_ids}
+        else:
+            features = keras.Input(
+                shape=(None, feature_dim), dtype="float32", name="features"
+            )
+            inputs = {"features": features}
+        padding_mask = keras.Input(
+            shape=(None,), dtype="bool", name="padding_mask"
+        )
+        inputs["padding_mask"] = padding_mask
+        x = self._embed(inputs, start=0)
+        x = self.embedding_dropout(x)
+        for block in self.blocks:
+            x = block(x, padding_mask=padding_mask)
+        outputs = self.final_norm(x)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        # === config ===
+        self.mixer = mixer
+        self.num_layers = num_layers
+        self.hidden_dim = hidden_dim
+        self.vocabulary_size = vocabulary_size
+        self.feature_dim = feature_dim
+        self.max_sequence_length = max_sequence_length
+        self.position_embedding_type = position_embedding
+        self.mlp_ratio = mlp_ratio
+        self.dropout = dropout
+        self.layer_norm_epsilon = layer_norm_epsilon
+
+    def _embed(self, inputs, start):
+        if "token_ids" in inputs:
+            x = self.token_embedding(inputs["token_ids"])
+        else:
+            x = self.feature_projection(inputs["features"])
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(x, start=start)
+        return x
+
+    @property
+    def token_inputs(self):
+        """Whether the backbone takes token ids (else continuous features)."""
+        return self.vocabulary_size is not None
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Returns the decoding state of every block, as a list.
+
+        Args:
+            batch_size: int.
+            max_length: int. Longest sequence the state must hold (the size
+                of attention key/value caches; recurrent mixers ignore it).
+                Defaults to `max_sequence_length`.
+        """
+        if max_length is None:
+            max_length = self.max_sequence_length
+        return [
+            block.get_initial_state(batch_size, max_length=max_length)
+            for block in self.blocks
+        ]
+
+    def step(self, inputs, position, states):
+        """Runs one token through every block.
+
+        Args:
+            inputs: token ids `(batch_size,)`, or features
+                `(batch_size, feature_dim)`.
+            position: int or scalar int tensor, the token's position.
+            states: list from `get_initial_state` or a previous `step`.
+
+        Returns:
+            `(hidden, states)`: the final-norm output `(batch_size,
+            hidden_dim)` and the new states.
+        """
+        key = "token_ids" if self.token_inputs else "features"
+        x = self._embed({key: inputs[:, None]}, start=position)[:, 0]
+        new_states = []
+        for block, state in zip(self.blocks, states, strict=True):
+            x, state = block.step(x, state)
+            new_states.append(state)
+        return self.final_norm(x), new_states
+
+    def get_config(self):
+        return {
+            "mixer": keras.saving.serialize_keras_object(self.mixer),
+            "num_layers": self.num_layers,
+            "hidden_dim": self.hidden_dim,
+            "vocabulary_size": self.vocabulary_size,
+            "feature_dim": self.feature_dim,
+            "max_sequence_length": self.max_sequence_length,
+            "position_embedding": self.position_embedding_type,
+            "mlp_ratio": self.mlp_ratio,
+            "dropout": self.dropout,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("dtype"), dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
+
+def ensure_positions_fit(backbone, seq_len):
+    """Raises `ValueError` if `seq_len` exceeds the position table."""
+    limit = backbone.max_sequence_length
+    if backbone.position_embedding is not None and seq_len > limit:
+        raise ValueError(
+            f"Received sequences of length {seq_len}, but the backbone's "
+            f"learned position embedding holds max_sequence_length={limit} "
+            "positions. Build the model with a larger max_sequence_length."
+        )

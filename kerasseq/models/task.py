@@ -1,0 +1,35 @@
+import keras
+
+
+class Task(keras.Model):
+    """Base of the task heads: a functional model around a backbone.
+
+    Subclasses build their layers and outputs in `__init__`, call
+    `super().__init__(inputs=..., outputs=...)` with the backbone's inputs,
+    and list their own arguments in `get_config`; the backbone is
+    serialized here.
+    """
+
+    def _check_backbone(self, backbone):
+        from kerasseq.models.sequence_backbone import SequenceBackbone
+
+        if not isinstance(backbone, SequenceBackbone):
+            raise ValueError(
+                "Received an invalid value for argument `backbone`, expected "
+                f"a kerasseq SequenceBackbone, got {type(backbone).__name__}."
+            )
+
+    def get_config(self):
+        return {
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(
+            config["backbone"]
+        )
+        return cls(**config)
