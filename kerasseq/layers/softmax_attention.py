@@ -121,7 +121,9 @@ class SoftmaxAttention(keras.layers.Layer):
         # q (B, T, H, K); k, v (B, S, H, K); mask broadcastable to (B, H, T, S)
         scale = 1.0 / float(self._head_dim) ** 0.5
         scores = ops.einsum("bthk,bshk->bhts", q, k)
-        scores = ops.cast(scores, "float32") * scale
+        # softmax in at least float32, whatever the compute dtype
+        dtype = keras.backend.result_type(scores.dtype, "float32")
+        scores = ops.cast(scores, dtype) * scale
         scores = ops.where(mask, scores, -1e9)
         weights = ops.softmax(scores, axis=-1)
         weights = self.dropout_layer(weights, training=training)

@@ -1,0 +1,47 @@
+# Two commands for a fresh machine with only Python 3.10-3.12:
+#   make run   - installs into .venv and runs the default comparison
+#   make test  - installs into .venv (with test tools) and runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP := $(VENV)/.test-installed
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
+WORKERS ?= 2
+
+.PHONY: run test test-all test-jax lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME_STAMP): requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+# default comparison: GPT vs LSTM on multi-query associative recall
+run: $(RUNTIME_STAMP)
+	$(BIN)/python -m experiments.synthetic --model=gpt,lstm --task=mqar \
+	  --preset=tiny --num_kv_pairs=4 --num_keys=16 --num_values=16 \
+	  --train_seq_len=16,16 --eval_seq_len=32,48 --steps=1500 \
+	  --eval_every=300 --batch_size=64 --learning_rate=3e-3 \
+	  --workdir=runs/default --wandb_mode=offline
+
+test: $(TEST_STAMP)
+	$(PYTEST) -m "not large" -n $(WORKERS)
+
+test-all: $(TEST_STAMP)
+	$(PYTEST) -n $(WORKERS)
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(TEST_STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) runs

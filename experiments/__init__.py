@@ -1,0 +1,1 @@
+"""Experiment binaries: one per task family, over one shared train loop."""

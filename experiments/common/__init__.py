@@ -1,0 +1,1 @@
+"""What every experiment binary shares: flags, config, the train loop."""

@@ -1,0 +1,187 @@
+"""The experiment config: one object that says everything about a run."""
+
+import dataclasses
+import json
+import os
+import tempfile
+
+from kerasseq.models import MODEL_NAMES
+from kerasseq.models import PRESETS
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """Everything a run depends on; saved as `config.json` beside results.
+
+    Attributes:
+        family: the binary's task family (`"synthetic"`, `"lra"`, ...).
+        task: the task within the family.
+        models: names of the registered models to train, in order.
+        preset: model size preset.
+        model_args: overrides of the preset, passed to `build_model`.
+        task_args: the family's own options (sequence lengths, ...).
+        learning_rate: peak learning rate for the global batch; no implicit
+            scaling with the number of replicas.
+        Others: see `experiments/common/flags.py`.
+    """
+
+    family: str
+    task: str
+    models: tuple
+    preset: str = "small"
+    model_args: dict = dataclasses.field(default_factory=dict)
+    task_args: dict = dataclasses.field(default_factory=dict)
+    workdir: str = "runs"
+    seed: int = 42
+    steps: int = 1000
+    epochs: int = 1
+    eval_every: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    data_dir: str = None
+    wandb_mode: str = "offline"
+    strategy: str = "auto"
+    mixed_precision: str = "none"
+    overwrite: bool = False
+    verbose: int = 2
+
+    def __post_init__(self):
+        self.models = tuple(self.models)
+        self.validate()
+
+    def validate(self):
+        """Raises `ValueError` for any setting that would fail later."""
+        if not self.models:
+            raise ValueError("No model given. Valid models: " + _names())
+        for name in self.models:
+            if name not in MODEL_NAMES:
+                raise ValueError(
+                    f"Unknown model {name!r}. Valid models: {_names()}."
+                )
+        if len(set(self.models)) != len(self.models):
+            raise ValueError(f"A model is listed twice: {self.models}.")
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f"Unknown preset {self.preset!r}. Valid presets: "
+                f"{', '.join(PRESETS)}."
+            )
+        for name in ("batch_size", "eval_every", "epochs"):
+            _check_positive(name, getattr(self, name))
+        for name in ("steps", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"--{name} must be an integer, got {value!r}.")
+            if value < 0:
+                raise ValueError(f"--{name} must be >= 0, got {value}.")
+        if not self.learning_rate > 0:
+            raise ValueError(
+                f"--learning_rate must be positive, got {self.learning_rate}."
+            )
+        if self.weight_decay < 0:
+            raise ValueError(
+                f"--weight_decay must be >= 0, got {self.weight_decay}."
+            )
+        if self.data_dir is not None and not os.path.isdir(self.data_dir):
+            raise ValueError(
+                f"--data_dir {self.data_dir!r} is not a directory."
+            )
+
+    def run_dir(self, model):
+        """`WORKDIR/<task>/<model>`, where one model's results go."""
+        return os.path.join(self.workdir, self.task, model)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def to_json(self):
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _names():
+    return ", ".join(MODEL_NAMES)
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
+
+
+def parse_models(value):
+    """Splits `"gpt,lstm"` into `("gpt", "lstm")`."""
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    if not names:
+        raise ValueError(
+            f"--model is empty ({value!r}). Valid models: {_names()}."
+        )
+    return names
+
+
+def parse_model_args(value):
+    """Parses `"num_layers=2,dropout=0.1"` into a dict of typed values."""
+    result = {}
+    for item in filter(None, (s.strip() for s in (value or "").split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(
+                f"--model_args expects key=value pairs separated by commas, "
+                f"got {item!r} in {value!r}."
+            )
+        result[key.strip()] = _parse_scalar(raw.strip())
+    return result
+
+
+def _parse_scalar(raw):
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def check_workdir_writable(workdir):
+    """Creates `workdir` and proves it writable before any training."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".probe"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"--workdir {workdir!r} is not writable: {error}."
+        ) from error
+
+
+def from_flags(flag_values, family, task_args):
+    """Builds an `ExperimentConfig` from parsed absl flags."""
+    config = ExperimentConfig(
+        family=family,
+        task=flag_values.task,
+        models=parse_models(flag_values.model),
+        preset=flag_values.preset,
+        model_args=parse_model_args(flag_values.model_args),
+        task_args=task_args,
+        workdir=flag_values.workdir,
+        seed=flag_values.seed,
+        steps=flag_values.steps,
+        epochs=flag_values.epochs,
+        eval_every=flag_values.eval_every,
+        batch_size=flag_values.batch_size,
+        learning_rate=flag_values.learning_rate,
+        weight_decay=flag_values.weight_decay,
+        warmup_steps=flag_values.warmup_steps,
+        data_dir=flag_values.data_dir,
+        wandb_mode=flag_values.wandb_mode,
+        strategy=flag_values.strategy,
+        mixed_precision=flag_values.mixed_precision,
+        overwrite=flag_values.overwrite,
+        verbose=flag_values.verbose,
+    )
+    check_workdir_writable(config.workdir)
+    return config

@@ -1,0 +1,70 @@
+"""Flags shared by every experiment binary.
+
+Each binary calls `define_shared_flags(...)` with its task names and default
+model, defines its own task flags, and turns the parsed flags into an
+`ExperimentConfig` with `config.from_flags`.
+"""
+
+from absl import flags
+
+STRATEGIES = ("auto", "default", "mirrored")
+MIXED_PRECISION = ("none", "bfloat16", "float16")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def define_shared_flags(tasks, default_task, default_model="gpt"):
+    """Defines the flags every binary takes (see DESIGN.md)."""
+    flags.DEFINE_string(
+        "model",
+        default_model,
+        "Model name, or a comma-separated list of names to compare.",
+    )
+    flags.DEFINE_enum("task", default_task, list(tasks), "Task to run.")
+    flags.DEFINE_string("preset", "small", "Model size: tiny, small or base.")
+    flags.DEFINE_string(
+        "model_args",
+        "",
+        "Overrides of the preset, `key=value` pairs separated by commas, "
+        "e.g. `num_layers=2,dropout=0.1`.",
+    )
+    flags.DEFINE_string("workdir", "runs", "Where results are written.")
+    flags.DEFINE_integer("seed", 42, "Random seed for data and weights.")
+    flags.DEFINE_integer(
+        "steps", 1000, "Training steps (0: train for --epochs over the data)."
+    )
+    flags.DEFINE_integer("epochs", 1, "Epochs over the data when --steps=0.")
+    flags.DEFINE_integer(
+        "eval_every", 100, "Steps between validation and logging points."
+    )
+    flags.DEFINE_integer("batch_size", 32, "Global batch size.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (AdamW).")
+    flags.DEFINE_float("weight_decay", 0.01, "AdamW weight decay.")
+    flags.DEFINE_integer(
+        "warmup_steps", 0, "Linear warm-up steps before cosine decay."
+    )
+    flags.DEFINE_string(
+        "data_dir", None, "Local data files (task-dependent layout)."
+    )
+    flags.DEFINE_enum(
+        "wandb_mode",
+        "offline",
+        list(WANDB_MODES),
+        "Weights & Biases mode; offline needs no account or network.",
+    )
+    flags.DEFINE_enum(
+        "strategy", "auto", list(STRATEGIES), "tf.distribute strategy."
+    )
+    flags.DEFINE_enum(
+        "mixed_precision",
+        "none",
+        list(MIXED_PRECISION),
+        "Keras mixed-precision policy (kernels keep float32 state).",
+    )
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Rerun models whose results.json already exists (otherwise reuse).",
+    )
+    flags.DEFINE_integer(
+        "verbose", 2, "Keras fit verbosity (0 silent, 1 bar, 2 a line/epoch)."
+    )

@@ -1,0 +1,233 @@
+"""The one training loop every experiment binary runs.
+
+`run(config, make_task_data)` trains each model named in the config on the
+same data with `model.fit`, evaluates it on every eval split, and writes
+`WORKDIR/<task>/<model>/`:
+
+    config.json    the config and the model's resolved arguments
+    metrics.csv    one row per epoch (train and validation metrics, time)
+    results.json   parameters, train time, steps, eval metrics per split
+    model.keras    the trained model
+    backup/        the resumable checkpoint while training runs
+    tensorboard/   TensorBoard logs
+    wandb/         Weights & Biases files (offline unless asked otherwise)
+
+An interrupted model resumes from `backup/` when the same command is run
+again. A model whose `results.json` exists is not trained again (unless
+`--overwrite`), so the results of one model are never lost to another's run.
+When several models ran, a comparison table is printed and saved as
+`WORKDIR/<task>/comparison.{md,csv}`.
+"""
+
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+
+import keras
+from absl import logging
+
+from experiments.common import results as results_lib
+from experiments.common.callbacks import EpochTimer
+from experiments.common.callbacks import WandbLogger
+from experiments.common.distribute import get_strategy
+from kerasseq.models import build_model
+from kerasseq.models import count_parameters
+from kerasseq.models import model_config
+
+_POLICIES = {
+    "none": "float32",
+    "bfloat16": "mixed_bfloat16",
+    "float16": "mixed_float16",
+}
+
+
+@dataclasses.dataclass
+class TaskData:
+    """What a task family hands to the train loop.
+
+    Attributes:
+        head: the task head, a key of `kerasseq.models.HEADS`.
+        train: batched training dataset of `(inputs, labels, sample_weight)`
+            or `(inputs, labels)`; repeated by the loop when `--steps` > 0.
+        evals: eval split name -> batched dataset. The first is also the
+            validation set during training.
+        model_args: arguments the data fixes (`vocabulary_size` or
+            `feature_dim`, `num_classes`, `max_sequence_length`).
+        loss: a `keras.losses.Loss`.
+        make_metrics: returns fresh metric objects for one model.
+        primary_metric: the metric the comparison table reports.
+    """
+
+    head: str
+    train: object
+    evals: dict
+    model_args: dict
+    loss: keras.losses.Loss
+    make_metrics: Callable
+    primary_metric: str = "accuracy"
+
+
+def run(config, make_task_data):
+    """Trains and evaluates every model of `config`; returns their results.
+
+    Args:
+        config: an `ExperimentConfig`.
+        make_task_data: function of the config returning a `TaskData`.
+
+    Returns:
+        dict model name -> results dict (as written to `results.json`).
+    """
+    keras.mixed_precision.set_global_policy(_POLICIES[config.mixed_precision])
+    strategy = get_strategy(config.strategy)
+    data = make_task_data(config)
+    # resolve every model's arguments first: a bad override fails here,
+    # before any model trains
+    for name in config.models:
+        model_config(
+            name,
+            data.head,
+            config.preset,
+            **{**data.model_args, **config.model_args},
+        )
+    all_results = {}
+    for name in config.models:
+        all_results[name] = train_and_evaluate(config, name, data, strategy)
+    table = results_lib.comparison_table(config, all_results, data)
+    task_dir = os.path.join(config.workdir, config.task)
+    results_lib.write_table(table, os.path.join(task_dir, "comparison"))
+    print(results_lib.to_markdown(table))
+    return all_results
+
+
+def _optimizer(config, total_steps):
+    learning_rate = config.learning_rate
+    if total_steps:
+        warmup = min(config.warmup_steps, total_steps)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else config.learning_rate,
+            decay_steps=max(total_steps - warmup, 1),
+            alpha=0.1,
+            warmup_target=config.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=learning_rate,
+        weight_decay=config.weight_decay,
+        clipnorm=1.0,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def _write_json(path, payload):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
+
+
+def _train_time(metrics_path):
+    """Sums epoch times in metrics.csv, counting a resumed epoch once."""
+    if not os.path.exists(metrics_path):
+        return 0.0
+    per_epoch = {}
+    with open(metrics_path) as f:
+        for row in csv.DictReader(f):
+            if row.get("epoch_time_s"):
+                per_epoch[row["epoch"]] = float(row["epoch_time_s"])
+    return sum(per_epoch.values())
+
+
+def train_and_evaluate(config, name, data, strategy=None):
+    """Trains one model, evaluates it and writes its run directory."""
+    run_dir = config.run_dir(name)
+    results_path = os.path.join(run_dir, "results.json")
+    if os.path.exists(results_path) and not config.overwrite:
+        logging.info("%s: results exist at %s, reusing.", name, results_path)
+        with open(results_path) as f:
+            return json.load(f)
+    os.makedirs(run_dir, exist_ok=True)
+    strategy = strategy or get_strategy(config.strategy)
+    keras.utils.set_random_seed(config.seed)
+    overrides = {**data.model_args, **config.model_args}
+    resolved = model_config(name, data.head, config.preset, **overrides)
+    _write_json(
+        os.path.join(run_dir, "config.json"),
+        {**config.to_dict(), "model": name, "model_config": resolved},
+    )
+
+    if config.steps:
+        steps_per_epoch = min(config.eval_every, config.steps)
+        epochs = math.ceil(config.steps / steps_per_epoch)
+        train = data.train.repeat()
+        total_steps = steps_per_epoch * epochs
+    else:
+        steps_per_epoch, epochs, train = None, config.epochs, data.train
+        total_steps = None
+
+    with strategy.scope():
+        model = build_model(name, data.head, config.preset, **overrides)
+        model.compile(
+            optimizer=_optimizer(config, total_steps),
+            loss=data.loss,
+            weighted_metrics=data.make_metrics(),
+            jit_compile=True,
+        )
+    parameters = count_parameters(model)
+
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    callbacks = [
+        EpochTimer(),
+        keras.callbacks.BackupAndRestore(
+            os.path.join(run_dir, "backup"), delete_checkpoint=False
+        ),
+        keras.callbacks.CSVLogger(metrics_path, append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
+    ]
+    if config.wandb_mode != "disabled":
+        callbacks.append(
+            WandbLogger(
+                config.wandb_mode,
+                run_dir,
+                f"{config.task}-{name}",
+                {**config.to_dict(), "model": name},
+            )
+        )
+    validation = next(iter(data.evals.values()), None)
+    history = model.fit(
+        train,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        validation_data=validation,
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+
+    evals = {
+        split: model.evaluate(dataset, return_dict=True, verbose=0)
+        for split, dataset in data.evals.items()
+    }
+    model.save(os.path.join(run_dir, "model.keras"))
+    last = {k: v[-1] for k, v in history.history.items() if v}
+    results = {
+        "model": name,
+        "task": config.task,
+        "family": config.family,
+        "preset": config.preset,
+        "parameters": parameters,
+        "train_steps": total_steps,
+        "train_time_s": _train_time(metrics_path),
+        "final_train": {k: float(v) for k, v in last.items()},
+        "eval": {
+            s: {k: float(v) for k, v in m.items()} for s, m in evals.items()
+        },
+        "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    _write_json(results_path, results)
+    shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+    return results

@@ -1,0 +1,72 @@
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.layers import LSTM
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference_lstm(kernel, recurrent, bias, x):
+    """The LSTM equations in float64; gates in Keras's order i, f, c, o."""
+    batch, seq_len, _ = x.shape
+    units = recurrent.shape[0]
+    h = np.zeros((batch, units))
+    c = np.zeros((batch, units))
+    outputs = []
+    for t in range(seq_len):
+        z = x[:, t] @ kernel + h @ recurrent + bias
+        i, f, g, o = np.split(z, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        outputs.append(h)
+    return np.stack(outputs, 1)
+
+
+def test_matches_reference_equations():
+    layer = LSTM()
+    x = np.random.normal(size=(2, 7, 6)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    kernel, recurrent, bias = (np.asarray(w, np.float64) for w in layer.weights)
+    bias = bias + np.random.normal(size=bias.shape)
+    layer.weights[2].assign(bias.astype("float32"))
+    y = keras.ops.convert_to_numpy(layer(x))
+    expected = reference_lstm(kernel, recurrent, bias, x.astype(np.float64))
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+
+
+def test_projection_when_units_differ():
+    layer = LSTM(units=10)
+    y = layer(np.random.normal(size=(2, 5, 6)).astype("float32"))
+    assert y.shape == (2, 5, 6)
+
+
+@pytest.mark.parametrize("units", [None, 10])
+def test_step_equals_call(units):
+    layer = LSTM(units=units)
+    x = np.random.normal(size=(3, 8, 6)).astype("float32")
+    full = keras.ops.convert_to_numpy(layer(x))
+    state = layer.get_initial_state(3)
+    outputs = []
+    for t in range(8):
+        y, state = layer.step(x[:, t], state)
+        outputs.append(keras.ops.convert_to_numpy(y))
+    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+
+
+def test_padding_leaves_real_steps_alone():
+    layer = LSTM()
+    x = np.random.normal(size=(1, 6, 4)).astype("float32")
+    mask = np.array([[True] * 4 + [False] * 2])
+    y1 = keras.ops.convert_to_numpy(layer(x, padding_mask=mask))
+    y2 = keras.ops.convert_to_numpy(layer(x[:, :4]))
+    np.testing.assert_allclose(y1[:, :4], y2, atol=1e-6)
+
+
+def test_config_and_bad_arguments():
+    layer = LSTM(units=7)
+    assert LSTM.from_config(layer.get_config()).units == 7
+    with pytest.raises(ValueError, match="`units`.*got -1"):
+        LSTM(units=-1)

@@ -1,0 +1,125 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasseq.layers import SoftmaxAttention
+
+
+def reference_attention(layer, x, causal, padding_mask=None):
+    """Multi-head attention written out in float64 NumPy."""
+    w = {
+        v.path.split("/")[-1]: np.asarray(v, np.float64) for v in layer.weights
+    }
+    x = x.astype(np.float64)
+    batch, seq_len, _ = x.shape
+    heads, head_dim = w["query_bias"].shape
+    out = np.zeros((batch, seq_len, heads, head_dim))
+    for b in range(batch):
+        for h in range(heads):
+            q = x[b] @ w["query_kernel"][:, h] + w["query_bias"][h]
+            k = x[b] @ w["key_kernel"][:, h] + w["key_bias"][h]
+            v = x[b] @ w["value_kernel"][:, h] + w["value_bias"][h]
+            for t in range(seq_len):
+                allowed = [
+                    s
+                    for s in range(seq_len)
+                    if (not causal or s <= t)
+                    and (padding_mask is None or padding_mask[b, s])
+                ]
+                scores = np.array([q[t] @ k[s] for s in allowed])
+                scores /= np.sqrt(head_dim)
+                p = np.exp(scores - scores.max())
+                p /= p.sum()
+                out[b, t, h] = sum(
+                    pi * v[s] for pi, s in zip(p, allowed, strict=False)
+                )
+    y = np.einsum("bthk,hkd->btd", out, w["output_kernel"])
+    return y + w["output_bias"]
+
+
+def _layer(causal, hidden_dim=12, num_heads=3):
+    layer = SoftmaxAttention(num_heads=num_heads, causal=causal)
+    layer.build((None, None, hidden_dim))
+    # non-zero biases so that the reference checks them too
+    for v in layer.weights:
+        if "bias" in v.path:
+            v.assign(np.random.normal(size=v.shape).astype("float32"))
+    return layer
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("seq_len", [1, 7])
+def test_matches_reference(causal, seq_len):
+    layer = _layer(causal)
+    x = np.random.normal(size=(2, seq_len, 12)).astype("float32")
+    mask = np.ones((2, seq_len), bool)
+    mask[1, seq_len // 2 + 1 :] = False
+    y = keras.ops.convert_to_numpy(layer(x, padding_mask=mask))
+    expected = reference_attention(layer, x, causal, mask)
+    np.testing.assert_allclose(y[0], expected[0], atol=1e-5)
+    valid = mask[1]
+    np.testing.assert_allclose(y[1][valid], expected[1][valid], atol=1e-5)
+
+
+def test_padded_keys_do_not_leak():
+    layer = _layer(causal=False)
+    x = np.random.normal(size=(1, 6, 12)).astype("float32")
+    mask = np.array([[True] * 4 + [False] * 2])
+    y1 = keras.ops.convert_to_numpy(layer(x, padding_mask=mask))
+    x2 = x.copy()
+    x2[:, 4:] = 100.0
+    y2 = keras.ops.convert_to_numpy(layer(x2, padding_mask=mask))
+    np.testing.assert_allclose(y1[:, :4], y2[:, :4], atol=1e-5)
+
+
+def test_causal_future_does_not_leak():
+    layer = _layer(causal=True)
+    x = np.random.normal(size=(1, 6, 12)).astype("float32")
+    y1 = keras.ops.convert_to_numpy(layer(x))
+    x[:, 3:] += 5.0
+    y2 = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(y1[:, :3], y2[:, :3], atol=1e-5)
+    assert not np.allclose(y1[:, 3:], y2[:, 3:])
+
+
+def test_step_equals_call_under_xla():
+    layer = _layer(causal=True)
+    x = np.random.normal(size=(2, 9, 12)).astype("float32")
+    full = keras.ops.convert_to_numpy(layer(x))
+    step = tf.function(layer.step, jit_compile=True)
+    state = layer.get_initial_state(2, max_length=9)
+    outputs = []
+    for t in range(9):
+        y, state = step(x[:, t], state)
+        outputs.append(keras.ops.convert_to_numpy(y))
+    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+
+
+def test_gradients_respect_causality():
+    layer = _layer(causal=True)
+    x = tf.constant(np.random.normal(size=(1, 5, 12)).astype("float32"))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = tf.reduce_sum(layer(x)[:, 2])
+    grad = tape.gradient(y, x).numpy()
+    assert np.all(grad[:, 3:] == 0)
+    assert np.all(np.abs(grad[:, :3]).sum(-1) > 0)
+
+
+def test_config_round_trip():
+    layer = SoftmaxAttention(num_heads=2, head_dim=8, causal=False, dropout=0.1)
+    restored = SoftmaxAttention.from_config(layer.get_config())
+    assert restored.get_config() == layer.get_config()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="`num_heads`.*got 0"):
+        SoftmaxAttention(num_heads=0)
+    with pytest.raises(ValueError, match="`dropout`.*got 1.5"):
+        SoftmaxAttention(num_heads=2, dropout=1.5)
+    with pytest.raises(ValueError, match="not divisible by num_heads=5"):
+        SoftmaxAttention(num_heads=5).build((None, None, 12))
+    layer = _layer(causal=False)
+    with pytest.raises(ValueError, match="causal=False"):
+        layer.get_initial_state(1, max_length=4)

@@ -1,0 +1,155 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.models import MODEL_NAMES
+from kerasseq.models import MODELS
+from kerasseq.models import CausalLM
+from kerasseq.models import SequenceClassifier
+from kerasseq.models import TokenClassifier
+from kerasseq.models import build_model
+from tests.testing import run_model_test
+
+VOCAB = 20
+
+
+def _inputs(batch=4, seq_len=9):
+    ids = np.random.randint(1, VOCAB, (batch, seq_len)).astype("int32")
+    mask = np.ones((batch, seq_len), bool)
+    mask[-1, 6:] = False
+    ids[~mask] = 0
+    return {"token_ids": ids, "padding_mask": mask}
+
+
+def _labels(task, inputs):
+    batch, seq_len = inputs["token_ids"].shape
+    if task == "sequence_classification":
+        return np.random.randint(0, 3, (batch,))
+    if task == "token_classification":
+        return np.random.randint(0, 3, (batch, seq_len))
+    return inputs["token_ids"]
+
+
+def _cases():
+    for name in MODEL_NAMES:
+        for task in ("sequence_classification", "token_classification"):
+            yield name, task
+        if MODELS[name].causal:
+            yield name, "causal_lm"
+
+
+def _build(name, task):
+    kwargs = {"vocabulary_size": VOCAB, "max_sequence_length": 16}
+    if task != "causal_lm":
+        kwargs["num_classes"] = 3
+    return build_model(name, task, "tiny", **kwargs)
+
+
+@pytest.mark.parametrize("name,task", list(_cases()))
+def test_model_through_its_paces(name, task):
+    inputs = _inputs()
+    labels = _labels(task, inputs)
+    weights = None
+    if task != "sequence_classification":
+        weights = inputs["padding_mask"].astype("float32")
+    run_model_test(lambda: _build(name, task), inputs, labels, weights)
+
+
+@pytest.mark.parametrize("name,task", list(_cases()))
+def test_saved_model_gives_identical_outputs(name, task, tmp_path):
+    model = _build(name, task)
+    inputs = _inputs()
+    expected = keras.ops.convert_to_numpy(model(inputs))
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(model)
+    assert type(restored.backbone.mixer) is type(model.backbone.mixer)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(inputs)), expected
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in MODEL_NAMES if MODELS[n].causal])
+def test_stepping_equals_call_and_generate_is_greedy(name):
+    model = _build(name, "causal_lm")
+    prompt = np.random.randint(1, VOCAB, (2, 4)).astype("int32")
+    generated = model.generate(prompt, max_new_tokens=6)
+    assert generated.shape == (2, 10)
+    np.testing.assert_array_equal(generated[:, :4], prompt)
+    # teacher-forced logits on the generated text pick every next token
+    logits = keras.ops.convert_to_numpy(
+        model({"token_ids": generated, "padding_mask": np.ones((2, 10), bool)})
+    )
+    np.testing.assert_array_equal(logits[:, 3:-1].argmax(-1), generated[:, 4:])
+    # and the backbone's step reproduces its call
+    backbone = model.backbone
+    states = backbone.get_initial_state(2, max_length=10)
+    hidden = []
+    for t in range(10):
+        h, states = backbone.step(generated[:, t], t, states)
+        hidden.append(keras.ops.convert_to_numpy(h))
+    full = backbone(
+        {"token_ids": generated, "padding_mask": np.ones((2, 10), bool)}
+    )
+    np.testing.assert_allclose(
+        np.stack(hidden, 1), keras.ops.convert_to_numpy(full), atol=1e-5
+    )
+
+
+def test_sampling_is_seeded():
+    model = _build("lstm", "causal_lm")
+    prompt = np.ones((2, 3), "int32")
+    a = model.generate(prompt, 5, temperature=1.0, seed=3)
+    b = model.generate(prompt, 5, temperature=1.0, seed=3)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_generate_bad_input():
+    model = _build("gpt", "causal_lm")
+    with pytest.raises(ValueError, match="max_sequence_length=16"):
+        model.generate(np.ones((1, 10), "int32"), max_new_tokens=10)
+    with pytest.raises(ValueError, match="`max_new_tokens`.*got 0"):
+        model.generate(np.ones((1, 2), "int32"), max_new_tokens=0)
+    with pytest.raises(ValueError, match="`temperature`"):
+        model.generate(np.ones((1, 2), "int32"), 2, temperature=-1.0)
+
+
+def test_padding_does_not_change_classification():
+    model = _build("gpt", "sequence_classification")
+    inputs = _inputs(batch=1, seq_len=6)
+    short = keras.ops.convert_to_numpy(model(inputs))
+    padded = {
+        "token_ids": np.pad(inputs["token_ids"], ((0, 0), (0, 5))),
+        "padding_mask": np.pad(inputs["padding_mask"], ((0, 0), (0, 5))),
+    }
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(model(padded)), short, atol=1e-5
+    )
+
+
+def test_continuous_features_backbone():
+    model = build_model(
+        "lstm", "sequence_classification", "tiny", feature_dim=3, num_classes=2
+    )
+    x = {
+        "features": np.random.normal(size=(2, 7, 3)).astype("float32"),
+        "padding_mask": np.ones((2, 7), bool),
+    }
+    assert model(x).shape == (2, 2)
+    with pytest.raises(
+        ValueError, match="CausalLM needs a backbone over token"
+    ):
+        CausalLM(model.backbone)
+
+
+def test_heads_reject_bad_arguments():
+    backbone = _build("gpt", "token_classification").backbone
+    with pytest.raises(ValueError, match="`num_classes`.*got 0"):
+        TokenClassifier(backbone, num_classes=0)
+    with pytest.raises(ValueError, match="`pooling`.*got 'median'"):
+        SequenceClassifier(backbone, num_classes=2, pooling="median")
+    with pytest.raises(ValueError, match="SequenceBackbone, got Dense"):
+        TokenClassifier(keras.layers.Dense(2), num_classes=2)
