@@ -31,11 +31,19 @@ run: $(RUNTIME_STAMP)
 	  --eval_every=300 --batch_size=64 --learning_rate=3e-3 \
 	  --workdir=runs/default --wandb_mode=offline
 
+# the backend-agnostic tests run again on JAX (skipped where jax is missing)
+JAX_TESTS := tests/ops tests/layers tests/models
+HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
+
 test: $(TEST_STAMP)
 	$(PYTEST) -m "not large" -n $(WORKERS)
+	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -m "not large" \
+	  -n $(WORKERS) $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
 
 test-all: $(TEST_STAMP)
 	$(PYTEST) -n $(WORKERS)
+	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
+	  $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

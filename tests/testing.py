@@ -75,3 +75,49 @@ def _fit_once(model, inputs, labels, sample_weight):
         for a, b in zip(before, model.get_weights(), strict=False)
     ]
     assert any(changed)
+
+
+def value_and_grad(fn, *args, jit=False):
+    """`fn(*args)` (a scalar) and its gradients, on the active backend.
+
+    With `jit=True` the forward and backward passes are compiled together
+    with XLA, as `model.fit(jit_compile=True)` compiles a train step.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def both(*args):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                value = fn(*args)
+            return value, tape.gradient(value, args)
+
+        if jit:
+            both = tf.function(both, jit_compile=True)
+        value, grads = both(*[tf.convert_to_tensor(a) for a in args])
+    elif backend == "jax":
+        import jax
+
+        argnums = tuple(range(len(args)))
+        both = jax.value_and_grad(fn, argnums=argnums)
+        if jit:
+            both = jax.jit(both)
+        value, grads = both(*args)
+    else:
+        raise NotImplementedError(f"no gradient helper for {backend}")
+    return (
+        keras.ops.convert_to_numpy(value),
+        [keras.ops.convert_to_numpy(g) for g in grads],
+    )
+
+
+def compiled(fn):
+    """`fn` compiled with XLA: `tf.function(jit_compile=True)` / `jax.jit`."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import jax
+
+    return jax.jit(fn)

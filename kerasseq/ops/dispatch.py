@@ -1,11 +1,102 @@
 """The one place where kerasseq talks to a backend directly.
 
-`keras.ops` covers almost everything; what it cannot express portably
-(compiling a Python function for repeated use, backend-specific scans) lives
-here so that layers stay backend-free.
+`keras.ops` covers almost everything; what it cannot express portably lives
+here so that ops and layers stay backend-free:
+
+- `scan`: a compiled loop over a leading time axis whose per-step outputs
+  need not match the carry. On TensorFlow, `keras.ops.scan` requires them to
+  match and fails under XLA once gradients are taken; a `tf.while_loop` with
+  `maximum_iterations` and TensorArrays compiles forward and backward. On
+  JAX it is `jax.lax.scan`.
+- `compile_function`: XLA-compiles a Python function for repeated calls.
 """
 
 import keras
+
+
+def _backend():
+    return keras.backend.backend()
+
+
+def scan(fn, init, xs, reverse=False, unroll=1):
+    """Loops `fn` over the leading axis of `xs`, carrying a state.
+
+    Args:
+        fn: `fn(carry, x) -> (carry, y)`; `carry`, `x` and `y` may be nested
+            structures (lists, tuples, dicts) of tensors.
+        init: initial carry.
+        xs: nested structure of tensors sharing a static leading length T.
+        reverse: bool. Loop from t = T - 1 down to 0; `ys` stays in time
+            order.
+        unroll: int. Steps per loop iteration (a hint; JAX only).
+
+    Returns:
+        `(carry, ys)`: the final carry and `y` stacked along a new leading
+        axis of length T.
+    """
+    if _backend() == "jax":
+        import jax
+
+        return jax.lax.scan(fn, init, xs, reverse=reverse, unroll=unroll)
+    if _backend() != "tensorflow":
+        raise NotImplementedError(
+            f"kerasseq scans support the tensorflow and jax backends, not "
+            f"{_backend()!r}."
+        )
+    return _tf_scan(fn, init, xs, reverse)
+
+
+def _tf_scan(fn, init, xs, reverse):
+    import tensorflow as tf
+
+    flat_xs = tf.nest.flatten(xs)
+    length = flat_xs[0].shape[0]
+    if length is None:
+        length = tf.shape(flat_xs[0])[0]
+    x_arrays = [
+        tf.TensorArray(x.dtype, size=length, infer_shape=True).unstack(x)
+        for x in flat_xs
+    ]
+    # trace one step to learn the structure and dtypes of y
+    y_spec = tf.nest.map_structure(
+        lambda t: tf.TensorSpec(t.shape, t.dtype),
+        _first_y(fn, init, xs),
+    )
+    flat_spec = tf.nest.flatten(y_spec)
+    y_arrays = [
+        tf.TensorArray(s.dtype, size=length, element_shape=s.shape)
+        for s in flat_spec
+    ]
+
+    def body(i, carry, y_arrays):
+        t = length - 1 - i if reverse else i
+        x = tf.nest.pack_sequence_as(xs, [a.read(t) for a in x_arrays])
+        carry, y = fn(carry, x)
+        y_arrays = [
+            a.write(t, v)
+            for a, v in zip(y_arrays, tf.nest.flatten(y), strict=True)
+        ]
+        return i + 1, carry, y_arrays
+
+    _, carry, y_arrays = tf.while_loop(
+        lambda i, *_: i < length,
+        body,
+        (tf.constant(0), init, y_arrays),
+        maximum_iterations=length,
+    )
+    ys = tf.nest.pack_sequence_as(y_spec, [a.stack() for a in y_arrays])
+    return carry, ys
+
+
+def _first_y(fn, init, xs):
+    import tensorflow as tf
+
+    x0 = tf.nest.map_structure(lambda x: x[0], xs)
+    graph = tf.function(lambda c, x: fn(c, x)[1]).get_concrete_function(
+        tf.nest.map_structure(lambda c: tf.TensorSpec(c.shape, c.dtype), init),
+        tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), x0),
+    )
+    return graph.structured_outputs
 
 
 def compile_function(fn):
@@ -21,7 +112,7 @@ def compile_function(fn):
     Returns:
         A callable with the same signature.
     """
-    if keras.backend.backend() == "tensorflow":
+    if _backend() == "tensorflow":
         import tensorflow as tf
 
         return tf.function(fn, jit_compile=True, reduce_retracing=True)
