@@ -117,3 +117,22 @@ def compile_function(fn):
 
         return tf.function(fn, jit_compile=True, reduce_retracing=True)
     return fn
+
+
+def device_kind():
+    """`"cpu"`, `"gpu"` or `"tpu"`: the accelerator the backend computes on.
+
+    Ops use it for `mode="auto"`: compiled recurrent loops are fastest on a
+    CPU, chunked matmul forms fill a GPU or TPU.
+    """
+    if _backend() == "jax":
+        import jax
+
+        return jax.default_backend()
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        for kind in ("TPU", "GPU"):
+            if tf.config.list_logical_devices(kind):
+                return kind.lower()
+    return "cpu"
