@@ -75,32 +75,72 @@ flags.DEFINE_bool(
 FLAGS = flags.FLAGS
 
 
-def task_args_from_flags(flag_values):
-    """Collects the synthetic-task options; validates the length ranges."""
-    task = flag_values.task
+def make_task_args(
+    task,
+    train_seq_len=None,
+    eval_seq_len=None,
+    num_train_examples=20000,
+    num_eval_examples=1000,
+    **generator,
+):
+    """Collects and validates the options of a synthetic task.
+
+    Args:
+        task: a name in `kerasseq.data.synthetic.TASKS`.
+        train_seq_len: training length range, e.g. `"16,16"`.
+        eval_seq_len: list of eval length ranges.
+        num_train_examples: int.
+        num_eval_examples: int, per eval split.
+        **generator: the task generator's own arguments.
+
+    Returns:
+        dict, the config's `task_args`.
+    """
+    for name, value in [
+        ("num_train_examples", num_train_examples),
+        ("num_eval_examples", num_eval_examples),
+    ]:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"--{name} must be a positive integer, got {value!r}."
+            )
     train_default, eval_default = DEFAULT_LENGTHS[task]
-    train_len = flag_values.train_seq_len or train_default
-    eval_lens = flag_values.eval_seq_len or eval_default
     args = {
         "train_seq_len": list(
-            synthetic.parse_length_range(train_len, "train_seq_len")
+            synthetic.parse_length_range(
+                train_seq_len or train_default, "train_seq_len"
+            )
         ),
         "eval_seq_len": [
             list(synthetic.parse_length_range(v, "eval_seq_len"))
-            for v in eval_lens
+            for v in (eval_seq_len or eval_default)
         ],
-        "num_train_examples": flag_values.num_train_examples,
-        "num_eval_examples": flag_values.num_eval_examples,
-        "generator": {},
+        "num_train_examples": num_train_examples,
+        "num_eval_examples": num_eval_examples,
+        "generator": generator,
     }
+    # one example per range proves the settings valid before any training
+    for seq_len in [args["train_seq_len"], *args["eval_seq_len"]]:
+        synthetic.generate(task, 1, seq_len, 0, **generator)
+    return args
+
+
+def task_args_from_flags(flag_values):
+    """`make_task_args` from the parsed flags."""
+    task = flag_values.task
+    generator = {}
     for name in TASK_FLAGS[task]:
         value = getattr(flag_values, name)
         if value is not None:
-            args["generator"][name] = value
-    # one example per range proves the settings valid before any training
-    for seq_len in [args["train_seq_len"], *args["eval_seq_len"]]:
-        synthetic.generate(task, 1, seq_len, 0, **args["generator"])
-    return args
+            generator[name] = value
+    return make_task_args(
+        task,
+        flag_values.train_seq_len,
+        flag_values.eval_seq_len,
+        flag_values.num_train_examples,
+        flag_values.num_eval_examples,
+        **generator,
+    )
 
 
 def make_task_data(config):

@@ -1,0 +1,218 @@
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from absl import flags
+
+from experiments import synthetic
+from experiments.common import config as config_lib
+from experiments.common import train
+from experiments.common.callbacks import EpochTimer
+from experiments.common.config import ExperimentConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _config(workdir, models=("gpt", "lstm"), **kwargs):
+    task_args = synthetic.make_task_args(
+        "bit_parity",
+        train_seq_len="6,8",
+        eval_seq_len=["12,12"],
+        num_train_examples=64,
+        num_eval_examples=16,
+    )
+    defaults = dict(
+        family="synthetic",
+        task="bit_parity",
+        models=models,
+        preset="tiny",
+        task_args=task_args,
+        workdir=str(workdir),
+        steps=6,
+        eval_every=2,
+        batch_size=8,
+        wandb_mode="disabled",
+        verbose=0,
+    )
+    return ExperimentConfig(**{**defaults, **kwargs})
+
+
+def _epochs(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def test_run_writes_every_artifact(tmp_path):
+    config = _config(tmp_path, wandb_mode="offline")
+    results = train.run(config, synthetic.make_task_data)
+    assert set(results) == {"gpt", "lstm"}
+    for name in ("gpt", "lstm"):
+        run_dir = tmp_path / "bit_parity" / name
+        saved = json.loads((run_dir / "results.json").read_text())
+        assert set(saved["eval"]) == {"T6-8", "T12-12"}
+        assert 0 <= saved["eval"]["T12-12"]["accuracy"] <= 1
+        assert saved["train_steps"] == 6
+        assert saved["parameters"]["total"] > 0
+        assert saved["train_time_s"] > 0
+        assert _epochs(run_dir) == [0, 1, 2]
+        written = json.loads((run_dir / "config.json").read_text())
+        assert written["model"] == name and written["preset"] == "tiny"
+        assert written["model_config"]["backbone"]["max_sequence_length"] == 12
+        assert os.listdir(run_dir / "tensorboard")
+        assert any(
+            d.startswith("offline-run") for d in os.listdir(run_dir / "wandb")
+        )
+        assert not (run_dir / "backup").exists()
+        model = keras.saving.load_model(run_dir / "model.keras")
+        assert model.count_params() == saved["parameters"]["total"]
+    table = (tmp_path / "bit_parity" / "comparison.md").read_text()
+    assert "| gpt |" in table and "| lstm |" in table
+    assert "T12-12 accuracy" in table
+    with open(tmp_path / "bit_parity" / "comparison.csv") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == ["gpt", "lstm"]
+
+
+def test_finished_results_are_never_overwritten(tmp_path):
+    train.run(_config(tmp_path, models=("lstm",)), synthetic.make_task_data)
+    path = tmp_path / "bit_parity" / "lstm" / "results.json"
+    before = path.read_text()
+    mtime = os.path.getmtime(path)
+    results = train.run(
+        _config(tmp_path, models=("gpt", "lstm")), synthetic.make_task_data
+    )
+    assert path.read_text() == before and os.path.getmtime(path) == mtime
+    assert results["lstm"] == json.loads(before)
+    assert (tmp_path / "bit_parity" / "gpt" / "results.json").exists()
+
+
+def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    original = EpochTimer.on_epoch_end
+
+    def crash_at_second_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated preemption")
+
+    monkeypatch.setattr(EpochTimer, "on_epoch_end", crash_at_second_epoch)
+    config = _config(tmp_path, models=("gpt",))
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config, synthetic.make_task_data)
+    run_dir = tmp_path / "bit_parity" / "gpt"
+    assert (run_dir / "backup").exists()
+    assert not (run_dir / "results.json").exists()
+    assert _epochs(run_dir) == [0]
+
+    monkeypatch.setattr(EpochTimer, "on_epoch_end", original)
+    train.run(config, synthetic.make_task_data)
+    # epoch 0 is not trained again: the run resumed, it did not restart
+    assert _epochs(run_dir) == [0, 1, 2]
+    assert (run_dir / "results.json").exists()
+
+
+def _binary(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.synthetic", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+def test_binary_end_to_end(tmp_path):
+    result = _binary(
+        "--model=lstm,gpt",
+        "--task=mqar",
+        "--preset=tiny",
+        "--num_kv_pairs=2",
+        "--num_keys=8",
+        "--num_values=8",
+        "--train_seq_len=6,6",
+        "--eval_seq_len=8,10",
+        "--steps=2",
+        "--eval_every=2",
+        "--batch_size=4",
+        "--num_train_examples=16",
+        "--num_eval_examples=8",
+        f"--workdir={tmp_path}",
+        "--wandb_mode=disabled",
+        "--verbose=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| lstm |" in result.stdout and "| gpt |" in result.stdout
+    saved = json.loads((tmp_path / "mqar" / "gpt" / "results.json").read_text())
+    assert set(saved["eval"]) == {"T6-6", "T8-10"}
+
+
+def _config_from_flags(*args):
+    flag_values = synthetic.FLAGS
+    flag_values.unparse_flags()
+    flag_values(["synthetic", *args])
+    try:
+        return config_lib.from_flags(
+            flag_values,
+            "synthetic",
+            synthetic.task_args_from_flags(flag_values),
+        )
+    finally:
+        flag_values.unparse_flags()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--model=gpt,foo"], "Unknown model 'foo'. Valid models: gpt"),
+        (["--model=,"], "--model is empty"),
+        (["--preset=huge"], "Unknown preset 'huge'"),
+        (["--train_seq_len=8,4"], "train_seq_len"),
+        (["--eval_seq_len=a,b"], "eval_seq_len"),
+        (["--batch_size=0"], "--batch_size must be a positive integer"),
+        (["--steps=-3"], "--steps must be >= 0"),
+        (["--learning_rate=0"], "--learning_rate must be positive"),
+        (["--num_kv_pairs=0"], "num_kv_pairs"),
+        (["--num_kv_pairs=20", "--train_seq_len=16"], "num_kv_pairs"),
+        (["--num_train_examples=0"], "--num_train_examples must be"),
+        (["--model_args=num_layers"], "--model_args expects key=value"),
+        (["--data_dir=/no/such/dir"], "is not a directory"),
+    ],
+)
+def test_bad_flags_fail_before_training(tmp_path, args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _config_from_flags(*args, f"--workdir={tmp_path}")
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_task_lists_the_valid_ones():
+    with pytest.raises(flags.IllegalFlagValueError, match="bit_parity"):
+        _config_from_flags("--task=sorting")
+
+
+def test_unwritable_workdir_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(ValueError, match="is not writable"):
+        _config_from_flags(f"--workdir={blocker}/runs")
+
+
+def test_binary_reports_bad_input_and_exits_nonzero(tmp_path):
+    result = _binary("--model=gpt,foo", f"--workdir={tmp_path}")
+    assert result.returncode != 0
+    assert "Unknown model 'foo'. Valid models: gpt" in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_model_arg_fails_before_training(tmp_path):
+    config = _config(tmp_path, model_args={"num_experts": 4})
+    with pytest.raises(
+        ValueError, match=r"Unknown argument\(s\) \['num_experts'\]"
+    ):
+        train.run(config, synthetic.make_task_data)
+    assert not (tmp_path / "bit_parity").exists()
+    np.testing.assert_equal(os.listdir(tmp_path), [])
