@@ -107,14 +107,23 @@ class SoftmaxAttention(keras.layers.Layer):
                 shape=(hidden_dim,), name="output_bias", initializer="zeros"
             )
 
+    # projections as plain matmuls: einsum with an ellipsis has a slow
+    # gradient on the TensorFlow backend
     def _project(self, x, name):
         kernel = getattr(self, f"{name}_kernel")
         bias = getattr(self, f"{name}_bias")
-        y = ops.einsum("...d,dhk->...hk", x, kernel)
+        hidden_dim = kernel.shape[0]
+        heads = (self.num_heads, self._head_dim)
+        y = ops.matmul(x, ops.reshape(kernel, (hidden_dim, -1)))
+        y = ops.reshape(y, (*ops.shape(x)[:-1], *heads))
         return y if bias is None else y + bias
 
     def _output(self, x):
-        y = ops.einsum("...hk,hkd->...d", x, self.output_kernel)
+        kernel = ops.reshape(
+            self.output_kernel, (-1, self.output_kernel.shape[-1])
+        )
+        x = ops.reshape(x, (*ops.shape(x)[:-2], kernel.shape[0]))
+        y = ops.matmul(x, kernel)
         return y if self.output_bias is None else y + self.output_bias
 
     def _attend(self, q, k, v, mask, training):
