@@ -1,3 +1,5 @@
+import math
+
 import keras
 from keras import ops
 
@@ -69,6 +71,21 @@ class SoftmaxAttention(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.dropout_layer = keras.layers.Dropout(dropout)
 
+    def _matrix_initializer(self, fan_in_axes):
+        # initialise each (D, H, K) / (H, K, D) kernel as the 2-D matrix it
+        # acts as, so that fan-in and fan-out are D and H * K; and copy the
+        # initializer, since an unseeded Keras 3 initializer returns the same
+        # values on every call (query, key and value would start identical)
+        config = self.kernel_initializer.get_config()
+        initializer = self.kernel_initializer.__class__.from_config(config)
+
+        def initialize(shape, dtype=None):
+            rows = math.prod(shape[:fan_in_axes])
+            matrix = initializer((rows, math.prod(shape) // rows), dtype=dtype)
+            return ops.reshape(matrix, shape)
+
+        return initialize
+
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         head_dim = self.head_dim
@@ -87,7 +104,7 @@ class SoftmaxAttention(keras.layers.Layer):
             kernel = self.add_weight(
                 shape=(hidden_dim, *heads),
                 name=f"{name}_kernel",
-                initializer=self.kernel_initializer,
+                initializer=self._matrix_initializer(1),
             )
             setattr(self, f"{name}_kernel", kernel)
             bias = None
@@ -99,7 +116,7 @@ class SoftmaxAttention(keras.layers.Layer):
         self.output_kernel = self.add_weight(
             shape=(*heads, hidden_dim),
             name="output_kernel",
-            initializer=self.kernel_initializer,
+            initializer=self._matrix_initializer(2),
         )
         self.output_bias = None
         if self.use_bias:

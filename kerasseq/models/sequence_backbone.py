@@ -9,6 +9,12 @@ from kerasseq.layers.validation import check_positive_int
 POSITION_EMBEDDINGS = ("learned", "none")
 
 
+def _embedding_initializer():
+    # GPT-2's: token and position tables on the same small scale, so that
+    # neither drowns the other at initialisation
+    return keras.initializers.RandomNormal(stddev=0.02)
+
+
 def _clone_layer(layer, name):
     config = layer.get_config()
     config["name"] = name
@@ -105,7 +111,11 @@ class SequenceBackbone(keras.Model):
         # === layers ===
         if vocabulary_size is not None:
             self.token_embedding = TokenEmbedding(
-                vocabulary_size, hidden_dim, dtype=dtype, name="token_embedding"
+                vocabulary_size,
+                hidden_dim,
+                embeddings_initializer=_embedding_initializer(),
+                dtype=dtype,
+                name="token_embedding",
             )
         else:
             self.feature_projection = keras.layers.Dense(
@@ -114,7 +124,10 @@ class SequenceBackbone(keras.Model):
         self.position_embedding = None
         if position_embedding == "learned":
             self.position_embedding = PositionEmbedding(
-                max_sequence_length, dtype=dtype, name="position_embedding"
+                max_sequence_length,
+                initializer=_embedding_initializer(),
+                dtype=dtype,
+                name="position_embedding",
             )
         self.embedding_dropout = keras.layers.Dropout(
             dropout, dtype=dtype, name="embedding_dropout"

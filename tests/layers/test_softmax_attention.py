@@ -105,6 +105,20 @@ def test_gradients_respect_causality():
     assert np.all(np.abs(grad[:, :3]).sum(-1) > 0)
 
 
+def test_projections_start_different():
+    layer = SoftmaxAttention(num_heads=2)
+    layer.build((None, None, 8))
+    kernels = [
+        keras.ops.convert_to_numpy(getattr(layer, f"{n}_kernel"))
+        for n in ("query", "key", "value")
+    ]
+    assert not np.allclose(kernels[0], kernels[1])
+    assert not np.allclose(kernels[1], kernels[2])
+    # glorot over the (8, 2 * 4) matrix each kernel acts as
+    limit = np.sqrt(6 / (8 + 8))
+    assert 0.8 * limit < np.abs(kernels[0]).max() <= limit
+
+
 def test_config_round_trip():
     layer = SoftmaxAttention(num_heads=2, head_dim=8, causal=False, dropout=0.1)
     restored = SoftmaxAttention.from_config(layer.get_config())
