@@ -27,8 +27,8 @@ $(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
 run: $(RUNTIME_STAMP)
 	$(BIN)/python -m experiments.synthetic --model=gpt,lstm --task=mqar \
 	  --preset=tiny --num_kv_pairs=4 --num_keys=16 --num_values=16 \
-	  --train_seq_len=16,16 --eval_seq_len=32,48 --steps=1500 \
-	  --eval_every=300 --batch_size=64 --learning_rate=3e-3 \
+	  --train_seq_len=16,16 --eval_seq_len=32,48 --steps=1200 \
+	  --eval_every=300 --batch_size=64 --learning_rate=1e-3 \
 	  --workdir=runs/default --wandb_mode=offline
 
 # the backend-agnostic tests run again on JAX (skipped where jax is missing)

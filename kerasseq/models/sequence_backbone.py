@@ -9,10 +9,13 @@ from kerasseq.layers.validation import check_positive_int
 POSITION_EMBEDDINGS = ("learned", "none")
 
 
-def _embedding_initializer():
-    # GPT-2's: token and position tables on the same small scale, so that
-    # neither drowns the other at initialisation
-    return keras.initializers.RandomNormal(stddev=0.02)
+def _embedding_initializer(hidden_dim):
+    # token and position tables on the same scale, 1/sqrt(hidden_dim): large
+    # enough that token identity is not drowned by the first blocks' outputs
+    # in the residual stream (GPT-2's 0.02 left a 64-wide GPT stuck on MQAR
+    # for most seeds), small enough that tied output logits start near unit
+    # scale
+    return keras.initializers.RandomNormal(stddev=hidden_dim**-0.5)
 
 
 def _clone_layer(layer, name):
@@ -113,7 +116,7 @@ class SequenceBackbone(keras.Model):
             self.token_embedding = TokenEmbedding(
                 vocabulary_size,
                 hidden_dim,
-                embeddings_initializer=_embedding_initializer(),
+                embeddings_initializer=_embedding_initializer(hidden_dim),
                 dtype=dtype,
                 name="token_embedding",
             )
@@ -125,7 +128,7 @@ class SequenceBackbone(keras.Model):
         if position_embedding == "learned":
             self.position_embedding = PositionEmbedding(
                 max_sequence_length,
-                initializer=_embedding_initializer(),
+                initializer=_embedding_initializer(hidden_dim),
                 dtype=dtype,
                 name="position_embedding",
             )

@@ -1,0 +1,40 @@
+"""Learning tests: models trained by the experiment loop reach known
+accuracies on generated data. Slow on a CPU, so marked `large`."""
+
+import pytest
+
+from experiments import synthetic
+from experiments.common import train
+from experiments.common.config import ExperimentConfig
+
+
+@pytest.mark.large
+def test_gpt_learns_mqar_with_8_kv_pairs(tmp_path):
+    task_args = synthetic.make_task_args(
+        "mqar",
+        train_seq_len="32,32",
+        eval_seq_len=["32,32"],
+        num_train_examples=20000,
+        num_eval_examples=1000,
+        num_kv_pairs=8,
+        num_keys=64,
+        num_values=64,
+    )
+    config = ExperimentConfig(
+        family="synthetic",
+        task="mqar",
+        models=("gpt",),
+        preset="tiny",
+        task_args=task_args,
+        workdir=str(tmp_path),
+        steps=3000,
+        eval_every=500,
+        batch_size=64,
+        learning_rate=1e-3,
+        warmup_steps=100,
+        wandb_mode="disabled",
+        verbose=0,
+    )
+    results = train.run(config, synthetic.make_task_data)
+    # fresh sequences, not seen in training
+    assert results["gpt"]["eval"]["T32-32"]["accuracy"] >= 0.95
