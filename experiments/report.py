@@ -1,12 +1,12 @@
 r"""Reports: matched parameter counts, and tables of finished runs.
 
     python -m experiments.report params            # every model x preset
-    python -m experiments.report results --workdir=runs
+    python -m experiments.report results --results_dir=runs
 
 `params` builds every registered model at every preset for one task shape
 and prints total, embedding and non-embedding parameters, with each model's
 non-embedding count relative to GPT's (presets are matched within 10%).
-`results` collects every `results.json` under `--workdir` into one table per
+`results` collects every `results.json` under `--results_dir` into one table per
 task.
 """
 
@@ -19,8 +19,8 @@ from absl import flags
 
 from experiments.common import results as results_lib
 
-flags.DEFINE_string("workdir", "runs", "Workdir to collect results from.")
-flags.DEFINE_string("task", "token_classification", "Task head for params.")
+flags.DEFINE_string("results_dir", "runs", "Workdir to collect results from.")
+flags.DEFINE_string("head", "token_classification", "Task head for params.")
 flags.DEFINE_integer("vocabulary_size", 256, "Vocabulary for params.")
 flags.DEFINE_integer("num_classes", 2, "Classes for params.")
 flags.DEFINE_integer("max_sequence_length", 1024, "Positions for params.")
@@ -94,16 +94,18 @@ def main(argv):
         )
     if argv[1] == "params":
         rows = parameter_rows(
-            FLAGS.task,
+            FLAGS.head,
             FLAGS.vocabulary_size,
             FLAGS.num_classes,
             FLAGS.max_sequence_length,
         )
         print(results_lib.to_markdown(rows))
         return
-    tables = result_tables(FLAGS.workdir)
+    tables = result_tables(FLAGS.results_dir)
     if not tables:
-        raise app.UsageError(f"no results.json under {FLAGS.workdir!r}/*/*/")
+        raise app.UsageError(
+            f"no results.json under {FLAGS.results_dir!r}/*/*/"
+        )
     for task, rows in tables.items():
         print(f"\n## {task}\n\n{results_lib.to_markdown(rows)}")
 
