@@ -1,3 +1,15 @@
 """Pure tensor functions: scans and attention kernels, no weights."""
 
+from kerasseq.ops.delta_rule import delta_rule
+from kerasseq.ops.delta_rule import delta_rule_step
 from kerasseq.ops.dispatch import compile_function
+from kerasseq.ops.linear_attention import elu_plus_one
+from kerasseq.ops.linear_attention import favor_plus
+from kerasseq.ops.linear_attention import linear_attention
+from kerasseq.ops.linear_attention import linear_attention_step
+from kerasseq.ops.linear_attention import orthogonal_random_features
+from kerasseq.ops.linear_attention import relu
+from kerasseq.ops.linear_recurrence import linear_recurrence
+from kerasseq.ops.linear_recurrence import linear_recurrence_step
+from kerasseq.ops.selective_scan import selective_scan
+from kerasseq.ops.selective_scan import selective_scan_step

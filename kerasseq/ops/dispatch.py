@@ -136,3 +136,15 @@ def device_kind():
             if tf.config.list_logical_devices(kind):
                 return kind.lower()
     return "cpu"
+
+
+def conjugates_complex_gradients():
+    """Whether gradients of complex tensors come conjugated on this backend.
+
+    For a real loss L of a complex z = x + iy, TensorFlow's gradient is
+    dL/dx + i dL/dy and JAX's is its conjugate dL/dx - i dL/dy (JAX
+    transposes the linear map, TensorFlow takes its adjoint). Hand-written
+    backward passes compute in JAX's convention and conjugate the upstream
+    gradient and their results where this is `True`.
+    """
+    return _backend() == "tensorflow"

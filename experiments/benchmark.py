@@ -1,0 +1,471 @@
+r"""Benchmarks of the kerasseq kernels: tokens/s and memory per mode.
+
+    python -m experiments.benchmark ops --op=selective_scan --mode=all
+    python -m experiments.benchmark ops --seq_len=16384 --passes=forward
+
+For every op and mode it measures, at the op's standard shape (overridable),
+forward and forward+backward throughput in tokens/s (tokens = batch × time;
+median of `--repeats` timed calls after a compile-and-warm-up call), and the
+memory beyond the inputs:
+
+- JAX: the temporary buffers of the compiled executable (outputs apart),
+  from XLA's own memory analysis (exact);
+- TensorFlow: the rise of the process's peak resident memory from just
+  before the first call to the end of the timed calls. TensorFlow keeps the
+  buffers of a compiled call for the next one, so the first call is
+  counted, and with it XLA's compile memory (about the same at every
+  sequence length: compare lengths, not ops, with this number).
+
+Every measurement runs in its own subprocess so that the numbers do not leak
+into each other.
+
+`autodiff` is the baseline every mode is measured against: the op's one-token
+`*_step` function looped with `kerasseq.ops.dispatch.scan`, differentiated by
+the backend's autodiff through the loop.
+
+Results are printed and saved as JSON and markdown under `--output_dir`,
+with the backend, device and versions noted. Numbers are only comparable
+within one run: machines are shared and noisy.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app
+from absl import flags
+
+OPS = ("linear_recurrence", "selective_scan", "delta_rule", "linear_attention")
+PASSES = ("forward", "backward")
+
+# standard shapes: the issue's targets are quoted at these
+SHAPES = {
+    "linear_recurrence": {"batch": 8, "seq_len": 1024, "dim": 512},
+    "selective_scan": {"batch": 8, "seq_len": 1024, "dim": 512, "state": 16},
+    "delta_rule": {
+        "batch": 8,
+        "seq_len": 1024,
+        "heads": 4,
+        "key": 64,
+        "value": 64,
+    },
+    "linear_attention": {
+        "batch": 8,
+        "seq_len": 1024,
+        "heads": 4,
+        "key": 64,
+        "value": 64,
+    },
+}
+MODES = {
+    "linear_recurrence": ("recurrent", "chunk", "parallel"),
+    "selective_scan": ("recurrent", "chunk", "parallel"),
+    "delta_rule": ("recurrent", "chunk"),
+    "linear_attention": ("recurrent", "chunk", "parallel"),
+}
+
+flags.DEFINE_string("op", "all", f"Op to benchmark: all or one of {OPS}.")
+flags.DEFINE_string(
+    "mode", "all", "Comma list of modes, `all`, or `autodiff` (the baseline)."
+)
+flags.DEFINE_string("passes", "forward,backward", "forward and/or backward.")
+flags.DEFINE_integer("seq_len", None, "Override the standard sequence length.")
+flags.DEFINE_integer("batch_size", None, "Override the standard batch size.")
+flags.DEFINE_string("dtype", "float32", "Input dtype.")
+flags.DEFINE_integer("repeats", 5, "Timed calls per measurement.")
+flags.DEFINE_integer("chunk_size", 64, "Chunk size of the chunk modes.")
+flags.DEFINE_string("output_dir", "runs/benchmark", "Where to save results.")
+flags.DEFINE_string("tag", "", "Suffix of the saved file names.")
+flags.DEFINE_string("_measure", None, "Internal: run one measurement (JSON).")
+FLAGS = flags.FLAGS
+
+
+def _shape(op):
+    shape = dict(SHAPES[op])
+    if FLAGS.seq_len:
+        shape["seq_len"] = FLAGS.seq_len
+    if FLAGS.batch_size:
+        shape["batch"] = FLAGS.batch_size
+    return shape
+
+
+def _inputs(op, shape, dtype, rng):
+    import numpy as np
+
+    b, t = shape["batch"], shape["seq_len"]
+
+    def normal(*dims, scale=1.0):
+        return (rng.standard_normal(dims) * scale).astype(dtype)
+
+    if op == "linear_recurrence":
+        d = shape["dim"]
+        a = rng.uniform(0.9, 0.999, (b, t, d)).astype(dtype)
+        return {"a": a, "b": normal(b, t, d)}
+    if op == "selective_scan":
+        d, n = shape["dim"], shape["state"]
+        return {
+            "u": normal(b, t, d),
+            "delta": normal(b, t, d, scale=0.5),
+            "A": -np.exp(rng.standard_normal((d, n)) * 0.5).astype("float32"),
+            "B": normal(b, t, n),
+            "C": normal(b, t, n),
+            "D": normal(d),
+            "delta_bias": normal(d, scale=0.1),
+        }
+    h, k, v = shape["heads"], shape["key"], shape["value"]
+    q, key = normal(b, t, h, k), normal(b, t, h, k)
+    if op == "delta_rule":
+        key = key / np.linalg.norm(key, axis=-1, keepdims=True)
+        beta = rng.uniform(0, 1, (b, t, h)).astype(dtype)
+        return {
+            "q": q,
+            "k": key.astype(dtype),
+            "v": normal(b, t, h, v),
+            "beta": beta,
+        }
+    return {"q": np.abs(q), "k": np.abs(key), "v": normal(b, t, h, v)}
+
+
+def _op_function(op, mode):
+    """Returns `f(**inputs) -> output` for a mode or the autodiff baseline."""
+    from kerasseq import ops as kops
+    from kerasseq.ops import dispatch
+
+    if mode != "autodiff":
+        fn = getattr(kops, op)
+        extra = {}
+        if op == "selective_scan":
+            extra = {"delta_softplus": True}
+        if mode == "chunk":
+            extra["chunk_size"] = FLAGS.chunk_size
+        return lambda **x: _first(fn(**x, **extra, mode=mode))
+    return _autodiff_baseline(op, kops, dispatch)
+
+
+def _first(result):
+    return result[0] if isinstance(result, (tuple, list)) else result
+
+
+def _autodiff_baseline(op, kops, dispatch):
+    import keras
+    from keras import ops
+
+    def time_major(x):
+        return ops.moveaxis(x, 1, 0)
+
+    if op == "linear_recurrence":
+
+        def f(a, b):
+            init = ops.zeros_like(b[:, 0])
+
+            def step(h, x):
+                h, _ = kops.linear_recurrence_step(x[0], x[1], h)
+                return h, h
+
+            _, hs = dispatch.scan(step, init, (time_major(a), time_major(b)))
+            return time_major(hs)
+
+        return f
+    if op == "selective_scan":
+
+        def f(u, delta, A, B, C, D, delta_bias):
+            state = ops.zeros((u.shape[0], u.shape[2], A.shape[1]), "float32")
+
+            def step(h, x):
+                y, h = kops.selective_scan_step(
+                    x[0],
+                    x[1],
+                    A,
+                    x[2],
+                    x[3],
+                    D=D,
+                    delta_bias=delta_bias,
+                    delta_softplus=True,
+                    state=h,
+                )
+                return h, y
+
+            xs = tuple(time_major(x) for x in (u, delta, B, C))
+            _, ys = dispatch.scan(step, state, xs)
+            return time_major(ys)
+
+        return f
+    if op == "delta_rule":
+
+        def f(q, k, v, beta):
+            b, _, h, dk = q.shape
+            state = ops.zeros((b, h, dk, v.shape[-1]), "float32")
+
+            def step(s, x):
+                o, s = kops.delta_rule_step(*x, s)
+                return s, o
+
+            xs = tuple(time_major(x) for x in (q, k, v, beta))
+            _, os_ = dispatch.scan(step, state, xs)
+            return time_major(os_)
+
+        return f
+
+    def f(q, k, v):
+        b, _, h, dk = q.shape
+        state = (
+            ops.zeros((b, h, dk, v.shape[-1]), "float32"),
+            ops.zeros((b, h, dk), "float32"),
+        )
+
+        def step(s, x):
+            o, s = kops.linear_attention_step(*x, s)
+            return s, o
+
+        xs = tuple(time_major(x) for x in (q, k, v))
+        _, os_ = dispatch.scan(step, state, xs)
+        return time_major(os_)
+
+    del keras
+    return f
+
+
+def _compile_pass(fn, names, backward):
+    """XLA-compiles the forward, or the forward and backward together."""
+    import keras
+    from keras import ops
+
+    def loss(*args):
+        out = fn(**dict(zip(names, args, strict=True)))
+        return ops.sum(ops.cast(out, "float32") ** 2)
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if backward:
+            return jax.jit(jax.grad(loss, argnums=tuple(range(len(names)))))
+        return jax.jit(lambda *a: fn(**dict(zip(names, a, strict=True))))
+    import tensorflow as tf
+
+    if backward:
+
+        def both(*args):
+            with tf.GradientTape() as tape:
+                tape.watch(args)
+                value = loss(*args)
+            return tape.gradient(value, args)
+
+        return tf.function(both, jit_compile=True)
+    return tf.function(
+        lambda *a: fn(**dict(zip(names, a, strict=True))), jit_compile=True
+    )
+
+
+def _block(result):
+    import keras
+
+    for leaf in keras.tree.flatten(result):
+        if leaf is not None:
+            keras.ops.convert_to_numpy(leaf)
+
+
+def _temp_bytes(fn, tensors):
+    """XLA's temporary buffers of the compiled `fn` (JAX only, else None)."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return None
+    analysis = fn.lower(*tensors).compile().memory_analysis()
+    return None if analysis is None else analysis.temp_size_in_bytes
+
+
+def _read_status(field):
+    """A `/proc/self/status` field in KiB (None where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss():
+    """Resets the peak-RSS mark (Linux); returns the resident KiB now."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _read_status("VmRSS")
+
+
+def measure(op, mode, pass_name):
+    """One measurement in this process: returns a result dict."""
+    import numpy as np
+    from keras import ops
+
+    shape = _shape(op)
+    rng = np.random.default_rng(42)
+    inputs = _inputs(op, shape, FLAGS.dtype, rng)
+    names = list(inputs)
+    tensors = [ops.convert_to_tensor(inputs[n]) for n in names]
+    fn = _compile_pass(_op_function(op, mode), names, pass_name == "backward")
+    baseline = _reset_peak_rss()
+    start = time.perf_counter()
+    _block(fn(*tensors))
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        _block(fn(*tensors))
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak = _read_status("VmHWM")
+    temp = _temp_bytes(fn, tensors)
+    if temp is not None:
+        memory = temp / 2**20
+    elif peak and baseline:
+        memory = (peak - baseline) / 1024
+    else:
+        memory = None
+    tokens = shape["batch"] * shape["seq_len"]
+    return {
+        "op": op,
+        "mode": mode,
+        "pass": pass_name,
+        "shape": shape,
+        "seconds": seconds,
+        "tokens_per_s": tokens / seconds,
+        "compile_s": compile_s,
+        "input_mb": sum(x.nbytes for x in inputs.values()) / 2**20,
+        "peak_memory_mb": memory,
+    }
+
+
+def _environment():
+    import keras
+
+    info = {
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "dtype": FLAGS.dtype,
+    }
+    from kerasseq.ops.dispatch import device_kind
+
+    info["device"] = device_kind()
+    if info["backend"] == "jax":
+        import jax
+
+        info["jax"] = jax.__version__
+        info["device_name"] = str(jax.devices()[0].device_kind)
+    else:
+        import tensorflow as tf
+
+        info["tensorflow"] = tf.__version__
+    info["memory"] = (
+        "XLA temporary buffers"
+        if info["backend"] == "jax"
+        else "peak RSS rise, compile included"
+    )
+    return info
+
+
+def _run_isolated(op, mode, pass_name):
+    argv = [
+        sys.executable,
+        "-m",
+        "experiments.benchmark",
+        "ops",
+        f"--_measure={op}:{mode}:{pass_name}",
+        f"--dtype={FLAGS.dtype}",
+        f"--repeats={FLAGS.repeats}",
+        f"--chunk_size={FLAGS.chunk_size}",
+    ]
+    if FLAGS.seq_len:
+        argv.append(f"--seq_len={FLAGS.seq_len}")
+    if FLAGS.batch_size:
+        argv.append(f"--batch_size={FLAGS.batch_size}")
+    result = subprocess.run(argv, capture_output=True, text=True)
+    lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
+    if result.returncode != 0 or not lines:
+        error = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"op": op, "mode": mode, "pass": pass_name, "error": error}
+    return json.loads(lines[-1])
+
+
+def _table(results):
+    lines = [
+        "| op | mode | pass | tokens/s | ms/call | memory (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(
+                f"| {r['op']} | {r['mode']} | {r['pass']} | error: "
+                f"{r['error'][:80]} | | |"
+            )
+            continue
+        memory = r["peak_memory_mb"]
+        memory = "n/a" if memory is None else f"{memory:,.0f}"
+        lines.append(
+            f"| {r['op']} | {r['mode']} | {r['pass']} | "
+            f"{r['tokens_per_s']:,.0f} | {r['seconds'] * 1e3:.1f} | "
+            f"{memory} |"
+        )
+    return "\n".join(lines)
+
+
+def _parse_list(value, allowed, name):
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if items == ["all"]:
+        return list(allowed)
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise app.UsageError(
+            f"--{name}={value!r}: unknown {bad or 'empty'}; allowed: all or "
+            f"{', '.join(allowed)}."
+        )
+    return items
+
+
+def main(argv):
+    if len(argv) != 2 or argv[1] != "ops":
+        raise app.UsageError(
+            "usage: python -m experiments.benchmark ops [--op=...] [--mode=...]"
+        )
+    if FLAGS._measure:
+        op, mode, pass_name = FLAGS._measure.split(":")
+        print(json.dumps(measure(op, mode, pass_name)))
+        return
+    ops_ = _parse_list(FLAGS.op, OPS, "op")
+    passes = _parse_list(FLAGS.passes, PASSES, "passes")
+    results = []
+    for op in ops_:
+        allowed = (*MODES[op], "autodiff")
+        modes = _parse_list(FLAGS.mode, allowed, "mode")
+        for mode in modes:
+            for pass_name in passes:
+                result = _run_isolated(op, mode, pass_name)
+                results.append(result)
+                print(_table([result]).splitlines()[-1], flush=True)
+    env = _environment()
+    table = _table(results)
+    note = ", ".join(f"{k}={v}" for k, v in env.items())
+    print(f"\n{note}\n\n{table}")
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    base = os.path.join(
+        FLAGS.output_dir, f"ops_{env['backend']}{FLAGS.tag and '_' + FLAGS.tag}"
+    )
+    with open(base + ".json", "w") as f:
+        json.dump({"environment": env, "results": results}, f, indent=2)
+    with open(base + ".md", "w") as f:
+        f.write(f"{note}\n\n{table}\n")
+    print(f"\nsaved {base}.json and {base}.md")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,67 @@
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _benchmark(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.benchmark", "ops", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=600,
+    )
+
+
+def test_benchmark_measures_each_mode_and_the_baseline(tmp_path):
+    result = _benchmark(
+        "--op=linear_recurrence",
+        "--mode=recurrent,autodiff",
+        "--seq_len=32",
+        "--batch_size=2",
+        "--repeats=1",
+        f"--output_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = sorted(os.listdir(tmp_path))
+    assert [os.path.splitext(p)[1] for p in saved] == [".json", ".md"]
+    backend = json.loads((tmp_path / saved[0]).read_text())
+    rows = backend["results"]
+    assert [(r["mode"], r["pass"]) for r in rows] == [
+        ("recurrent", "forward"),
+        ("recurrent", "backward"),
+        ("autodiff", "forward"),
+        ("autodiff", "backward"),
+    ]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["shape"]["seq_len"] == 32 and row["shape"]["batch"] == 2
+        assert row["tokens_per_s"] == pytest.approx(64 / row["seconds"])
+        assert row["peak_memory_mb"] is None or row["peak_memory_mb"] >= 0
+    environment = backend["environment"]
+    assert environment["backend"] in ("tensorflow", "jax")
+    table = (tmp_path / saved[1]).read_text()
+    assert table.count("| linear_recurrence |") == 4
+    assert "tokens/s" in table
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--op=conv"], "--op='conv': unknown \\['conv'\\]"),
+        (["--op=delta_rule", "--mode=parallel"], "unknown \\['parallel'\\]"),
+        (["--passes=sideways"], "unknown \\['sideways'\\]"),
+    ],
+)
+def test_benchmark_rejects_unknown_names(tmp_path, args, match):
+    result = _benchmark(*args, f"--output_dir={tmp_path}")
+    assert result.returncode != 0
+    assert re.search(match, result.stderr), result.stderr[-2000:]
+    assert not os.listdir(tmp_path)
