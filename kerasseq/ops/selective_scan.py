@@ -552,17 +552,23 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
     num_chunks = starts.shape[0]
 
     def recompute(t, carry):
-        h, states, grad_c, begin = carry
-        h = _update(h, A, read_step(u, t), read_step(delta, t), read_step(B, t))
-        # states[i] is the state entering step begin + i
+        h, states, decays, grad_c, begin = carry
+        delta_t = ops.expand_dims(read_step(delta, t), 2)
+        decay = ops.exp(delta_t * A)
+        h = decay * h + delta_t * ops.expand_dims(
+            read_step(u, t), 2
+        ) * ops.expand_dims(read_step(B, t), 3)
+        # states[i] is the state entering step begin + i, decays[i] the
+        # decay of that step (kept, not recomputed: exp is the costly op)
         states = write_step(states, t - begin + 1, h, axis=0)
+        decays = write_step(decays, t - begin, decay, axis=0)
         # dL/dC_t = sum_P h_t dL/dy_t, as a matrix-vector product
         grad_y_t = ops.expand_dims(read_step(grad_y, t), 3)
         grad_c = write_step(grad_c, t, ops.matmul(h, grad_y_t)[..., 0])
-        return h, states, grad_c, begin
+        return h, states, decays, grad_c, begin
 
     def step_back(j, carry):
-        grad_h, grad_a, grads, states, end, begin = carry
+        grad_h, grad_a, grads, states, decays, end, begin = carry
         grad_u, grad_delta, grad_b = grads
         t = end - 1 - j
         u_t, delta_t = read_step(u, t), read_step(delta, t)
@@ -580,7 +586,7 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
         grad_b = write_step(grad_b, t, grad_b_t)
         delta_4 = ops.expand_dims(delta_t, 2)
         grad_h = grad_h + ops.expand_dims(c_t, 3) * ops.expand_dims(grad_y_t, 2)
-        decay = ops.exp(delta_4 * A)
+        decay = read_step(decays, t - begin, axis=0)
         # dL/d(delta_t A) for every (B, G, N, P)
         grad_exponent = grad_h * decay * h_prev
         grad_a = grad_a + ops.sum(grad_exponent * delta_4, axis=0)
@@ -592,27 +598,27 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
             u_t * grad_x + ops.sum(grad_exponent * A, axis=2),
         )
         grads = (grad_u, grad_delta, grad_b)
-        return grad_h * decay, grad_a, grads, states, end, begin
+        return grad_h * decay, grad_a, grads, states, decays, end, begin
 
     def chunk_back(i, carry):
-        grad_h, grad_a, grads, grad_c, states = carry
+        grad_h, grad_a, grads, grad_c, states, decays = carry
         c = num_chunks - 1 - i
         begin = c * size
         end = ops.minimum(begin + size, length)
         h_start = read_step(starts, c, axis=0)
         states = write_step(states, 0, h_start, axis=0)
-        _, states, grad_c, _ = ops.fori_loop(
-            begin, end, recompute, (h_start, states, grad_c, begin)
+        _, states, decays, grad_c, _ = ops.fori_loop(
+            begin, end, recompute, (h_start, states, decays, grad_c, begin)
         )
-        grad_h, grad_a, grads, states, _, _ = ops.fori_loop(
+        grad_h, grad_a, grads, states, decays, _, _ = ops.fori_loop(
             0,
             end - begin,
             step_back,
-            (grad_h, grad_a, grads, states, end, begin),
+            (grad_h, grad_a, grads, states, decays, end, begin),
         )
-        return grad_h, grad_a, grads, grad_c, states
+        return grad_h, grad_a, grads, grad_c, states, decays
 
-    grad_h0, grad_a, grads, grad_c, _ = ops.fori_loop(
+    grad_h0, grad_a, grads, grad_c, _, _ = ops.fori_loop(
         0,
         num_chunks,
         chunk_back,
@@ -622,6 +628,7 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
             (ops.zeros_like(u), ops.zeros_like(u), ops.zeros_like(B)),
             ops.zeros_like(C),
             ops.zeros((size + 1, *starts.shape[1:]), starts.dtype),
+            ops.zeros((size, *starts.shape[1:]), starts.dtype),
         ),
     )
     grad_u, grad_delta, grad_b = grads
