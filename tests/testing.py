@@ -1,5 +1,7 @@
 """A keras-hub-style test helper that runs a model through its paces."""
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -121,3 +123,32 @@ def compiled(fn):
     import jax
 
     return jax.jit(fn)
+
+
+@contextlib.contextmanager
+def float64():
+    """Lets float64 references run: on JAX, switches x64 on for the block."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def rel_rms(x, ref):
+    """Relative RMS error of `x` against `ref` (real or complex arrays)."""
+    x = np.asarray(x).astype(np.complex128)
+    ref = np.asarray(ref).astype(np.complex128)
+    scale = np.sqrt(np.mean(np.abs(ref) ** 2))
+    return np.sqrt(np.mean(np.abs(x - ref) ** 2)) / max(scale, 1e-30)
+
+
+def time_steps(x):
+    """`[x[:, t] for t in range(T)]` at the cost of one compiled op: an
+    unstack on tensorflow, gathers on jax (whose eager slices compile once
+    per index)."""
+    if keras.backend.backend() == "jax":
+        return [keras.ops.take(x, t, axis=1) for t in range(x.shape[1])]
+    return keras.ops.unstack(x, axis=1)

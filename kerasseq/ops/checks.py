@@ -74,3 +74,27 @@ def check_chunk_size(chunk_size):
             "Received an invalid value for argument `chunk_size`, expected a "
             f"positive integer, got {chunk_size!r}."
         )
+
+
+def check_qkv(q, k, v, op_name):
+    """Checks `(B, T, H, K)` queries and keys and `(B, T, H, V)` values.
+
+    Returns:
+        `(B, T, H, K, V)`, with B possibly `None`; the others must be
+        static.
+    """
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_float(name, x)
+    check_rank("q", q, 4, "(B, T, H, K)")
+    check_rank("v", v, 4, "(B, T, H, V)")
+    batch, length, heads, key_dim = q.shape
+    value_dim = v.shape[-1]
+    check_shape("k", k, (batch, length, heads, key_dim), "(B, T, H, K)")
+    check_shape("v", v, (batch, length, heads, value_dim), "(B, T, H, V)")
+    if None in (length, heads, key_dim, value_dim):
+        raise ValueError(
+            "Received inputs with an unknown static size: `q` has shape "
+            f"{tuple(q.shape)} and `v` {tuple(v.shape)}; {op_name} needs "
+            "static T, H, K and V (only the batch size may be unknown)."
+        )
+    return batch, length, heads, key_dim, value_dim

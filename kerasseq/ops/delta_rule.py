@@ -170,16 +170,10 @@ def delta_rule_step(q_t, k_t, v_t, beta_t, state, scale=None):
 
 
 def _check_inputs(q, k, v, beta, initial_state):
-    for name, x in (("q", q), ("k", k), ("v", v), ("beta", beta)):
-        checks.check_float(name, x)
-    checks.check_rank("q", q, 4, "(B, T, H, K)")
-    checks.check_rank("v", v, 4, "(B, T, H, V)")
-    batch, length, heads, key_dim = q.shape
-    value_dim = v.shape[-1]
-    checks.check_shape("k", k, (batch, length, heads, key_dim), "(B, T, H, K)")
-    checks.check_shape(
-        "v", v, (batch, length, heads, value_dim), "(B, T, H, V)"
+    batch, length, heads, key_dim, value_dim = checks.check_qkv(
+        q, k, v, "the delta rule"
     )
+    checks.check_float("beta", beta)
     checks.check_shape("beta", beta, (batch, length, heads), "(B, T, H)")
     if initial_state is not None:
         checks.check_float("initial_state", initial_state)
@@ -188,12 +182,6 @@ def _check_inputs(q, k, v, beta, initial_state):
             initial_state,
             (batch, heads, key_dim, value_dim),
             "(B, H, K, V)",
-        )
-    if length is None or key_dim is None or value_dim is None or heads is None:
-        raise ValueError(
-            "Received inputs with an unknown static size: `q` has shape "
-            f"{tuple(q.shape)} and `v` {tuple(v.shape)}; the delta rule needs "
-            "static T, H, K and V (only the batch size may be unknown)."
         )
     return batch, length, heads, key_dim, value_dim
 

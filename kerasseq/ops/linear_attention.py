@@ -294,25 +294,12 @@ def favor_plus(x, projection, is_query, eps=1e-6):
 
 
 def _check_inputs(q, k, v, initial_state):
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        checks.check_float(name, x)
-    checks.check_rank("q", q, 4, "(B, T, H, K)")
-    checks.check_rank("v", v, 4, "(B, T, H, V)")
-    batch, length, heads, key_dim = q.shape
-    value_dim = v.shape[-1]
-    checks.check_shape("k", k, (batch, length, heads, key_dim), "(B, T, H, K)")
-    checks.check_shape(
-        "v", v, (batch, length, heads, value_dim), "(B, T, H, V)"
+    batch, length, heads, key_dim, value_dim = checks.check_qkv(
+        q, k, v, "linear attention"
     )
     if initial_state is not None:
         _check_state(
             initial_state, batch, heads, key_dim, value_dim, "initial_state"
-        )
-    if length is None or key_dim is None or value_dim is None or heads is None:
-        raise ValueError(
-            "Received inputs with an unknown static size: `q` has shape "
-            f"{tuple(q.shape)} and `v` {tuple(v.shape)}; linear attention "
-            "needs static T, H, K and V (only the batch size may be unknown)."
         )
     return batch, length, heads, key_dim, value_dim
 

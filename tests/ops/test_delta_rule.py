@@ -1,4 +1,3 @@
-import contextlib
 import functools
 
 import keras
@@ -10,6 +9,8 @@ from kerasseq.ops import dispatch
 from kerasseq.ops.delta_rule import delta_rule
 from kerasseq.ops.delta_rule import delta_rule_step
 from tests.testing import compiled
+from tests.testing import float64
+from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk"]
@@ -90,25 +91,6 @@ def use_form(monkeypatch):
         return form
 
     return use
-
-
-@contextlib.contextmanager
-def float64():
-    """float64 references on jax need x64 switched on."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-def rel_rms(x, ref):
-    x = np.asarray(x, np.float64)
-    ref = np.asarray(ref, np.float64)
-    scale = np.sqrt(np.mean(ref**2))
-    return np.sqrt(np.mean((x - ref) ** 2)) / max(scale, 1e-30)
 
 
 def numpy(x):

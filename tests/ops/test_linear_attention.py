@@ -1,4 +1,3 @@
-import contextlib
 import functools
 import math
 
@@ -16,6 +15,8 @@ from kerasseq.ops.linear_attention import linear_attention_step
 from kerasseq.ops.linear_attention import orthogonal_random_features
 from kerasseq.ops.linear_attention import relu
 from tests.testing import compiled
+from tests.testing import float64
+from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk", "parallel"]
@@ -89,25 +90,6 @@ def naive_loop(q, k, v, s0, z0, causal, normalize):
     if normalize:
         num = num / (den[..., None] + EPS)
     return num, (s, z)
-
-
-@contextlib.contextmanager
-def float64():
-    """float64 references on jax need x64 switched on."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-def rel_rms(x, ref):
-    x = np.asarray(x, np.float64)
-    ref = np.asarray(ref, np.float64)
-    scale = np.sqrt(np.mean(ref**2))
-    return np.sqrt(np.mean((x - ref) ** 2)) / max(scale, 1e-30)
 
 
 def numpy(x):

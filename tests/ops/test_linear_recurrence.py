@@ -1,4 +1,3 @@
-import contextlib
 import functools
 
 import keras
@@ -9,6 +8,9 @@ from keras import ops
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
 from tests.testing import compiled
+from tests.testing import float64
+from tests.testing import rel_rms
+from tests.testing import time_steps
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk", "parallel"]
@@ -32,15 +34,6 @@ def reference(a, b, initial_state=None, reverse=False):
     return outputs, h
 
 
-def time_steps(x):
-    """`[x[:, t] for t in range(T)]` at the cost of one compiled op: an
-    unstack on tensorflow, gathers on jax (whose eager slices compile once
-    per index)."""
-    if keras.backend.backend() == "jax":
-        return [ops.take(x, t, axis=1) for t in range(x.shape[1])]
-    return ops.unstack(x, axis=1)
-
-
 def naive_loop_loss(a, b, initial_state, reverse, weights, state_weights):
     """The same loop in keras.ops with a weighted loss summed step by step,
     for the backend's own autodiff (one compiled op per kind of step)."""
@@ -51,25 +44,6 @@ def naive_loop_loss(a, b, initial_state, reverse, weights, state_weights):
         h = a[t] * h + b[t]
         total = total + ops.sum(ops.real(h * weights[:, t]))
     return total + ops.sum(ops.real(h * state_weights))
-
-
-@contextlib.contextmanager
-def float64():
-    """float64 references on jax need x64 switched on."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-def rel_rms(x, ref):
-    x = np.asarray(x).astype(np.complex128)
-    ref = np.asarray(ref).astype(np.complex128)
-    scale = np.sqrt(np.mean(np.abs(ref) ** 2))
-    return np.sqrt(np.mean(np.abs(x - ref) ** 2)) / max(scale, 1e-30)
 
 
 def make_inputs(rng, shape, complex_=False, low=0.0, high=0.99):

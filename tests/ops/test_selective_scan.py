@@ -1,4 +1,3 @@
-import contextlib
 import functools
 
 import keras
@@ -9,6 +8,9 @@ from keras import ops
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
 from tests.testing import compiled
+from tests.testing import float64
+from tests.testing import rel_rms
+from tests.testing import time_steps
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk", "parallel"]
@@ -79,15 +81,6 @@ def reference(
     return y, h
 
 
-def time_steps(x):
-    """`[x[:, t] for t in range(T)]` at the cost of one compiled op: an
-    unstack on tensorflow, gathers on jax (whose eager slices compile once
-    per index)."""
-    if keras.backend.backend() == "jax":
-        return [ops.take(x, t, axis=1) for t in range(x.shape[1])]
-    return ops.unstack(x, axis=1)
-
-
 def naive_loop_loss(weights, state_weights, u, delta, A, B, C, *optional):
     """A weighted loss of the same scan in keras.ops, for the backend's own
     autodiff: the loop over time carries h and sums the loss step by step
@@ -117,24 +110,6 @@ def naive_loop_loss(weights, state_weights, u, delta, A, B, C, *optional):
         h = decay_t * h + drive_t
         total = total + ops.sum(ops.sum(h * c_t, axis=-1) * weights_t)
     return total + ops.sum(h * state_weights)
-
-
-@contextlib.contextmanager
-def float64():
-    """float64 references on jax need x64 switched on."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-def rel_rms(x, ref):
-    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
-    scale = np.sqrt(np.mean(ref**2))
-    return np.sqrt(np.mean((x - ref) ** 2)) / max(scale, 1e-30)
 
 
 def numpy(x):
