@@ -1,4 +1,5 @@
 import functools
+import importlib
 
 import keras
 import numpy as np
@@ -259,6 +260,33 @@ def test_gradients_match_autodiff_of_a_plain_loop(
         assert grad.shape == grad_ref.shape, name
         assert grad.dtype == np.float32, name
         assert rel_rms(grad, grad_ref) < 1e-5, name
+
+
+def test_recurrent_mode_in_blocks_of_batch_rows(monkeypatch):
+    # at these sizes every batch row fits one block; shrink the budgets so
+    # that the forward runs 3 blocks of 2 rows and the backward 2 of 3
+    # (the package exports the function under the module's name)
+    module = importlib.import_module("kerasseq.ops.selective_scan")
+
+    length, shape = 37, (6, 8, 4, 2)
+    row_bytes = 4 * shape[1] * shape[2]
+    monkeypatch.setattr(module, "_FORWARD_BLOCK_BYTES", 2 * row_bytes)
+    monkeypatch.setattr(module, "_BACKWARD_BLOCK_BYTES", 3 * row_bytes)
+    full, bare, weights = gradient_problem(length, shape)
+
+    def loss(*arrays):
+        y, state = full_call(arrays, mode="recurrent", chunk_size=16)
+        return ops.sum(y * weights[0]) + ops.sum(state * weights[1])
+
+    value, grads = value_and_grad(loss, *full, jit=True)
+    (value_ref, grads_ref), _ = reference_gradients(length, shape)
+    np.testing.assert_allclose(value, value_ref, rtol=1e-4, atol=1e-4)
+    for name, grad, grad_ref in zip(NAMES, grads, grads_ref, strict=True):
+        assert rel_rms(grad, grad_ref) < 1e-5, name
+    y, state = compiled(lambda *a: full_call(a, mode="recurrent"))(*full)
+    y_ref, state_ref = reference(*full[:8], True, full[8])
+    assert rel_rms(numpy(y), y_ref) < 1e-5
+    assert rel_rms(numpy(state), state_ref) < 1e-5
 
 
 @pytest.mark.parametrize("groups", [None, 2])
