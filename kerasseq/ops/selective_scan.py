@@ -544,7 +544,7 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
 
     For each chunk, last first: recompute its L states from the state
     entering it, then run the reverse recurrence of the state's gradient
-    through them (README_scans.md). Memory: K + L states besides inputs
+    through them (README_scans.md). Memory: K + 2L states besides inputs
     and gradients.
 
     Args:
