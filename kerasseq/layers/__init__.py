@@ -1,6 +1,7 @@
 """Keras layers: token mixers (one per file) and the blocks around them."""
 
 from kerasseq.layers.lstm import LSTM
+from kerasseq.layers.mamba import Mamba
 from kerasseq.layers.position_embedding import PositionEmbedding
 from kerasseq.layers.residual_block import ResidualBlock
 from kerasseq.layers.sequence_pooling import SequencePooling

@@ -1,0 +1,165 @@
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.layers import Mamba
+from tests.testing import compiled
+
+
+def silu(x):
+    return x / (1.0 + np.exp(-x))
+
+
+def softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def weights_of(layer):
+    """The layer's weights by name, as float64 arrays."""
+    return {
+        w.path.split("/", 1)[1]: np.asarray(w.numpy(), np.float64)
+        for w in layer.weights
+    }
+
+
+def reference_mamba(w, x, state_size, conv_kernel):
+    """The Mamba-1 block in float64, a loop over time, from the paper:
+    x, z = in_proj(u); x = silu(causal depthwise conv(x)); (dt, B, C) =
+    x_proj(x); delta = softplus(dt_proj(dt)); h_t = exp(delta A) h_{t-1} +
+    delta B x; y = C h + D x; out_proj(y * silu(z))."""
+    batch, length, _ = x.shape
+    xz = x @ w["in_proj/kernel"]
+    inner = xz.shape[-1] // 2
+    xs, z = xz[..., :inner], xz[..., inner:]
+    padded = np.concatenate(
+        [np.zeros((batch, conv_kernel - 1, inner)), xs], axis=1
+    )
+    conv = np.zeros_like(xs)
+    for t in range(length):
+        window = padded[:, t : t + conv_kernel]  # (B, K, I)
+        conv[:, t] = np.einsum("bki,ki->bi", window, w["conv1d_kernel"])
+    xs = silu(conv + w["conv1d_bias"])
+    projected = xs @ w["x_proj/kernel"]
+    rank = w["dt_proj/kernel"].shape[0]
+    dt = projected[..., :rank]
+    B = projected[..., rank : rank + state_size]
+    C = projected[..., rank + state_size :]
+    delta = softplus(dt @ w["dt_proj/kernel"] + w["dt_proj/bias"])
+    A = -np.exp(w["A_log"])
+    h = np.zeros((batch, inner, state_size))
+    y = np.zeros_like(xs)
+    for t in range(length):
+        d = delta[:, t, :, None]
+        h = np.exp(d * A) * h + d * B[:, t, None, :] * xs[:, t, :, None]
+        y[:, t] = np.einsum("bin,bn->bi", h, C[:, t]) + w["D"] * xs[:, t]
+    return (y * silu(z)) @ w["out_proj/kernel"]
+
+
+def randomize(layer, rng):
+    """Non-default values everywhere, so that no term hides (D = 1, zero
+    biases and equal A rows would)."""
+    for w in layer.weights:
+        value = w.numpy()
+        w.assign(value + 0.1 * rng.normal(size=value.shape).astype("float32"))
+
+
+@pytest.mark.parametrize("mode", ["recurrent", "chunk"])
+def test_matches_reference_equations(mode):
+    rng = np.random.default_rng(0)
+    layer = Mamba(state_size=4, mode=mode, chunk_size=4)
+    x = rng.normal(size=(2, 11, 8)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    y = keras.ops.convert_to_numpy(compiled(layer)(x))
+    expected = reference_mamba(weights_of(layer), x.astype(np.float64), 4, 4)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_weights_have_the_reference_names_and_shapes():
+    layer = Mamba(state_size=16, expand=2, conv_kernel=4)
+    layer.build((None, None, 64))
+    shapes = {name: w.shape for name, w in weights_of(layer).items()}
+    # I = 128, R = ceil(64 / 16) = 4
+    assert shapes == {
+        "in_proj/kernel": (64, 256),
+        "conv1d_kernel": (4, 128),
+        "conv1d_bias": (128,),
+        "x_proj/kernel": (128, 4 + 32),
+        "dt_proj/kernel": (4, 128),
+        "dt_proj/bias": (128,),
+        "A_log": (128, 16),
+        "D": (128,),
+        "out_proj/kernel": (128, 64),
+    }
+
+
+def test_initialisation_follows_the_paper():
+    keras.utils.set_random_seed(0)
+    layer = Mamba(state_size=8, dt_min=0.001, dt_max=0.1)
+    layer.build((None, None, 256))
+    w = weights_of(layer)
+    np.testing.assert_allclose(
+        -np.exp(w["A_log"]), -np.tile(np.arange(1, 9), (512, 1)), rtol=1e-6
+    )
+    np.testing.assert_array_equal(w["D"], 1.0)
+    dt = softplus(w["dt_proj/bias"])
+    assert dt.min() >= 0.001 * (1 - 1e-4) and dt.max() <= 0.1 * (1 + 1e-4)
+    # log-uniform: the median sits near the geometric mean 0.01
+    assert 0.006 < np.median(dt) < 0.016
+    bound = 16**-0.5  # R = 16
+    assert np.abs(w["dt_proj/kernel"]).max() <= bound
+    # projections do not start identical
+    assert not np.allclose(
+        w["in_proj/kernel"][:, :8], w["x_proj/kernel"][:256, :8]
+    )
+
+
+def test_step_equals_call():
+    rng = np.random.default_rng(1)
+    layer = Mamba(state_size=4)
+    x = rng.normal(size=(3, 9, 8)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    full = keras.ops.convert_to_numpy(layer(x))
+    state = layer.get_initial_state(3)
+    outputs = []
+    for t in range(9):
+        y, state = layer.step(x[:, t], state)
+        outputs.append(keras.ops.convert_to_numpy(y))
+    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+    assert state["ssm"].shape == (3, 16, 4)
+    assert state["conv"].shape == (3, 3, 16)
+
+
+def test_left_padding_leaves_real_steps_alone():
+    rng = np.random.default_rng(2)
+    layer = Mamba(state_size=4)
+    x = rng.normal(size=(1, 5, 8)).astype("float32")
+    layer.build(x.shape)
+    randomize(layer, rng)
+    padded = np.concatenate([rng.normal(size=(1, 3, 8)), x], 1)
+    mask = np.array([[False] * 3 + [True] * 5])
+    y1 = keras.ops.convert_to_numpy(layer(padded.astype("float32"), mask))
+    y2 = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(y1[:, 3:], y2, atol=1e-5)
+
+
+def test_config_round_trip_and_bad_arguments():
+    layer = Mamba(state_size=8, expand=3, dt_rank=5, mode="recurrent")
+    clone = Mamba.from_config(layer.get_config())
+    assert (clone.state_size, clone.expand, clone.dt_rank) == (8, 3, 5)
+    with pytest.raises(ValueError, match="`state_size`.*got 0"):
+        Mamba(state_size=0)
+    with pytest.raises(ValueError, match="`dt_rank`.*got 'big'"):
+        Mamba(dt_rank="big")
+    with pytest.raises(ValueError, match="dt_min=0.5 and dt_max=0.1"):
+        Mamba(dt_min=0.5, dt_max=0.1)
+    with pytest.raises(ValueError, match="`mode`.*got 'fast'"):
+        Mamba(mode="fast")
+    layer.build((None, None, 8))
+    with pytest.raises(ValueError, match=r"`inputs`.*8\).*\(2, 5, 6\)"):
+        layer(np.zeros((2, 5, 6), "float32"))
+    state = layer.get_initial_state(2)
+    state["ssm"] = np.zeros((2, 24, 7), "float32")
+    with pytest.raises(ValueError, match=r"state\['ssm'\].*\(2, 24, 8\)"):
+        layer.step(np.zeros((2, 8), "float32"), state)
