@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -163,3 +165,49 @@ def test_config_round_trip_and_bad_arguments():
     state["ssm"] = np.zeros((2, 24, 7), "float32")
     with pytest.raises(ValueError, match=r"state\['ssm'\].*\(2, 24, 8\)"):
         layer.step(np.zeros((2, 8), "float32"), state)
+
+
+def test_matches_the_transformers_mamba_mixer():
+    # tests/fixtures/make_mamba_golden.py wrote this from transformers'
+    # MambaMixer (random weights, float64); the weights map one to one
+    path = os.path.join(os.path.dirname(__file__), "..", "fixtures")
+    golden = np.load(os.path.join(path, "mamba_mixer_golden.npz"))
+    hidden, state_size, expand, conv_kernel, rank = golden["config"]
+    layer = Mamba(
+        state_size=int(state_size),
+        expand=int(expand),
+        conv_kernel=int(conv_kernel),
+        dt_rank=int(rank),
+        use_bias=True,
+    )
+    layer.build((None, None, int(hidden)))
+
+    def torch_weight(name):
+        return golden[f"weight/{name}"]
+
+    converted = {
+        "in_proj/kernel": torch_weight("in_proj.weight").T,
+        "in_proj/bias": torch_weight("in_proj.bias"),
+        "conv1d_kernel": torch_weight("conv1d.weight")[:, 0, :].T,
+        "conv1d_bias": torch_weight("conv1d.bias"),
+        "x_proj/kernel": torch_weight("x_proj.weight").T,
+        "dt_proj/kernel": torch_weight("dt_proj.weight").T,
+        "dt_proj/bias": torch_weight("dt_proj.bias"),
+        "A_log": torch_weight("A_log"),
+        "D": torch_weight("D"),
+        "out_proj/kernel": torch_weight("out_proj.weight").T,
+        "out_proj/bias": torch_weight("out_proj.bias"),
+    }
+    assert set(converted) == set(weights_of(layer))
+    for w in layer.weights:
+        w.assign(converted[w.path.split("/", 1)[1]].astype("float32"))
+    x = golden["input"].astype("float32")
+    y = keras.ops.convert_to_numpy(compiled(layer)(x))
+    np.testing.assert_allclose(y, golden["output"], rtol=1e-5, atol=1e-5)
+    # and stepping token by token, as generation does
+    state = layer.get_initial_state(x.shape[0])
+    for t in range(x.shape[1]):
+        y_t, state = layer.step(x[:, t], state)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(y_t), golden["output"][:, t], atol=1e-5
+        )
