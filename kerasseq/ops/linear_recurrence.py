@@ -257,7 +257,8 @@ def read_step(x, index, axis=1):
     for a loop index that may be a tensor."""
     start = [0] * len(x.shape)
     start[axis] = index
-    shape = list(x.shape)
+    # -1: all of a dimension unknown when tracing (a symbolic batch size)
+    shape = [-1 if size is None else size for size in x.shape]
     shape[axis] = 1
     return ops.squeeze(ops.slice(x, start, shape), axis)
 
@@ -328,7 +329,8 @@ def _parallel(a, b, initial_state, reverse, chunk_size):
 
 
 def _chunk(a, b, initial_state, reverse, chunk_size):
-    batch, length = a.shape[0], a.shape[1]
+    length = a.shape[1]
+    batch = -1  # may be unknown when tracing
     channels = tuple(a.shape[2:])
     size = min(chunk_size, length)
     num_chunks = -(-length // size)

@@ -100,6 +100,8 @@ def selective_scan(
     u, delta, A, B, C, D, z, delta_bias, initial_state = args
     out_dtype = u.dtype
     batch, length, channels = u.shape
+    if batch is None:  # symbolic batch (a functional model, tf.data)
+        batch = ops.shape(u)[0]
     groups = 1 if len(B.shape) == 3 else B.shape[2]
     size = channels // groups
     state_size = A.shape[1]
@@ -181,6 +183,8 @@ def selective_scan_step(
     u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, state = args
     out_dtype = u_t.dtype
     batch, channels = u_t.shape
+    if batch is None:
+        batch = ops.shape(u_t)[0]
     state_size = A.shape[1]
     u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, state = (
         None if x is None else ops.cast(x, "float32")
@@ -345,7 +349,10 @@ _BACKWARD_BLOCK_BYTES = 32 * 1024
 
 
 def _rows_per_block(batch, row_bytes, block_bytes):
-    """The largest divisor of `batch` whose rows fit in `block_bytes`."""
+    """The largest divisor of `batch` whose rows fit in `block_bytes`;
+    `None` (one block) for a batch size unknown when tracing."""
+    if batch is None:
+        return None
     rows = max(1, min(batch, block_bytes // row_bytes))
     while batch % rows:
         rows -= 1
@@ -358,7 +365,7 @@ def _in_row_blocks(fn, rows, inputs, outputs):
     Args:
         fn: function of the blocks of `inputs`, returning one tensor per
             entry of `outputs`.
-        rows: int, a divisor of the batch size.
+        rows: int, a divisor of the batch size, or `None` for one block.
         inputs: list of `(tensor, axis)`: the batch axis of each input,
             `None` for inputs shared by every block.
         outputs: list of `(shape, axis)`: the full shape of each output and
@@ -369,7 +376,7 @@ def _in_row_blocks(fn, rows, inputs, outputs):
     """
     tensor, axis = next(x for x in inputs if x[1] is not None)
     batch = tensor.shape[axis]
-    if rows == batch:
+    if rows is None or rows == batch:
         return fn(*(x for x, _ in inputs))
 
     def block(x, start, axis):
@@ -426,7 +433,7 @@ def _scan(u, delta, A, B, C, initial_state, chunk_size):
     batch, length = u.shape[:2]
     size = min(chunk_size, length)
     num_chunks = -(-length // size)
-    state_shape = (batch, *A.shape)
+    state_shape = (ops.shape(u)[0], *A.shape)
     row_bytes = 4 * A.shape[0] * A.shape[1] * A.shape[2]
     forward_rows = _rows_per_block(batch, row_bytes, _FORWARD_BLOCK_BYTES)
     backward_rows = _rows_per_block(batch, row_bytes, _BACKWARD_BLOCK_BYTES)
@@ -454,7 +461,7 @@ def _scan(u, delta, A, B, C, initial_state, chunk_size):
                 (
                     h0,
                     ops.zeros_like(u),
-                    ops.zeros((num_chunks, *h0.shape), h0.dtype),
+                    ops.zeros((num_chunks, *ops.shape(h0)), h0.dtype),
                 ),
             )
             return y, final_state, starts
@@ -636,8 +643,8 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
             ops.zeros_like(A),
             (ops.zeros_like(u), ops.zeros_like(u), ops.zeros_like(B)),
             ops.zeros_like(C),
-            ops.zeros((size + 1, *starts.shape[1:]), starts.dtype),
-            ops.zeros((size, *starts.shape[1:]), starts.dtype),
+            ops.zeros((size + 1, *ops.shape(starts)[1:]), starts.dtype),
+            ops.zeros((size, *ops.shape(starts)[1:]), starts.dtype),
         ),
     )
     grad_u, grad_delta, grad_b = grads

@@ -465,6 +465,39 @@ def test_recurrent_forward_keeps_no_state_per_token():
     assert memory.temp_size_in_bytes < 2 * inputs_and_outputs < states / 2
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_trains_in_a_functional_model_with_unknown_batch_size(mode):
+    # keras.Input leaves the batch size unknown when the model is traced;
+    # fit and predict then run batches of 2 and a last one of 1
+    rng = np.random.default_rng(42)
+    length, channels, state_size = 12, 6, 4
+    A = -np.exp(rng.normal(size=(channels, state_size))).astype("float32")
+    x = keras.Input((length, channels))
+    u, delta, B, C = (
+        keras.layers.Dense(size)(x)
+        for size in (channels, channels, state_size, state_size)
+    )
+    y = keras.layers.Lambda(
+        lambda args: selective_scan(
+            *args[:2], A, *args[2:], delta_softplus=True, mode=mode
+        )
+    )([u, delta, B, C])
+    model = keras.Model(x, keras.layers.GlobalAveragePooling1D()(y))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    inputs = rng.normal(size=(5, length, channels)).astype("float32")
+    targets = rng.normal(size=(5, channels)).astype("float32")
+    before = [w.numpy() for w in model.trainable_weights]
+    history = model.fit(inputs, targets, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    changed = [
+        not np.allclose(a, w.numpy())
+        for a, w in zip(before, model.trainable_weights, strict=True)
+    ]
+    assert all(changed)
+    predicted = model.predict(inputs, batch_size=2, verbose=0)
+    np.testing.assert_allclose(predicted, numpy(model(inputs)), atol=1e-5)
+
+
 def invalid(**changes):
     arguments = dict(
         u=np.ones((2, 5, 4), "float32"),
