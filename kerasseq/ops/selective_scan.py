@@ -350,8 +350,9 @@ _BACKWARD_BLOCK_BYTES = 32 * 1024
 
 def _rows_per_block(batch, row_bytes, block_bytes):
     """The largest divisor of `batch` whose rows fit in `block_bytes`;
-    `None` (one block) for a batch size unknown when tracing."""
-    if batch is None:
+    `None` (one block) for a batch size unknown when tracing (`None` on
+    TensorFlow, a symbolic dimension on JAX)."""
+    if not isinstance(batch, int):
         return None
     rows = max(1, min(batch, block_bytes // row_bytes))
     while batch % rows:
