@@ -208,10 +208,13 @@ def train_and_evaluate(config, name, data, strategy=None):
         verbose=config.verbose,
     )
 
-    evals = {
-        split: model.evaluate(dataset, return_dict=True, verbose=0)
-        for split, dataset in data.evals.items()
-    }
+    evals = {}
+    for split, dataset in data.evals.items():
+        # a step compiled for this split: splits differ in length, and a
+        # reused step would be retraced with the length unknown, which the
+        # scan kernels (static loop bounds, as XLA and TPUs want) refuse
+        model.make_test_function(force=True)
+        evals[split] = model.evaluate(dataset, return_dict=True, verbose=0)
     model.save(os.path.join(run_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.history.items() if v}
     results = {

@@ -98,6 +98,12 @@ def selective_scan(
         u, delta, A, B, C, D, z, delta_bias, initial_state, sequence=True
     )
     u, delta, A, B, C, D, z, delta_bias, initial_state = args
+    if u.shape[1] is None:
+        raise ValueError(
+            "Received an invalid shape for argument `u`, expected a static "
+            f"sequence length T, got shape {tuple(u.shape)}. Pad batches to "
+            "a fixed length (the loops need static bounds under XLA)."
+        )
     out_dtype = u.dtype
     batch, length, channels = u.shape
     if batch is None:  # symbolic batch (a functional model, tf.data)

@@ -465,6 +465,22 @@ def test_recurrent_forward_keeps_no_state_per_token():
     assert memory.temp_size_in_bytes < 2 * inputs_and_outputs < states / 2
 
 
+def test_unknown_length_is_a_clear_error():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("jax traces with static lengths")
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((2, None, 4))
+    B_spec = tf.TensorSpec((2, None, 3))
+    run = tf.function(
+        lambda u, B: selective_scan(u, u, -np.ones((4, 3), "float32"), B, B)
+    )
+    with pytest.raises(
+        ValueError, match=r"static sequence length.*\(2, None, 4\)"
+    ):
+        run.get_concrete_function(spec, B_spec)
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_trains_in_a_functional_model_with_unknown_batch_size(mode):
     # keras.Input leaves the batch size unknown when the model is traced;
