@@ -1,5 +1,6 @@
 """Keras layers: token mixers (one per file) and the blocks around them."""
 
+from kerasseq.layers.linear_attention import LinearAttention
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
 from kerasseq.layers.position_embedding import PositionEmbedding

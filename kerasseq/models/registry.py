@@ -15,6 +15,7 @@ uses an MLP of ratio 2 where GPT uses 4: both blocks hold about 12 d^2.
 import dataclasses
 import inspect
 
+from kerasseq.layers.linear_attention import LinearAttention
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
 from kerasseq.layers.softmax_attention import SoftmaxAttention
@@ -138,6 +139,23 @@ register_model(
         # brings a block within 7% of GPT's at every preset
         mlp_ratio=2.5,
         description="Mamba-1 selective state-space blocks",
+    ),
+)
+
+register_model(
+    "linear_attention",
+    ModelSpec(
+        LinearAttention,
+        mixer_args={"causal": True},
+        preset_args={
+            "tiny": {"num_heads": 4},
+            "small": {"num_heads": 4},
+            "base": {"num_heads": 8},
+        },
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="Linear Transformer: causal elu+1 linear attention",
     ),
 )
 

@@ -1,0 +1,111 @@
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.layers import LinearAttention
+from tests.testing import compiled
+
+
+def elu_plus_one(x):
+    return np.where(x > 0, x + 1.0, np.exp(x))
+
+
+def reference(layer, x, causal, mask=None):
+    """Multi-head linear attention in float64 from the paper's equations:
+    o_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j), over
+    j <= i when causal, over every real j otherwise."""
+    w = {
+        v.path.split("/", 1)[1]: np.asarray(v.numpy(), np.float64)
+        for v in layer.weights
+    }
+    x = x.astype(np.float64)
+
+    def project(name):
+        return (
+            np.einsum("btd,dhk->bthk", x, w[f"{name}_kernel"])
+            + w[f"{name}_bias"]
+        )
+
+    q, k, v = (project(n) for n in ("query", "key", "value"))
+    q, k = elu_plus_one(q), elu_plus_one(k)
+    batch, length = x.shape[:2]
+    keep = np.ones((batch, length)) if mask is None else mask.astype(np.float64)
+    out = np.zeros_like(v)
+    for i in range(length):
+        limit = i + 1 if causal else length
+        scores = np.einsum("bhk,bjhk->bjh", q[:, i], k[:, :limit])
+        scores = scores * keep[:, :limit, None]
+        out[:, i] = np.einsum("bjh,bjhv->bhv", scores, v[:, :limit]) / (
+            scores.sum(1)[..., None] + 1e-6
+        )
+    return (
+        np.einsum("bthk,hkd->btd", out, w["output_kernel"]) + w["output_bias"]
+    )
+
+
+def randomized(layer, shape, rng):
+    layer.build(shape)
+    for w in layer.weights:
+        value = w.numpy()
+        w.assign(value + 0.1 * rng.normal(size=value.shape).astype("float32"))
+    return layer
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("mode", ["recurrent", "chunk"])
+def test_matches_reference_equations(causal, mode):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 11, 8)).astype("float32")
+    layer = LinearAttention(2, causal=causal, mode=mode, chunk_size=4)
+    layer = randomized(layer, x.shape, rng)
+    mask = np.ones((2, 11), bool)
+    mask[1, 8:] = False
+    y = keras.ops.convert_to_numpy(compiled(layer)(x, mask))
+    expected = reference(layer, x, causal, mask)
+    np.testing.assert_allclose(y[0], expected[0], rtol=1e-4, atol=1e-5)
+    # real tokens of the padded row
+    np.testing.assert_allclose(y[1, :8], expected[1, :8], rtol=1e-4, atol=1e-5)
+
+
+def test_step_equals_call():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 9, 8)).astype("float32")
+    layer = randomized(LinearAttention(2), x.shape, rng)
+    full = keras.ops.convert_to_numpy(layer(x))
+    state = layer.get_initial_state(3)
+    outputs = []
+    for t in range(9):
+        y, state = layer.step(x[:, t], state)
+        outputs.append(keras.ops.convert_to_numpy(y))
+    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+
+
+def test_padding_leaves_real_tokens_alone():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 6, 8)).astype("float32")
+    layer = randomized(LinearAttention(2, causal=False), x.shape, rng)
+    padded = np.concatenate([x, rng.normal(size=(1, 3, 8))], 1)
+    mask = np.array([[True] * 6 + [False] * 3])
+    y1 = keras.ops.convert_to_numpy(layer(padded.astype("float32"), mask))
+    y2 = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(y1[:, :6], y2, atol=1e-5)
+
+
+def test_config_round_trip_and_bad_arguments():
+    layer = LinearAttention(4, causal=False, feature_map="relu", chunk_size=16)
+    clone = LinearAttention.from_config(layer.get_config())
+    assert (clone.num_heads, clone.causal, clone.feature_map) == (
+        4,
+        False,
+        "relu",
+    )
+    assert clone.chunk_size == 16
+    with pytest.raises(ValueError, match="`feature_map`.*got 'softmax'"):
+        LinearAttention(2, feature_map="softmax")
+    with pytest.raises(ValueError, match="`mode`.*got 'fast'"):
+        LinearAttention(2, mode="fast")
+    with pytest.raises(ValueError, match="`num_heads`.*got 0"):
+        LinearAttention(0)
+    layer.build((None, None, 8))
+    with pytest.raises(ValueError, match="causal=False"):
+        layer.get_initial_state(2)
