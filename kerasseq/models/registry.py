@@ -79,6 +79,14 @@ class ModelSpec:
 
 MODELS = {}
 
+# heads of 16 (tiny), 32 (small) and 64 (base) dimensions, for every
+# attention mixer
+ATTENTION_HEADS = {
+    "tiny": {"num_heads": 4},
+    "small": {"num_heads": 4},
+    "base": {"num_heads": 8},
+}
+
 
 def register_model(name, spec):
     """Adds a model to the registry under `name`."""
@@ -92,11 +100,7 @@ register_model(
     ModelSpec(
         SoftmaxAttention,
         mixer_args={"causal": True},
-        preset_args={
-            "tiny": {"num_heads": 4},
-            "small": {"num_heads": 4},
-            "base": {"num_heads": 8},
-        },
+        preset_args=ATTENTION_HEADS,
         causal=True,
         position_embedding="learned",
         mlp_ratio=4,
@@ -108,11 +112,7 @@ register_model(
     ModelSpec(
         SoftmaxAttention,
         mixer_args={"causal": False},
-        preset_args={
-            "tiny": {"num_heads": 4},
-            "small": {"num_heads": 4},
-            "base": {"num_heads": 8},
-        },
+        preset_args=ATTENTION_HEADS,
         causal=False,
         position_embedding="learned",
         mlp_ratio=4,
@@ -147,11 +147,7 @@ register_model(
     ModelSpec(
         LinearAttention,
         mixer_args={"causal": True},
-        preset_args={
-            "tiny": {"num_heads": 4},
-            "small": {"num_heads": 4},
-            "base": {"num_heads": 8},
-        },
+        preset_args=ATTENTION_HEADS,
         causal=True,
         position_embedding="learned",
         mlp_ratio=4,
