@@ -152,3 +152,50 @@ def time_steps(x):
     if keras.backend.backend() == "jax":
         return [keras.ops.take(x, t, axis=1) for t in range(x.shape[1])]
     return keras.ops.unstack(x, axis=1)
+
+
+def layer_weights(layer):
+    """A layer's weights by path below the layer (`"in_proj/kernel"`,
+    `"A_log"`), as float64 NumPy arrays for reference implementations."""
+    return {
+        w.path.split("/", 1)[1]: np.asarray(
+            keras.ops.convert_to_numpy(w.value), np.float64
+        )
+        for w in layer.weights
+    }
+
+
+def perturb_weights(layer, rng, scale=0.1):
+    """Adds `scale` times Gaussian noise to every weight, so that no term
+    of a reference hides behind an initial value (ones, zeros, equal rows).
+    """
+    for w in layer.weights:
+        value = keras.ops.convert_to_numpy(w.value)
+        noise = scale * rng.normal(size=value.shape)
+        w.assign((value + noise).astype(value.dtype))
+    return layer
+
+
+def step_through(layer, x, jit=False):
+    """Runs `layer.step` over the time axis of `x` from the layer's initial
+    state, as generation does.
+
+    Returns:
+        `(outputs, state)`: the per-step outputs stacked along axis 1 as
+        NumPy, and the final state.
+    """
+    step = compiled(layer.step) if jit else layer.step
+    state = layer.get_initial_state(x.shape[0], max_length=x.shape[1])
+    outputs = []
+    for x_t in time_steps(keras.ops.convert_to_tensor(x)):
+        y, state = step(x_t, state)
+        outputs.append(keras.ops.convert_to_numpy(y))
+    return np.stack(outputs, 1), state
+
+
+def assert_step_equals_call(layer, x, atol=1e-5, jit=False):
+    """Stepping token by token reproduces the whole-sequence call."""
+    full = keras.ops.convert_to_numpy(layer(x))
+    stepped, state = step_through(layer, x, jit=jit)
+    np.testing.assert_allclose(stepped, full, atol=atol)
+    return state

@@ -4,7 +4,9 @@ import keras
 from keras import ops
 
 from kerasseq.layers.validation import check_choice
+from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
@@ -192,13 +194,7 @@ class Mamba(keras.layers.Layer):
         return self.dt_rank
 
     def _check_width(self, name, x, rank):
-        if len(x.shape) != rank or x.shape[-1] != self.in_proj.kernel.shape[0]:
-            lead = "(batch_size, seq_len, " if rank == 3 else "(batch_size, "
-            raise ValueError(
-                f"Received an invalid shape for argument `{name}`, expected "
-                f"{lead}{self.in_proj.kernel.shape[0]}), got "
-                f"{tuple(x.shape)}."
-            )
+        check_input_width(name, x, rank, self.in_proj.kernel.shape[0])
 
     def _ssm_inputs(self, x):
         """Step sizes (before bias and softplus), B and C from `x`."""
@@ -269,15 +265,7 @@ class Mamba(keras.layers.Layer):
             "ssm": (batch, inner, self.state_size),
         }
         for key, shape in expected.items():
-            got = tuple(state[key].shape)
-            if len(got) != len(shape) or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(got, shape, strict=True)
-            ):
-                raise ValueError(
-                    f"Received an invalid shape for argument `state[{key!r}]`"
-                    f", expected {shape}, got {got}."
-                )
+            check_state(f"state[{key!r}]", state[key], shape)
         xz = self.in_proj(inputs)
         x, z = xz[..., :inner], xz[..., inner:]
         window = ops.concatenate(

@@ -33,3 +33,33 @@ def check_choice(name, value, choices):
             f"Received an invalid value for argument `{name}`, expected one "
             f"of {sorted(choices)}, got {value!r}."
         )
+
+
+def check_state(name, state, expected):
+    """Raises `ValueError` unless `state` has the `expected` shape.
+
+    `None` in `expected` or in the state's shape (an unknown size when
+    tracing) matches any size.
+    """
+    got = tuple(state.shape)
+    matches = len(got) == len(expected) and all(
+        a is None or b is None or a == b
+        for a, b in zip(got, expected, strict=True)
+    )
+    if not matches:
+        raise ValueError(
+            f"Received an invalid shape for argument `{name}`, expected "
+            f"{tuple(expected)}, got {got}."
+        )
+
+
+def check_input_width(name, x, rank, width):
+    """Raises `ValueError` unless `x` has `rank` dimensions (3: a sequence
+    `(batch_size, seq_len, width)`, 2: one step `(batch_size, width)`) and
+    the last one is `width`."""
+    if len(x.shape) != rank or x.shape[-1] != width:
+        lead = "(batch_size, seq_len, " if rank == 3 else "(batch_size, "
+        raise ValueError(
+            f"Received an invalid shape for argument `{name}`, expected "
+            f"{lead}{width}), got {tuple(x.shape)}."
+        )

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import LinearAttention
+from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import layer_weights
+from tests.testing import perturb_weights
 
 
 def elu_plus_one(x):
@@ -14,10 +17,7 @@ def reference(layer, x, causal, mask=None):
     """Multi-head linear attention in float64 from the paper's equations:
     o_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j), over
     j <= i when causal, over every real j otherwise."""
-    w = {
-        v.path.split("/", 1)[1]: np.asarray(v.numpy(), np.float64)
-        for v in layer.weights
-    }
+    w = layer_weights(layer)
     x = x.astype(np.float64)
 
     def project(name):
@@ -45,10 +45,7 @@ def reference(layer, x, causal, mask=None):
 
 def randomized(layer, shape, rng):
     layer.build(shape)
-    for w in layer.weights:
-        value = w.numpy()
-        w.assign(value + 0.1 * rng.normal(size=value.shape).astype("float32"))
-    return layer
+    return perturb_weights(layer, rng)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -71,13 +68,7 @@ def test_step_equals_call():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 9, 8)).astype("float32")
     layer = randomized(LinearAttention(2), x.shape, rng)
-    full = keras.ops.convert_to_numpy(layer(x))
-    state = layer.get_initial_state(3)
-    outputs = []
-    for t in range(9):
-        y, state = layer.step(x[:, t], state)
-        outputs.append(keras.ops.convert_to_numpy(y))
-    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+    assert_step_equals_call(layer, x)
 
 
 def test_padding_leaves_real_tokens_alone():

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import LSTM
+from tests.testing import assert_step_equals_call
 
 
 def sigmoid(x):
@@ -47,13 +48,7 @@ def test_projection_when_units_differ():
 def test_step_equals_call(units):
     layer = LSTM(units=units)
     x = np.random.normal(size=(3, 8, 6)).astype("float32")
-    full = keras.ops.convert_to_numpy(layer(x))
-    state = layer.get_initial_state(3)
-    outputs = []
-    for t in range(8):
-        y, state = layer.step(x[:, t], state)
-        outputs.append(keras.ops.convert_to_numpy(y))
-    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+    assert_step_equals_call(layer, x)
 
 
 def test_padding_leaves_real_steps_alone():

@@ -5,7 +5,11 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import Mamba
+from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import layer_weights
+from tests.testing import perturb_weights
+from tests.testing import step_through
 
 
 def silu(x):
@@ -14,14 +18,6 @@ def silu(x):
 
 def softplus(x):
     return np.logaddexp(0.0, x)
-
-
-def weights_of(layer):
-    """The layer's weights by name, as float64 arrays."""
-    return {
-        w.path.split("/", 1)[1]: np.asarray(w.numpy(), np.float64)
-        for w in layer.weights
-    }
 
 
 def reference_mamba(w, x, state_size, conv_kernel):
@@ -57,30 +53,22 @@ def reference_mamba(w, x, state_size, conv_kernel):
     return (y * silu(z)) @ w["out_proj/kernel"]
 
 
-def randomize(layer, rng):
-    """Non-default values everywhere, so that no term hides (D = 1, zero
-    biases and equal A rows would)."""
-    for w in layer.weights:
-        value = w.numpy()
-        w.assign(value + 0.1 * rng.normal(size=value.shape).astype("float32"))
-
-
 @pytest.mark.parametrize("mode", ["recurrent", "chunk"])
 def test_matches_reference_equations(mode):
     rng = np.random.default_rng(0)
     layer = Mamba(state_size=4, mode=mode, chunk_size=4)
     x = rng.normal(size=(2, 11, 8)).astype("float32")
     layer.build(x.shape)
-    randomize(layer, rng)
+    perturb_weights(layer, rng)
     y = keras.ops.convert_to_numpy(compiled(layer)(x))
-    expected = reference_mamba(weights_of(layer), x.astype(np.float64), 4, 4)
+    expected = reference_mamba(layer_weights(layer), x.astype(np.float64), 4, 4)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_weights_have_the_reference_names_and_shapes():
     layer = Mamba(state_size=16, expand=2, conv_kernel=4)
     layer.build((None, None, 64))
-    shapes = {name: w.shape for name, w in weights_of(layer).items()}
+    shapes = {name: w.shape for name, w in layer_weights(layer).items()}
     # I = 128, R = ceil(64 / 16) = 4
     assert shapes == {
         "in_proj/kernel": (64, 256),
@@ -99,7 +87,7 @@ def test_initialisation_follows_the_paper():
     keras.utils.set_random_seed(0)
     layer = Mamba(state_size=8, dt_min=0.001, dt_max=0.1)
     layer.build((None, None, 256))
-    w = weights_of(layer)
+    w = layer_weights(layer)
     np.testing.assert_allclose(
         -np.exp(w["A_log"]), -np.tile(np.arange(1, 9), (512, 1)), rtol=1e-6
     )
@@ -121,14 +109,8 @@ def test_step_equals_call():
     layer = Mamba(state_size=4)
     x = rng.normal(size=(3, 9, 8)).astype("float32")
     layer.build(x.shape)
-    randomize(layer, rng)
-    full = keras.ops.convert_to_numpy(layer(x))
-    state = layer.get_initial_state(3)
-    outputs = []
-    for t in range(9):
-        y, state = layer.step(x[:, t], state)
-        outputs.append(keras.ops.convert_to_numpy(y))
-    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+    perturb_weights(layer, rng)
+    state = assert_step_equals_call(layer, x)
     assert state["ssm"].shape == (3, 16, 4)
     assert state["conv"].shape == (3, 3, 16)
 
@@ -138,7 +120,7 @@ def test_left_padding_leaves_real_steps_alone():
     layer = Mamba(state_size=4)
     x = rng.normal(size=(1, 5, 8)).astype("float32")
     layer.build(x.shape)
-    randomize(layer, rng)
+    perturb_weights(layer, rng)
     padded = np.concatenate([rng.normal(size=(1, 3, 8)), x], 1)
     mask = np.array([[False] * 3 + [True] * 5])
     y1 = keras.ops.convert_to_numpy(layer(padded.astype("float32"), mask))
@@ -198,16 +180,12 @@ def test_matches_the_transformers_mamba_mixer():
         "out_proj/kernel": torch_weight("out_proj.weight").T,
         "out_proj/bias": torch_weight("out_proj.bias"),
     }
-    assert set(converted) == set(weights_of(layer))
+    assert set(converted) == set(layer_weights(layer))
     for w in layer.weights:
         w.assign(converted[w.path.split("/", 1)[1]].astype("float32"))
     x = golden["input"].astype("float32")
     y = keras.ops.convert_to_numpy(compiled(layer)(x))
     np.testing.assert_allclose(y, golden["output"], rtol=1e-5, atol=1e-5)
     # and stepping token by token, as generation does
-    state = layer.get_initial_state(x.shape[0])
-    for t in range(x.shape[1]):
-        y_t, state = layer.step(x[:, t], state)
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(y_t), golden["output"][:, t], atol=1e-5
-        )
+    stepped, _ = step_through(layer, x)
+    np.testing.assert_allclose(stepped, golden["output"], atol=1e-5)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import SoftmaxAttention
-from tests.testing import compiled
+from tests.testing import assert_step_equals_call
 from tests.testing import value_and_grad
 
 
@@ -87,14 +87,7 @@ def test_causal_future_does_not_leak():
 def test_step_equals_call_under_xla():
     layer = _layer(causal=True)
     x = np.random.normal(size=(2, 9, 12)).astype("float32")
-    full = keras.ops.convert_to_numpy(layer(x))
-    step = compiled(layer.step)
-    state = layer.get_initial_state(2, max_length=9)
-    outputs = []
-    for t in range(9):
-        y, state = step(x[:, t], state)
-        outputs.append(keras.ops.convert_to_numpy(y))
-    np.testing.assert_allclose(np.stack(outputs, 1), full, atol=1e-5)
+    assert_step_equals_call(layer, x, jit=True)
 
 
 def test_gradients_respect_causality():
