@@ -11,5 +11,7 @@ from kerasseq.ops.linear_attention import orthogonal_random_features
 from kerasseq.ops.linear_attention import relu
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
+from kerasseq.ops.matrix_recurrence import matrix_recurrence
+from kerasseq.ops.matrix_recurrence import matrix_recurrence_step
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step

@@ -1,0 +1,184 @@
+"""Dense linear recurrences, h_t = A h_{t-1} + b_t with one matrix A.
+
+The recurrence of a linear RNN whose transition is a full `(N, N)` matrix
+shared over time (Bar, Seleznova et al. 2025 study its initialisation).
+Unlike the diagonal case (`linear_recurrence`) there is no cheap parallel
+form: an associative scan would multiply `N x N` matrices, O(N^3 log T)
+work against O(N^2 T) for the loop, so the op is a compiled loop over time
+with a hand-written backward pass, which is what makes it trainable under
+XLA (autodiff through a compiled loop is slow; see README_scans.md).
+
+Glossary of dimension letters:
+    B: batch size.
+    T: sequence length.
+    N: state size.
+
+Backward pass: with upstream gradients u_t = dL/dh_t, the gradient of the
+state obeys the same recurrence run backwards with the transposed matrix,
+
+    g_t = u_t + A^T g_{t+1},   g_T = 0,
+
+and then dL/db_t = g_t, dL/dA = sum_t g_t h_{t-1}^T (one matmul over batch
+and time) and dL/dh_{-1} = A^T g_0.
+"""
+
+from keras import ops
+
+from kerasseq.ops import checks
+from kerasseq.ops.linear_recurrence import read_step
+from kerasseq.ops.linear_recurrence import write_step
+
+MODES = ("auto", "recurrent")
+
+
+def matrix_recurrence(
+    A,
+    b,
+    initial_state=None,
+    return_final_state=False,
+    reverse=False,
+    mode="auto",
+):
+    """Runs h_t = A h_{t-1} + b_t over time for a dense matrix `A`.
+
+    Computes in float32 whatever the input dtype, under `jit_compile=True`
+    and `jax.jit`, differentiable in every input with a hand-written
+    backward pass.
+
+    Args:
+        A: the transition, `(N, N)`, real.
+        b: inputs, `(B, T, N)`, real.
+        initial_state: optional h_{-1} `(B, N)` (h_T when `reverse`);
+            zeros when `None`.
+        return_final_state: bool. Also return the last state.
+        reverse: bool. Run from the end: h_t = A h_{t+1} + b_t.
+        mode: `"auto"` or `"recurrent"`, the only form (see the module
+            docstring for why there is no parallel one).
+
+    Returns:
+        h `(B, T, N)` in the dtype of `b`; with `return_final_state` a
+        tuple `(h, final_state)`, `final_state` `(B, N)` in float32.
+
+    Example:
+
+    >>> A = 0.5 * keras.ops.eye(3)
+    >>> h = matrix_recurrence(A, keras.ops.ones((2, 4, 3)))
+    >>> h.shape
+    (2, 4, 3)
+    """
+    checks.check_mode(mode, MODES)
+    A = ops.convert_to_tensor(A)
+    b = ops.convert_to_tensor(b)
+    checks.check_float("A", A)
+    checks.check_float("b", b)
+    checks.check_rank("b", b, (3,), "(B, T, N)")
+    size = b.shape[-1]
+    checks.check_shape("A", A, (size, size), "(N, N) with N of `b`")
+    if b.shape[1] is None:
+        raise ValueError(
+            "Received an invalid shape for argument `b`, expected a static "
+            f"sequence length T, got shape {tuple(b.shape)}."
+        )
+    out_dtype = b.dtype
+    A = ops.cast(A, "float32")
+    b = ops.cast(b, "float32")
+    if initial_state is None:
+        h = _differentiable(A, b, reverse)
+    else:
+        initial_state = ops.convert_to_tensor(initial_state)
+        checks.check_float("initial_state", initial_state)
+        checks.check_shape(
+            "initial_state", initial_state, (b.shape[0], size), "(B, N)"
+        )
+        h = _differentiable_from(
+            A, b, ops.cast(initial_state, "float32"), reverse
+        )
+    outputs = ops.cast(h, out_dtype)
+    if not return_final_state:
+        return outputs
+    return outputs, h[:, 0] if reverse else h[:, -1]
+
+
+def matrix_recurrence_step(A, b_t, state):
+    """Advances one step: h_t = A state + b_t.
+
+    Args:
+        A: `(N, N)`.
+        b_t: `(B, N)`.
+        state: h_{t-1} `(B, N)`, or `None` for zeros.
+
+    Returns:
+        `(h_t, new_state)`: `h_t` in the dtype of `b_t`, `new_state` the
+        same values in float32.
+    """
+    b_t = ops.convert_to_tensor(b_t)
+    checks.check_rank("b_t", b_t, (2,), "(B, N)")
+    size = b_t.shape[-1]
+    checks.check_shape("A", A, (size, size), "(N, N) with N of `b_t`")
+    h = ops.cast(b_t, "float32")
+    if state is not None:
+        checks.check_shape("state", state, b_t.shape, "(B, N) of `b_t`")
+        h = h + ops.matmul(ops.cast(state, "float32"), ops.transpose(A))
+    return ops.cast(h, b_t.dtype), h
+
+
+def _loop(M, b, initial_state, reverse):
+    """h_t = h_{t-1} @ M + b_t over the rows of `b` (B, T, N), batch-major,
+    reading and writing in place as `linear_recurrence` does."""
+    length = b.shape[1]
+    if initial_state is None:
+        initial_state = ops.zeros_like(b[:, 0])
+
+    def step(i, carry):
+        h, outputs = carry
+        t = length - 1 - i if reverse else i
+        h = ops.matmul(h, M) + read_step(b, t)
+        return h, write_step(outputs, t, h)
+
+    _, h = ops.fori_loop(0, length, step, (initial_state, ops.zeros_like(b)))
+    return h
+
+
+def _backward(A, h, initial_state, reverse, upstream):
+    """Gradients for A, b and the initial state (module docstring)."""
+    # row vectors: h_t = h_{t-1} @ A^T + b_t, so g_t = u_t + g_{t+1} @ A
+    g = _loop(A, upstream, None, not reverse)
+    if initial_state is None:
+        initial_state = ops.zeros_like(h[:, 0])
+    first = ops.expand_dims(initial_state, 1)
+    if reverse:
+        previous = ops.concatenate([h[:, 1:], first], axis=1)
+        g_edge = g[:, -1]
+    else:
+        previous = ops.concatenate([first, h[:, :-1]], axis=1)
+        g_edge = g[:, 0]
+    grad_A = ops.einsum("btn,btm->nm", g, previous)
+    return grad_A, g, ops.matmul(g_edge, A)
+
+
+def _differentiable(A, b, reverse):
+    @ops.custom_gradient
+    def run(A, b):
+        h = _loop(ops.transpose(A), b, None, reverse)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            return _backward(A, h, None, reverse, upstream)[:2]
+
+        return h, grad
+
+    return run(A, b)
+
+
+def _differentiable_from(A, b, initial_state, reverse):
+    @ops.custom_gradient
+    def run(A, b, initial_state):
+        h = _loop(ops.transpose(A), b, initial_state, reverse)
+
+        def grad(*args, upstream=None):
+            upstream = args[0] if upstream is None else upstream
+            return _backward(A, h, initial_state, reverse, upstream)
+
+        return h, grad
+
+    return run(A, b, initial_state)
