@@ -1,9 +1,12 @@
 """Keras layers: token mixers (one per file) and the blocks around them."""
 
 from kerasseq.layers.linear_attention import LinearAttention
+from kerasseq.layers.linear_rnn import DiagonalRNN
+from kerasseq.layers.linear_rnn import LinearRNN
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
 from kerasseq.layers.position_embedding import PositionEmbedding
+from kerasseq.layers.quasi_lstm import QuasiLSTM
 from kerasseq.layers.residual_block import ResidualBlock
 from kerasseq.layers.sequence_pooling import SequencePooling
 from kerasseq.layers.softmax_attention import SoftmaxAttention

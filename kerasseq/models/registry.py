@@ -16,8 +16,11 @@ import dataclasses
 import inspect
 
 from kerasseq.layers.linear_attention import LinearAttention
+from kerasseq.layers.linear_rnn import DiagonalRNN
+from kerasseq.layers.linear_rnn import LinearRNN
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
+from kerasseq.layers.quasi_lstm import QuasiLSTM
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.models.causal_lm import CausalLM
 from kerasseq.models.sequence_backbone import SequenceBackbone
@@ -152,6 +155,57 @@ register_model(
         position_embedding="learned",
         mlp_ratio=4,
         description="Linear Transformer: causal elu+1 linear attention",
+    ),
+)
+
+register_model(
+    "bidirectional_linear_attention",
+    ModelSpec(
+        LinearAttention,
+        mixer_args={"causal": False},
+        preset_args=ATTENTION_HEADS,
+        causal=False,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="Linear Transformer encoder: bidirectional elu+1 linear "
+        "attention, for classification",
+    ),
+)
+
+register_model(
+    "qlstm",
+    ModelSpec(
+        QuasiLSTM,
+        causal=True,
+        # 4 d^2 gate weights, so the MLP of GPT (8 d^2) makes 12 d^2
+        mlp_ratio=4,
+        description="Quasi-LSTM: input-only gates, parallel cell recurrence",
+    ),
+)
+
+register_model(
+    "linear_rnn",
+    ModelSpec(
+        LinearRNN,
+        # halved Glorot: defined at every state size (the paper's 'fixed'
+        # needs N >= 166; pass A_init='fixed' at the base preset)
+        mixer_args={"A_init": "rescaled_glorot"},
+        causal=True,
+        # A, B, C and the GLU hold 5 d^2; an MLP of ratio 3.5 adds 7 d^2
+        mlp_ratio=3.5,
+        description="Linear RNN with a dense transition (rescaled Glorot)",
+    ),
+)
+
+register_model(
+    "diag_rnn",
+    ModelSpec(
+        DiagonalRNN,
+        mixer_args={"A_init": "rescaled_glorot"},
+        causal=True,
+        # complex B and C and the GLU hold 6 d^2; an MLP of ratio 3 adds 6
+        mlp_ratio=3,
+        description="Linear RNN with a complex diagonal transition",
     ),
 )
 

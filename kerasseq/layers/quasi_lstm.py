@@ -1,0 +1,154 @@
+import keras
+from keras import ops
+
+from kerasseq.layers.validation import check_choice
+from kerasseq.layers.validation import check_input_width
+from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_state
+from kerasseq.ops import checks
+from kerasseq.ops.linear_recurrence import linear_recurrence
+from kerasseq.ops.linear_recurrence import linear_recurrence_step
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class QuasiLSTM(keras.layers.Layer):
+    """A quasi-LSTM: LSTM gates computed from the input alone.
+
+        f_t, i_t, o_t = sigmoid(W_{f,i,o} x_t + b_{f,i,o})
+        z_t = tanh(W_z x_t + b_z)
+        c_t = f_t * c_{t-1} + i_t * z_t
+        h_t = o_t * tanh(c_t)
+
+    Without the hidden state in the gates, the cell update is a diagonal
+    linear recurrence in `c`, so a whole sequence trains in parallel through
+    `kerasseq.ops.linear_recurrence` (the "fo-pooling" of quasi-recurrent
+    networks); `step` carries `c`. The forget-gate bias starts at 1, as
+    Keras's LSTM does, so that the cell remembers from the start.
+
+    Args:
+        units: int. Width of the cell. Defaults to the input width; a
+            different width is projected back to the input width.
+        mode: the `linear_recurrence` mode (`"auto"`, `"recurrent"`,
+            `"chunk"`, `"parallel"`).
+        chunk_size: int, the `linear_recurrence` chunk size.
+        kernel_initializer: initializer of the gate kernel.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens. Padded steps leave the cell unchanged
+            (forget gate 1, input gate 0).
+        training: bool, unused.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = QuasiLSTM()
+    >>> layer(keras.random.normal((2, 10, 32))).shape
+    (2, 10, 32)
+
+    Reference:
+        - [Bradbury et al., 2017](https://arxiv.org/abs/1611.01576),
+          quasi-recurrent neural networks.
+    """
+
+    def __init__(
+        self,
+        units=None,
+        mode="auto",
+        chunk_size=64,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        check_positive_int("units", units, allow_none=True)
+        check_choice("mode", mode, checks.MODES)
+        check_positive_int("chunk_size", chunk_size)
+        super().__init__(**kwargs)
+        self.units = units
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        units = self.units or hidden_dim
+        self.gates = keras.layers.Dense(
+            4 * units,
+            kernel_initializer=self.kernel_initializer,
+            bias_initializer=_ForgetBiasOne(),
+            dtype=self.dtype_policy,
+            name="gates",
+        )
+        self.gates.build((None, hidden_dim))
+        self.projection = None
+        if units != hidden_dim:
+            self.projection = keras.layers.Dense(
+                hidden_dim, dtype=self.dtype_policy, name="projection"
+            )
+            self.projection.build((None, units))
+
+    def _units(self):
+        return self.gates.kernel.shape[1] // 4
+
+    def _gates(self, inputs, keep=None):
+        """Decays f, inputs i * z and output gates o, in float32."""
+        gates = ops.cast(self.gates(inputs), "float32")
+        f, i, z, o = ops.split(gates, 4, axis=-1)
+        f, i = ops.sigmoid(f), ops.sigmoid(i)
+        if keep is not None:
+            keep = ops.cast(keep, "float32")[..., None]
+            f = keep * f + (1.0 - keep)
+            i = keep * i
+        return f, i * ops.tanh(z), ops.sigmoid(o)
+
+    def _output(self, c, o):
+        h = ops.cast(o * ops.tanh(c), self.compute_dtype)
+        return h if self.projection is None else self.projection(h)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        check_input_width("inputs", inputs, 3, self.gates.kernel.shape[0])
+        f, iz, o = self._gates(inputs, padding_mask)
+        c = linear_recurrence(f, iz, mode=self.mode, chunk_size=self.chunk_size)
+        return self._output(c, o)
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Returns the zero cell `(batch_size, units)` in float32.
+        `max_length` is unused: the state does not grow."""
+        return ops.zeros((batch_size, self._units()), "float32")
+
+    def step(self, inputs, state):
+        """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
+        check_input_width("inputs", inputs, 2, self.gates.kernel.shape[0])
+        check_state("state", state, (inputs.shape[0], self._units()))
+        f, iz, o = self._gates(inputs)
+        c, state = linear_recurrence_step(f, iz, state)
+        return self._output(c, o), state
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        base_config = super().get_config()
+        config = {
+            "units": self.units,
+            "mode": self.mode,
+            "chunk_size": self.chunk_size,
+            "kernel_initializer": keras.initializers.serialize(
+                self.kernel_initializer
+            ),
+        }
+        return {**base_config, **config}
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class _ForgetBiasOne(keras.initializers.Initializer):
+    """Zeros, except ones over the first quarter (the forget gate)."""
+
+    def __call__(self, shape, dtype=None):
+        units = shape[-1] // 4
+        return ops.concatenate(
+            [ops.ones((units,), dtype), ops.zeros((shape[-1] - units,), dtype)]
+        )

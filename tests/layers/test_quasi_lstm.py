@@ -1,0 +1,120 @@
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.layers.quasi_lstm import QuasiLSTM
+from tests.testing import assert_step_equals_call
+from tests.testing import compiled
+from tests.testing import layer_weights
+from tests.testing import perturb_weights
+from tests.testing import value_and_grad
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def reference(w, x, mask=None):
+    """The quasi-LSTM in float64, a loop over time: gates from x_t alone,
+    c_t = f_t c_{t-1} + i_t z_t, h_t = o_t tanh(c_t); padded steps keep c."""
+    gates = x @ w["gates/kernel"] + w["gates/bias"]
+    f, i, z, o = np.split(gates, 4, axis=-1)
+    c = np.zeros(f.shape[:1] + f.shape[2:])
+    h = np.zeros(f.shape)
+    for t in range(x.shape[1]):
+        updated = sigmoid(f[:, t]) * c + sigmoid(i[:, t]) * np.tanh(z[:, t])
+        if mask is not None:
+            updated = np.where(mask[:, t, None], updated, c)
+        c = updated
+        h[:, t] = sigmoid(o[:, t]) * np.tanh(c)
+    if "projection/kernel" in w:
+        h = h @ w["projection/kernel"] + w["projection/bias"]
+    return h
+
+
+def make(x, rng, **kwargs):
+    layer = QuasiLSTM(**kwargs)
+    layer.build(x.shape)
+    return perturb_weights(layer, rng)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "recurrent"},
+        {"mode": "chunk", "chunk_size": 4},
+        {"mode": "parallel", "units": 6},
+    ],
+)
+def test_matches_reference_equations(kwargs):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 11, 8)).astype("float32")
+    layer = make(x, rng, **kwargs)
+    mask = np.ones((2, 11), bool)
+    mask[1, 7:] = False
+    mask[0, :2] = False
+    y = keras.ops.convert_to_numpy(compiled(layer)(x, mask))
+    expected = reference(layer_weights(layer), x.astype(np.float64), mask)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_forget_gate_starts_open():
+    layer = QuasiLSTM()
+    layer.build((None, None, 8))
+    bias = layer.gates.bias.numpy()
+    np.testing.assert_array_equal(bias[:8], 1.0)
+    np.testing.assert_array_equal(bias[8:], 0.0)
+
+
+@pytest.mark.parametrize("units", [None, 6])
+def test_step_equals_call(units):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 9, 8)).astype("float32")
+    layer = make(x, rng, units=units)
+    state = assert_step_equals_call(layer, x, jit=units is None)
+    assert tuple(state.shape) == (3, units or 8)
+
+
+def test_modes_give_the_same_gradients():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 10, 8)).astype("float32")
+    grads = {}
+    for mode in ("recurrent", "chunk"):
+        keras.utils.set_random_seed(0)
+        layer = QuasiLSTM(mode=mode, chunk_size=4)
+        layer.build(x.shape)
+        values = [keras.ops.convert_to_numpy(w.value) for w in layer.weights]
+
+        def loss(x, *weights, layer=layer):
+            outputs, _ = layer.stateless_call(weights, [], x)
+            return keras.ops.sum(keras.ops.square(outputs))
+
+        grads[mode] = value_and_grad(loss, x, *values, jit=True)[1]
+    for a, b in zip(grads["recurrent"], grads["chunk"], strict=True):
+        assert np.abs(a).sum() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_config_round_trip_and_bad_arguments(tmp_path):
+    layer = QuasiLSTM(units=6, mode="chunk", chunk_size=8)
+    clone = QuasiLSTM.from_config(layer.get_config())
+    assert (clone.units, clone.mode, clone.chunk_size) == (6, "chunk", 8)
+    with pytest.raises(ValueError, match="`units`.*got 0"):
+        QuasiLSTM(units=0)
+    with pytest.raises(ValueError, match="`mode`.*got 'fast'"):
+        QuasiLSTM(mode="fast")
+    layer.build((None, None, 8))
+    with pytest.raises(ValueError, match=r"`inputs`.*8\).*\(2, 5, 6\)"):
+        layer(np.zeros((2, 5, 6), "float32"))
+    with pytest.raises(ValueError, match=r"`state`.*\(2, 6\).*\(2, 8\)"):
+        layer.step(np.zeros((2, 8), "float32"), np.zeros((2, 8), "float32"))
+    # a saved model restores the same outputs
+    inputs = keras.Input((None, 8))
+    model = keras.Model(inputs, QuasiLSTM()(inputs))
+    model.save(str(tmp_path / "model.keras"))
+    restored = keras.saving.load_model(str(tmp_path / "model.keras"))
+    x = np.random.normal(size=(2, 5, 8)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(x)),
+        keras.ops.convert_to_numpy(model(x)),
+    )
