@@ -1,7 +1,16 @@
-r"""Benchmarks of the kerasseq kernels: tokens/s and memory per mode.
+r"""Benchmarks of the kerasseq kernels and models: tokens/s and memory.
 
     python -m experiments.benchmark ops --op=selective_scan --mode=all
     python -m experiments.benchmark ops --seq_len=16384 --passes=forward
+    python -m experiments.benchmark layers --models=gpt,mamba \
+        --lengths=1024,2048,4096
+
+`layers` trains each registered model (`--preset`, `small` by default, as a
+token classifier over a 256-token vocabulary, so that causal and
+bidirectional models run the same head) with `model.train_on_batch` under
+`jit_compile=True`, and reports training steps/s, tokens/s and the rise of
+peak resident memory (compile included) per model and length, each also as
+a ratio to `gpt` at the same length in the same run.
 
 For every op and mode it measures, at the op's standard shape (overridable),
 forward and forward+backward throughput in tokens/s (tokens = batch × time;
@@ -74,10 +83,19 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("passes", "forward,backward", "forward and/or backward.")
 flags.DEFINE_integer("seq_len", None, "Override the standard sequence length.")
-flags.DEFINE_integer("batch_size", None, "Override the standard batch size.")
+flags.DEFINE_integer(
+    "batch_size", None, "Override the standard batch size (layers: 4)."
+)
 flags.DEFINE_string("dtype", "float32", "Input dtype.")
 flags.DEFINE_integer("repeats", 5, "Timed calls per measurement.")
 flags.DEFINE_integer("chunk_size", 64, "Chunk size of the chunk modes.")
+flags.DEFINE_string(
+    "models", "all", "layers: comma list of registered models, or all."
+)
+flags.DEFINE_string(
+    "lengths", "1024,2048,4096", "layers: comma list of sequence lengths."
+)
+flags.DEFINE_string("preset", "small", "layers: the model preset.")
 flags.DEFINE_string("output_dir", "runs/benchmark", "Where to save results.")
 flags.DEFINE_string("tag", "", "Suffix of the saved file names.")
 flags.DEFINE_string("_measure", None, "Internal: run one measurement (JSON).")
@@ -389,12 +407,187 @@ def _run_isolated(op, mode, pass_name):
         argv.append(f"--seq_len={FLAGS.seq_len}")
     if FLAGS.batch_size:
         argv.append(f"--batch_size={FLAGS.batch_size}")
+    return _run_json(argv, {"op": op, "mode": mode, "pass": pass_name})
+
+
+def _run_json(argv, labels):
+    """Runs one measurement in a subprocess; its last JSON line, or the
+    `labels` with the error that stopped it."""
     result = subprocess.run(argv, capture_output=True, text=True)
     lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
     if result.returncode != 0 or not lines:
         error = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"op": op, "mode": mode, "pass": pass_name, "error": error}
+        return {**labels, "error": error}
     return json.loads(lines[-1])
+
+
+LAYERS_VOCABULARY = 256
+LAYERS_BATCH = 4
+
+
+def measure_model(name, length):
+    """Training speed and memory of one registered model in this process."""
+    import keras
+    import numpy as np
+
+    from kerasseq.models import build_model
+    from kerasseq.models import count_parameters
+
+    batch = FLAGS.batch_size or LAYERS_BATCH
+    model = build_model(
+        name,
+        "token_classification",
+        FLAGS.preset,
+        vocabulary_size=LAYERS_VOCABULARY,
+        num_classes=LAYERS_VOCABULARY,
+        max_sequence_length=length,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, LAYERS_VOCABULARY, (batch, length)).astype("int32")
+    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
+    labels = np.roll(ids, -1, axis=1)
+    baseline = _reset_peak_rss()
+    start = time.perf_counter()
+    model.train_on_batch(inputs, labels)
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        loss = model.train_on_batch(inputs, labels)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak = _read_status("VmHWM")
+    memory = (peak - baseline) / 1024 if peak and baseline else None
+    return {
+        "model": name,
+        "seq_len": length,
+        "batch": batch,
+        "preset": FLAGS.preset,
+        "parameters": count_parameters(model)["total"],
+        "seconds": seconds,
+        "steps_per_s": 1.0 / seconds,
+        "tokens_per_s": batch * length / seconds,
+        "compile_s": compile_s,
+        "peak_memory_mb": memory,
+        "loss_finite": bool(np.isfinite(float(np.asarray(loss).ravel()[0]))),
+    }
+
+
+def _relative(results):
+    """Adds throughput and memory ratios to gpt at the same length."""
+    gpt = {
+        r["seq_len"]: r
+        for r in results
+        if r.get("model") == "gpt" and "error" not in r
+    }
+    for r in results:
+        ref = gpt.get(r.get("seq_len"))
+        if ref is None or "error" in r:
+            continue
+        r["speed_vs_gpt"] = r["tokens_per_s"] / ref["tokens_per_s"]
+        if r["peak_memory_mb"] and ref["peak_memory_mb"]:
+            r["memory_vs_gpt"] = r["peak_memory_mb"] / ref["peak_memory_mb"]
+    return results
+
+
+def _model_table(results):
+    lines = [
+        "| model | T | steps/s | tokens/s | × gpt speed | memory (MB) "
+        "| × gpt memory |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if "error" in r:
+            lines.append(
+                f"| {r['model']} | {r['seq_len']} | error: "
+                f"{r['error'][:80]} | | | | |"
+            )
+            continue
+        memory = r["peak_memory_mb"]
+        memory = "n/a" if memory is None else f"{memory:,.0f}"
+        speed = r.get("speed_vs_gpt")
+        ratio = r.get("memory_vs_gpt")
+        lines.append(
+            f"| {r['model']} | {r['seq_len']} | {r['steps_per_s']:.3f} | "
+            f"{r['tokens_per_s']:,.0f} | "
+            f"{'' if speed is None else f'{speed:.2f}'} | {memory} | "
+            f"{'' if ratio is None else f'{ratio:.2f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def _run_model_isolated(name, length):
+    argv = [
+        sys.executable,
+        "-m",
+        "experiments.benchmark",
+        "layers",
+        f"--_measure={name}:{length}",
+        f"--repeats={FLAGS.repeats}",
+        f"--preset={FLAGS.preset}",
+    ]
+    if FLAGS.batch_size:
+        argv.append(f"--batch_size={FLAGS.batch_size}")
+    return _run_json(argv, {"model": name, "seq_len": length})
+
+
+def _parse_lengths(value):
+    try:
+        lengths = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        lengths = []
+    if not lengths or min(lengths) <= 0:
+        raise app.UsageError(
+            f"--lengths={value!r}: expected a comma list of positive "
+            "integers, e.g. 1024,2048,4096."
+        )
+    return lengths
+
+
+def _save(kind, env, results, table):
+    note = ", ".join(f"{k}={v}" for k, v in env.items())
+    print(f"\n{note}\n\n{table}")
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    tag = FLAGS.tag and "_" + FLAGS.tag
+    base = os.path.join(FLAGS.output_dir, f"{kind}_{env['backend']}{tag}")
+    with open(base + ".json", "w") as f:
+        json.dump({"environment": env, "results": results}, f, indent=2)
+    with open(base + ".md", "w") as f:
+        f.write(f"{note}\n\n{table}\n")
+    print(f"\nsaved {base}.json and {base}.md")
+
+
+def main_layers():
+    from kerasseq.models import MODEL_NAMES
+    from kerasseq.models import PRESETS
+
+    if FLAGS._measure:
+        name, length = FLAGS._measure.split(":")
+        print(json.dumps(measure_model(name, int(length))))
+        return
+    names = _parse_list(FLAGS.models, MODEL_NAMES, "models")
+    if FLAGS.preset not in PRESETS:
+        raise app.UsageError(
+            f"--preset={FLAGS.preset!r}: allowed: {', '.join(PRESETS)}."
+        )
+    lengths = _parse_lengths(FLAGS.lengths)
+    if "gpt" not in names:
+        names = ["gpt", *names]  # the reference of every ratio
+    results = []
+    for length in lengths:
+        for name in names:
+            result = _run_model_isolated(name, length)
+            results.append(result)
+            print(_model_table([result]).splitlines()[-1], flush=True)
+    results = _relative(results)
+    env = _environment()
+    env["preset"] = FLAGS.preset
+    _save("layers", env, results, _model_table(results))
 
 
 def _table(results):
@@ -433,10 +626,14 @@ def _parse_list(value, allowed, name):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] != "ops":
+    if len(argv) != 2 or argv[1] not in ("ops", "layers"):
         raise app.UsageError(
-            "usage: python -m experiments.benchmark ops [--op=...] [--mode=...]"
+            "usage: python -m experiments.benchmark ops [--op=...] "
+            "[--mode=...] | layers [--models=...] [--lengths=...]"
         )
+    if argv[1] == "layers":
+        main_layers()
+        return
     if FLAGS._measure:
         op, mode, pass_name = FLAGS._measure.split(":")
         print(json.dumps(measure(op, mode, pass_name)))
@@ -452,19 +649,7 @@ def main(argv):
                 result = _run_isolated(op, mode, pass_name)
                 results.append(result)
                 print(_table([result]).splitlines()[-1], flush=True)
-    env = _environment()
-    table = _table(results)
-    note = ", ".join(f"{k}={v}" for k, v in env.items())
-    print(f"\n{note}\n\n{table}")
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    base = os.path.join(
-        FLAGS.output_dir, f"ops_{env['backend']}{FLAGS.tag and '_' + FLAGS.tag}"
-    )
-    with open(base + ".json", "w") as f:
-        json.dump({"environment": env, "results": results}, f, indent=2)
-    with open(base + ".md", "w") as f:
-        f.write(f"{note}\n\n{table}\n")
-    print(f"\nsaved {base}.json and {base}.md")
+    _save("ops", _environment(), results, _table(results))
 
 
 if __name__ == "__main__":

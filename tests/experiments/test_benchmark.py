@@ -9,9 +9,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-def _benchmark(*args, cwd=ROOT):
+def _benchmark(*args, cwd=ROOT, command="ops"):
     return subprocess.run(
-        [sys.executable, "-m", "experiments.benchmark", "ops", *args],
+        [sys.executable, "-m", "experiments.benchmark", command, *args],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -65,3 +65,52 @@ def test_benchmark_rejects_unknown_names(tmp_path, args, match):
     assert result.returncode != 0
     assert re.search(match, result.stderr), result.stderr[-2000:]
     assert not os.listdir(tmp_path)
+
+
+def test_layers_benchmark_compares_models_with_gpt(tmp_path):
+    result = _benchmark(
+        "--models=qlstm",
+        "--lengths=16,24",
+        "--preset=tiny",
+        "--batch_size=2",
+        "--repeats=1",
+        f"--output_dir={tmp_path}",
+        command="layers",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = sorted(os.listdir(tmp_path))
+    rows = json.loads((tmp_path / saved[0]).read_text())["results"]
+    # gpt joins as the reference of every ratio
+    assert [(r["model"], r["seq_len"]) for r in rows] == [
+        ("gpt", 16),
+        ("qlstm", 16),
+        ("gpt", 24),
+        ("qlstm", 24),
+    ]
+    for row in rows:
+        assert "error" not in row, row
+        assert row["loss_finite"]
+        assert row["tokens_per_s"] == pytest.approx(
+            row["batch"] * row["seq_len"] / row["seconds"]
+        )
+    assert rows[0]["speed_vs_gpt"] == 1.0
+    gpt, qlstm = rows[2], rows[3]
+    assert qlstm["speed_vs_gpt"] == pytest.approx(
+        qlstm["tokens_per_s"] / gpt["tokens_per_s"]
+    )
+    assert "× gpt speed" in (tmp_path / saved[1]).read_text()
+
+
+def test_layers_benchmark_rejects_bad_flags():
+    from absl import app
+
+    from experiments import benchmark
+    from kerasseq.models import MODEL_NAMES
+
+    with pytest.raises(app.UsageError, match="--models='rnn9': unknown"):
+        benchmark._parse_list("rnn9", MODEL_NAMES, "models")
+    with pytest.raises(app.UsageError, match="--lengths='1k': expected"):
+        benchmark._parse_lengths("1k")
+    with pytest.raises(app.UsageError, match="--lengths='0'"):
+        benchmark._parse_lengths("0")
+    assert benchmark._parse_lengths("1024,2048") == [1024, 2048]
