@@ -1,8 +1,10 @@
 """Keras layers: token mixers (one per file) and the blocks around them."""
 
+from kerasseq.layers.deltanet import DeltaNet
 from kerasseq.layers.linear_attention import LinearAttention
 from kerasseq.layers.linear_rnn import DiagonalRNN
 from kerasseq.layers.linear_rnn import LinearRNN
+from kerasseq.layers.lru import LRU
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
 from kerasseq.layers.position_embedding import PositionEmbedding

@@ -16,6 +16,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from kerasseq.layers.glu import apply_glu
+from kerasseq.layers.glu import build_glu
+from kerasseq.layers.glu import complex_readout
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -115,35 +118,27 @@ class _LinearRNNBase(keras.layers.Layer):
         self.use_glu = use_glu
         self.mode = mode
 
-    def _normal(self, std):
-        return keras.initializers.RandomNormal(stddev=std)
+    def _normal(self, name, shape, std):
+        # float32 and read as float32 under mixed precision too
+        # (autocast=False): bfloat16 would round the eigenvalues
+        return self.add_weight(
+            name=name,
+            shape=shape,
+            initializer=keras.initializers.RandomNormal(stddev=std),
+            dtype="float32",
+            autocast=False,
+        )
 
     def _build_head(self, hidden_dim):
-        self.D = self.add_weight(
-            name="D",
-            shape=(hidden_dim,),
-            initializer=self._normal(1.0),
-            dtype="float32",
-        )
+        self.D = self._normal("D", (hidden_dim,), 1.0)
         self.glu_out = self.glu_gate = None
         if self.use_glu:
-            for name in ("glu_out", "glu_gate"):
-                dense = keras.layers.Dense(
-                    hidden_dim, dtype=self.dtype_policy, name=name
-                )
-                dense.build((None, hidden_dim))
-                setattr(self, name, dense)
+            build_glu(self, hidden_dim)
 
     def _head(self, y, x):
-        """`y + D x`, then `glu_out(gelu) * sigmoid(glu_gate(gelu))`."""
-        y = (
-            ops.cast(y, self.compute_dtype)
-            + ops.cast(self.D, self.compute_dtype) * x
-        )
-        if not self.use_glu:
-            return y
-        y = ops.gelu(y)
-        return self.glu_out(y) * ops.sigmoid(self.glu_gate(y))
+        """`y + D x`, then the GELU and gated linear unit."""
+        y = ops.cast(y + self.D * ops.cast(x, "float32"), self.compute_dtype)
+        return apply_glu(self, y) if self.use_glu else y
 
     def _width(self):
         return self.D.shape[0]
@@ -228,19 +223,10 @@ class LinearRNN(_LinearRNNBase):
             shape=(n, n),
             initializer=GlorotTransition(self.A_init),
             dtype="float32",
+            autocast=False,
         )
-        self.B = self.add_weight(
-            name="B",
-            shape=(hidden_dim, n),
-            initializer=self._normal(hidden_dim**-0.5),
-            dtype="float32",
-        )
-        self.C = self.add_weight(
-            name="C",
-            shape=(n, hidden_dim),
-            initializer=self._normal(n**-0.5),
-            dtype="float32",
-        )
+        self.B = self._normal("B", (hidden_dim, n), hidden_dim**-0.5)
+        self.C = self._normal("C", (n, hidden_dim), n**-0.5)
         self._build_head(hidden_dim)
 
     def call(self, inputs, padding_mask=None, training=None):
@@ -324,12 +310,8 @@ class DiagonalRNN(_LinearRNNBase):
         hidden_dim = input_shape[-1]
         n = self.state_size or hidden_dim
         transition_std(self.A_init, n)  # 'fixed' needs a large enough n
-        self.A_re = self.add_weight(
-            name="A_re", shape=(n,), initializer="zeros", dtype="float32"
-        )
-        self.A_im = self.add_weight(
-            name="A_im", shape=(n,), initializer="zeros", dtype="float32"
-        )
+        self.A_re = self._normal("A_re", (n,), 1.0)
+        self.A_im = self._normal("A_im", (n,), 1.0)
         eigenvalues = _transition_eigenvalues(self.A_init, n)
         self.A_re.assign(eigenvalues.real.astype("float32"))
         self.A_im.assign(eigenvalues.imag.astype("float32"))
@@ -340,13 +322,9 @@ class DiagonalRNN(_LinearRNNBase):
             ("C", (n, hidden_dim), n),
         ):
             for part in ("re", "im"):
-                weight = self.add_weight(
-                    name=f"{name}_{part}",
-                    shape=shape,
-                    initializer=self._normal((2 * fan_in) ** -0.5),
-                    dtype="float32",
-                )
-                setattr(self, f"{name}_{part}", weight)
+                name_ = f"{name}_{part}"
+                std = (2 * fan_in) ** -0.5
+                setattr(self, name_, self._normal(name_, shape, std))
         self._build_head(hidden_dim)
 
     def _lambda(self):
@@ -360,10 +338,7 @@ class DiagonalRNN(_LinearRNNBase):
         )
 
     def _readout(self, h):
-        """Re(C h) = Re(h) C_re - Im(h) C_im."""
-        return ops.matmul(ops.real(h), self.C_re) - ops.matmul(
-            ops.imag(h), self.C_im
-        )
+        return complex_readout(h, self.C_re, self.C_im)
 
     def call(self, inputs, padding_mask=None, training=None):
         x = self._masked(inputs, padding_mask)

@@ -3,6 +3,8 @@ import math
 import keras
 from keras import ops
 
+from kerasseq.layers.causal_conv import causal_conv
+from kerasseq.layers.causal_conv import causal_conv_step
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -175,9 +177,14 @@ class Mamba(keras.layers.Layer):
             shape=(inner, n),
             initializer=_S4DRealLog(),
             dtype="float32",
+            autocast=False,  # float32 under mixed precision too
         )
         self.D = self.add_weight(
-            name="D", shape=(inner,), initializer="ones", dtype="float32"
+            name="D",
+            shape=(inner,),
+            initializer="ones",
+            dtype="float32",
+            autocast=False,
         )
         self.out_proj = keras.layers.Dense(
             hidden_dim,
@@ -222,9 +229,7 @@ class Mamba(keras.layers.Layer):
         x, z = xz[..., :inner], xz[..., inner:]
         if padding_mask is not None:
             x = x * ops.cast(padding_mask, x.dtype)[..., None]
-        x = ops.pad(x, ((0, 0), (self.conv_kernel - 1, 0), (0, 0)))
-        kernel = ops.cast(self.conv1d_kernel, x.dtype)[:, :, None]
-        x = ops.depthwise_conv(x, kernel, strides=1, padding="valid")
+        x = causal_conv(x, self.conv1d_kernel)
         if self.conv1d_bias is not None:
             x = x + ops.cast(self.conv1d_bias, x.dtype)
         x = ops.silu(x)
@@ -268,11 +273,7 @@ class Mamba(keras.layers.Layer):
             check_state(f"state[{key!r}]", state[key], shape)
         xz = self.in_proj(inputs)
         x, z = xz[..., :inner], xz[..., inner:]
-        window = ops.concatenate(
-            [ops.cast(state["conv"], x.dtype), x[:, None]], axis=1
-        )
-        kernel = ops.cast(self.conv1d_kernel, x.dtype)
-        x = ops.sum(window * kernel, axis=1)
+        x, window = causal_conv_step(state["conv"], x, self.conv1d_kernel)
         if self.conv1d_bias is not None:
             x = x + ops.cast(self.conv1d_bias, x.dtype)
         x = ops.silu(x)
@@ -286,7 +287,7 @@ class Mamba(keras.layers.Layer):
             state=state["ssm"],
             **self._scan_args(),
         )
-        new_state = {"conv": window[:, 1:], "ssm": ssm}
+        new_state = {"conv": window, "ssm": ssm}
         return self.out_proj(y), new_state
 
     def compute_output_shape(self, input_shape):

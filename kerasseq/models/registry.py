@@ -15,9 +15,11 @@ uses an MLP of ratio 2 where GPT uses 4: both blocks hold about 12 d^2.
 import dataclasses
 import inspect
 
+from kerasseq.layers.deltanet import DeltaNet
 from kerasseq.layers.linear_attention import LinearAttention
 from kerasseq.layers.linear_rnn import DiagonalRNN
 from kerasseq.layers.linear_rnn import LinearRNN
+from kerasseq.layers.lru import LRU
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
 from kerasseq.layers.quasi_lstm import QuasiLSTM
@@ -206,6 +208,52 @@ register_model(
         # complex B and C and the GLU hold 6 d^2; an MLP of ratio 3 adds 6
         mlp_ratio=3,
         description="Linear RNN with a complex diagonal transition",
+    ),
+)
+
+register_model(
+    "lru",
+    ModelSpec(
+        LRU,
+        causal=True,
+        # complex B and C (4 d^2) and the GLU (2 d^2); an MLP of ratio 3
+        # adds 6 d^2
+        mlp_ratio=3,
+        description="Linear Recurrent Unit (Orvieto et al.) with its GLU",
+    ),
+)
+
+# heads of 32 (tiny and small) and 64 (base) dimensions: the delta-rule
+# state is head_dim^2 per head
+DELTANET_HEADS = {
+    "tiny": {"num_heads": 2},
+    "small": {"num_heads": 4},
+    "base": {"num_heads": 8},
+}
+
+register_model(
+    "deltanet",
+    ModelSpec(
+        DeltaNet,
+        preset_args=DELTANET_HEADS,
+        causal=True,
+        # q, k, v, gate and output projections hold 5 d^2; an MLP of
+        # ratio 3.5 adds 7 d^2
+        mlp_ratio=3.5,
+        description="DeltaNet: delta-rule linear attention, short convs",
+    ),
+)
+
+register_model(
+    "deltanet_negeig",
+    ModelSpec(
+        DeltaNet,
+        mixer_args={"allow_neg_eigval": True},
+        preset_args=DELTANET_HEADS,
+        causal=True,
+        mlp_ratio=3.5,
+        description="DeltaNet with beta in [0, 2]: negative eigenvalues "
+        "(Grazzi et al. 2024), for state tracking such as parity",
     ),
 )
 

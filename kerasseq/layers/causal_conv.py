@@ -1,0 +1,35 @@
+"""Short causal depthwise convolutions over time, whole-sequence and one
+step at a time, as Mamba and DeltaNet use them before their recurrences."""
+
+from keras import ops
+
+
+def causal_conv(x, kernel):
+    """Depthwise convolution of `x` `(B, T, C)` with `kernel` `(K, C)` that
+    sees only the current and the `K - 1` previous steps (zeros before the
+    start).
+
+    Returns:
+        `(B, T, C)` in the dtype of `x`.
+    """
+    width = kernel.shape[0]
+    x = ops.pad(x, ((0, 0), (width - 1, 0), (0, 0)))
+    kernel = ops.cast(kernel, x.dtype)[:, :, None]
+    return ops.depthwise_conv(x, kernel, strides=1, padding="valid")
+
+
+def causal_conv_step(window, x_t, kernel):
+    """One step of `causal_conv`.
+
+    Args:
+        window: the last `K - 1` inputs, `(B, K - 1, C)`.
+        x_t: the new input, `(B, C)`.
+        kernel: `(K, C)`.
+
+    Returns:
+        `(y_t, new_window)`: the output `(B, C)` and the last `K - 1`
+        inputs including `x_t`.
+    """
+    window = ops.concatenate([ops.cast(window, x_t.dtype), x_t[:, None]], 1)
+    y_t = ops.sum(window * ops.cast(kernel, x_t.dtype), axis=1)
+    return y_t, window[:, 1:]
