@@ -9,6 +9,8 @@ from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
+from kerasseq.layers.validation import fresh_initializer
+from kerasseq.layers.validation import resolve_head_dim
 from kerasseq.ops.delta_rule import MODES
 from kerasseq.ops.delta_rule import delta_rule
 from kerasseq.ops.delta_rule import delta_rule_step
@@ -141,11 +143,7 @@ class DeltaNet(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _initializer(self):
-        # a fresh instance per weight: one unseeded initializer object
-        # reused would give every weight the same values
-        return self.kernel_initializer.__class__.from_config(
-            self.kernel_initializer.get_config()
-        )
+        return fresh_initializer(self.kernel_initializer)
 
     def _dense(self, name, units, input_dim):
         layer = keras.layers.Dense(
@@ -160,16 +158,7 @@ class DeltaNet(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        head_dim = self.head_dim
-        if head_dim is None:
-            if hidden_dim % self.num_heads:
-                raise ValueError(
-                    "Received an invalid value for argument `num_heads`: the "
-                    f"input width {hidden_dim} is not divisible by "
-                    f"num_heads={self.num_heads}. Pass `head_dim` or change "
-                    "`num_heads`."
-                )
-            head_dim = hidden_dim // self.num_heads
+        head_dim = resolve_head_dim(hidden_dim, self.num_heads, self.head_dim)
         self._head_dim = head_dim
         inner = self.num_heads * head_dim
         self.q_proj = self._dense("q_proj", inner, hidden_dim)

@@ -9,6 +9,7 @@ from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
+from kerasseq.layers.validation import fresh_initializer
 from kerasseq.ops import checks
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
@@ -119,11 +120,7 @@ class Mamba(keras.layers.Layer):
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _initializer(self):
-        # a fresh instance per weight: one unseeded initializer object
-        # reused would give every weight the same values
-        return self.kernel_initializer.__class__.from_config(
-            self.kernel_initializer.get_config()
-        )
+        return fresh_initializer(self.kernel_initializer)
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]

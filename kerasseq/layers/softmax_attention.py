@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_rate
+from kerasseq.layers.validation import resolve_head_dim
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -88,16 +89,7 @@ class SoftmaxAttention(keras.layers.Layer):
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        head_dim = self.head_dim
-        if head_dim is None:
-            if hidden_dim % self.num_heads:
-                raise ValueError(
-                    "Received an invalid value for argument `num_heads`: the "
-                    f"input width {hidden_dim} is not divisible by "
-                    f"num_heads={self.num_heads}. Pass `head_dim` or change "
-                    "`num_heads`."
-                )
-            head_dim = hidden_dim // self.num_heads
+        head_dim = resolve_head_dim(hidden_dim, self.num_heads, self.head_dim)
         self._head_dim = head_dim
         heads = (self.num_heads, head_dim)
         for name in ("query", "key", "value"):

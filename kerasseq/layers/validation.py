@@ -1,4 +1,5 @@
-"""Argument checks shared by layers and models, with uniform messages."""
+"""Argument checks shared by layers and models, with uniform messages,
+and small helpers for building weights."""
 
 
 def check_positive_int(name, value, allow_none=False):
@@ -63,3 +64,24 @@ def check_input_width(name, x, rank, width):
             f"Received an invalid shape for argument `{name}`, expected "
             f"{lead}{width}), got {tuple(x.shape)}."
         )
+
+
+def resolve_head_dim(hidden_dim, num_heads, head_dim=None):
+    """`head_dim`, or `hidden_dim // num_heads` when it is `None`; raises
+    `ValueError` when the heads do not divide the width."""
+    if head_dim is not None:
+        return head_dim
+    if hidden_dim % num_heads:
+        raise ValueError(
+            "Received an invalid value for argument `num_heads`: the input "
+            f"width {hidden_dim} is not divisible by num_heads={num_heads}. "
+            "Pass `head_dim` or change `num_heads`."
+        )
+    return hidden_dim // num_heads
+
+
+def fresh_initializer(initializer):
+    """A new instance of a Keras initializer with the same config: one
+    unseeded instance reused for several weights would give them all the
+    same values."""
+    return initializer.__class__.from_config(initializer.get_config())
