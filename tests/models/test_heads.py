@@ -159,3 +159,28 @@ def test_heads_reject_bad_arguments():
         SequenceClassifier(backbone, num_classes=2, pooling="median")
     with pytest.raises(ValueError, match="SequenceBackbone, got Dense"):
         TokenClassifier(keras.layers.Dense(2), num_classes=2)
+
+
+@pytest.mark.large  # a graph compile per model: ~15-35 s each on 2 cores
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_mixed_float16_trains_without_nan(name):
+    # float16 has a narrow range: the kernels must keep their state in
+    # float32 and the loss scaling of compile must reach every weight
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        task = _primary_task(name)
+        model = _build(name, task)
+        inputs = _inputs()
+        model.compile(
+            optimizer=keras.optimizers.Adam(1e-2),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=False,
+        )
+        history = model.fit(
+            inputs, _labels(task, inputs), batch_size=4, epochs=3, verbose=0
+        )
+        assert np.all(np.isfinite(history.history["loss"])), history.history
+        variables = model.trainable_variables
+        assert all(v.dtype == "float32" for v in variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
