@@ -5,6 +5,7 @@ from kerasseq import ops as kops
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 
 FEATURE_MAPS = {"elu_plus_one": kops.elu_plus_one, "relu": kops.relu}
@@ -97,6 +98,7 @@ class LinearAttention(SoftmaxAttention):
         return q, k, v
 
     def call(self, inputs, padding_mask=None, training=None):
+        self._check_inputs(inputs, 3)
         q, k, v = self._features(inputs, padding_mask)
         o = kops.linear_attention(
             q,
@@ -125,6 +127,10 @@ class LinearAttention(SoftmaxAttention):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        self._check_inputs(inputs, 2)
+        batch, heads, size = inputs.shape[0], self.num_heads, self._head_dim
+        check_state("state[0]", state[0], (batch, heads, size, size))
+        check_state("state[1]", state[1], (batch, heads, size))
         q, k, v = self._features(inputs[:, None])
         o, state = kops.linear_attention_step(q[:, 0], k[:, 0], v[:, 0], state)
         return self._output(o), state

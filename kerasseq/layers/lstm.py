@@ -1,7 +1,9 @@
 import keras
 from keras import ops
 
+from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_state
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -60,7 +62,12 @@ class LSTM(keras.layers.Layer):
     def _project(self, x):
         return x if self.projection is None else self.projection(x)
 
+    def _check_inputs(self, inputs, rank):
+        width = self.lstm.cell.kernel.shape[0]
+        check_input_width("inputs", inputs, rank, width)
+
     def call(self, inputs, padding_mask=None, training=None):
+        self._check_inputs(inputs, 3)
         mask = None
         if padding_mask is not None:
             mask = ops.cast(padding_mask, "bool")
@@ -75,6 +82,10 @@ class LSTM(keras.layers.Layer):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        self._check_inputs(inputs, 2)
+        expected = (inputs.shape[0], self.lstm.units)
+        for i, part in enumerate(state):
+            check_state(f"state[{i}]", part, expected)
         outputs, state = self.lstm.cell(inputs, state)
         return self._project(outputs), list(state)
 

@@ -3,8 +3,10 @@ import math
 import keras
 from keras import ops
 
+from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_rate
+from kerasseq.layers.validation import check_state
 from kerasseq.layers.validation import resolve_head_dim
 
 
@@ -148,7 +150,11 @@ class SoftmaxAttention(keras.layers.Layer):
         weights = ops.cast(weights, v.dtype)
         return ops.einsum("bhts,bshk->bthk", weights, v)
 
+    def _check_inputs(self, inputs, rank):
+        check_input_width("inputs", inputs, rank, self.query_kernel.shape[0])
+
     def call(self, inputs, padding_mask=None, training=None):
+        self._check_inputs(inputs, 3)
         q = self._project(inputs, "query")
         k = self._project(inputs, "key")
         v = self._project(inputs, "value")
@@ -181,6 +187,11 @@ class SoftmaxAttention(keras.layers.Layer):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        self._check_inputs(inputs, 2)
+        heads = (self.num_heads, self._head_dim)
+        for key in ("key", "value"):
+            expected = (inputs.shape[0], None, *heads)
+            check_state(f"state[{key!r}]", state[key], expected)
         index = state["index"]
         start = (0, index, 0, 0)
         q = self._project(inputs, "query")[:, None]

@@ -1,0 +1,47 @@
+"""The contract every registered token mixer keeps, checked once for all:
+clear errors for inputs and states of the wrong shape."""
+
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.models import MODELS
+from kerasseq.models.registry import PRESETS
+from kerasseq.models.registry import model_config
+
+NAMES = sorted(MODELS)
+
+
+def _mixer(name):
+    task = "causal_lm" if MODELS[name].causal else "sequence_classification"
+    config = model_config(name, task, "tiny", vocabulary_size=8)
+    mixer = MODELS[name].mixer(**config["mixer"])
+    mixer.build((None, None, PRESETS["tiny"]["hidden_dim"]))
+    return mixer
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_input_width_or_rank_names_the_input(name):
+    mixer = _mixer(name)
+    width = PRESETS["tiny"]["hidden_dim"]
+    for shape in [(2, 5, width + 2), (2, width)]:
+        with pytest.raises(ValueError, match=r"`inputs`.*" + str(shape)[1:-1]):
+            mixer(np.zeros(shape, "float32"))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if MODELS[n].causal])
+def test_step_rejects_a_state_of_the_wrong_shape(name):
+    mixer = _mixer(name)
+    width = PRESETS["tiny"]["hidden_dim"]
+    state = mixer.get_initial_state(2, max_length=4)
+
+    # every array in the state one size too large in its last dimension
+    def grow(s):
+        if len(s.shape) == 0:
+            return s
+        dtype = keras.backend.standardize_dtype(s.dtype)
+        return np.zeros((*s.shape[:-1], s.shape[-1] + 1), dtype)
+
+    bad = keras.tree.map_structure(grow, state)
+    with pytest.raises(ValueError, match=r"`state.*expected.*got"):
+        mixer.step(np.zeros((2, width), "float32"), bad)
