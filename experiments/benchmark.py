@@ -48,6 +48,9 @@ import time
 from absl import app
 from absl import flags
 
+from experiments.common.parsing import parse_lengths
+from experiments.common.parsing import parse_list
+
 OPS = ("linear_recurrence", "selective_scan", "delta_rule", "linear_attention")
 PASSES = ("forward", "backward")
 
@@ -536,19 +539,6 @@ def _run_model_isolated(name, length):
     return _run_json(argv, {"model": name, "seq_len": length})
 
 
-def _parse_lengths(value):
-    try:
-        lengths = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        lengths = []
-    if not lengths or min(lengths) <= 0:
-        raise app.UsageError(
-            f"--lengths={value!r}: expected a comma list of positive "
-            "integers, e.g. 1024,2048,4096."
-        )
-    return lengths
-
-
 def _save(kind, env, results, table):
     note = ", ".join(f"{k}={v}" for k, v in env.items())
     print(f"\n{note}\n\n{table}")
@@ -570,12 +560,12 @@ def main_layers():
         name, length = FLAGS._measure.split(":")
         print(json.dumps(measure_model(name, int(length))))
         return
-    names = _parse_list(FLAGS.models, MODEL_NAMES, "models")
+    names = parse_list(FLAGS.models, MODEL_NAMES, "models")
     if FLAGS.preset not in PRESETS:
         raise app.UsageError(
             f"--preset={FLAGS.preset!r}: allowed: {', '.join(PRESETS)}."
         )
-    lengths = _parse_lengths(FLAGS.lengths)
+    lengths = parse_lengths(FLAGS.lengths)
     if "gpt" not in names:
         names = ["gpt", *names]  # the reference of every ratio
     results = []
@@ -612,19 +602,6 @@ def _table(results):
     return "\n".join(lines)
 
 
-def _parse_list(value, allowed, name):
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if items == ["all"]:
-        return list(allowed)
-    bad = [v for v in items if v not in allowed]
-    if bad or not items:
-        raise app.UsageError(
-            f"--{name}={value!r}: unknown {bad or 'empty'}; allowed: all or "
-            f"{', '.join(allowed)}."
-        )
-    return items
-
-
 def main(argv):
     if len(argv) != 2 or argv[1] not in ("ops", "layers"):
         raise app.UsageError(
@@ -638,12 +615,12 @@ def main(argv):
         op, mode, pass_name = FLAGS._measure.split(":")
         print(json.dumps(measure(op, mode, pass_name)))
         return
-    ops_ = _parse_list(FLAGS.op, OPS, "op")
-    passes = _parse_list(FLAGS.passes, PASSES, "passes")
+    ops_ = parse_list(FLAGS.op, OPS, "op")
+    passes = parse_list(FLAGS.passes, PASSES, "passes")
     results = []
     for op in ops_:
         allowed = (*MODES[op], "autodiff")
-        modes = _parse_list(FLAGS.mode, allowed, "mode")
+        modes = parse_list(FLAGS.mode, allowed, "mode")
         for mode in modes:
             for pass_name in passes:
                 result = _run_isolated(op, mode, pass_name)

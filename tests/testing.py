@@ -199,3 +199,20 @@ def assert_step_equals_call(layer, x, atol=1e-5, jit=False):
     stepped, state = step_through(layer, x, jit=jit)
     np.testing.assert_allclose(stepped, full, atol=atol)
     return state
+
+
+def one_model_per_mixer():
+    """Registered model names, one per (mixer class, causal) pair: models
+    that differ only in mixer arguments (`deltanet_negeig` beside
+    `deltanet`) have those arguments tested in the layer tests, and need not
+    pay for the whole-model tests twice."""
+    from kerasseq.models import MODELS
+
+    seen = set()
+    names = []
+    for name, spec in MODELS.items():
+        key = (spec.mixer, spec.causal)
+        if key not in seen:
+            seen.add(key)
+            names.append(name)
+    return names

@@ -104,13 +104,15 @@ def test_layers_benchmark_compares_models_with_gpt(tmp_path):
 def test_layers_benchmark_rejects_bad_flags():
     from absl import app
 
-    from experiments import benchmark
+    from experiments.common.parsing import parse_lengths
+    from experiments.common.parsing import parse_list
     from kerasseq.models import MODEL_NAMES
 
     with pytest.raises(app.UsageError, match="--models='rnn9': unknown"):
-        benchmark._parse_list("rnn9", MODEL_NAMES, "models")
+        parse_list("rnn9", MODEL_NAMES, "models")
     with pytest.raises(app.UsageError, match="--lengths='1k': expected"):
-        benchmark._parse_lengths("1k")
+        parse_lengths("1k")
     with pytest.raises(app.UsageError, match="--lengths='0'"):
-        benchmark._parse_lengths("0")
-    assert benchmark._parse_lengths("1024,2048") == [1024, 2048]
+        parse_lengths("0")
+    assert parse_lengths("1024,2048") == [1024, 2048]
+    assert parse_list("all", ("a", "b"), "x") == ["a", "b"]
