@@ -9,7 +9,10 @@ from experiments.common.config import ExperimentConfig
 
 
 @pytest.mark.large
-def test_gpt_learns_mqar_with_8_kv_pairs(tmp_path):
+@pytest.mark.parametrize("model", ["gpt", "deltanet"])
+def test_model_learns_mqar_with_8_kv_pairs(tmp_path, model):
+    # attention and the delta rule recall by key (Arora et al. 2023; Yang
+    # et al. 2024)
     task_args = synthetic.make_task_args(
         "mqar",
         train_seq_len="24,24",
@@ -23,7 +26,7 @@ def test_gpt_learns_mqar_with_8_kv_pairs(tmp_path):
     config = ExperimentConfig(
         family="synthetic",
         task="mqar",
-        models=("gpt",),
+        models=(model,),
         preset="tiny",
         task_args=task_args,
         workdir=str(tmp_path),
@@ -37,4 +40,4 @@ def test_gpt_learns_mqar_with_8_kv_pairs(tmp_path):
     )
     results = train.run(config, synthetic.make_task_data)
     # fresh sequences, not seen in training
-    assert results["gpt"]["eval"]["T24-24"]["accuracy"] >= 0.95
+    assert results[model]["eval"]["T24-24"]["accuracy"] >= 0.95
