@@ -216,3 +216,20 @@ def one_model_per_mixer():
             seen.add(key)
             names.append(name)
     return names
+
+
+def layer_gradients(layer, x, jit=False):
+    """Gradients of `sum(layer(x)^2)` with respect to `x` and every weight
+    of a built layer, through `stateless_call`.
+
+    Returns:
+        list of NumPy arrays: the input's gradient, then one per weight in
+        `layer.weights` order.
+    """
+    values = [keras.ops.convert_to_numpy(w.value) for w in layer.weights]
+
+    def loss(x, *weights):
+        outputs, _ = layer.stateless_call(weights, [], x)
+        return keras.ops.sum(keras.ops.square(outputs))
+
+    return value_and_grad(loss, x, *values, jit=jit)[1]

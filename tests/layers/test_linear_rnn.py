@@ -9,9 +9,9 @@ from kerasseq.layers.linear_rnn import LinearRNN
 from kerasseq.layers.linear_rnn import transition_std
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
-from tests.testing import value_and_grad
 
 
 def gelu(x):
@@ -111,13 +111,7 @@ def test_every_weight_gets_a_gradient(cls):
     x = rng.normal(size=(2, 7, 8)).astype("float32")
     layer = make(cls, x, rng)
     names = [w.path for w in layer.trainable_weights]
-    values = [keras.ops.convert_to_numpy(w.value) for w in layer.weights]
-
-    def loss(x, *weights):
-        outputs, _ = layer.stateless_call(weights, [], x)
-        return keras.ops.sum(keras.ops.square(outputs))
-
-    _, grads = value_and_grad(loss, x, *values, jit=True)
+    grads = layer_gradients(layer, x, jit=True)
     for name, grad in zip(names, grads[1:], strict=True):
         assert np.all(np.isfinite(grad)) and np.abs(grad).sum() > 0, name
 
@@ -130,13 +124,7 @@ def test_diagonal_modes_give_the_same_gradients():
         keras.utils.set_random_seed(0)
         layer = DiagonalRNN(mode=mode, chunk_size=4)
         layer.build(x.shape)
-        values = [keras.ops.convert_to_numpy(w.value) for w in layer.weights]
-
-        def loss(x, *weights, layer=layer):
-            outputs, _ = layer.stateless_call(weights, [], x)
-            return keras.ops.sum(keras.ops.square(outputs))
-
-        grads[mode] = value_and_grad(loss, x, *values)[1]
+        grads[mode] = layer_gradients(layer, x)
     for a, b in zip(grads["recurrent"], grads["chunk"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 

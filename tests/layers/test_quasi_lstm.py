@@ -5,9 +5,9 @@ import pytest
 from kerasseq.layers.quasi_lstm import QuasiLSTM
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
-from tests.testing import value_and_grad
 
 
 def sigmoid(x):
@@ -83,13 +83,7 @@ def test_modes_give_the_same_gradients():
         keras.utils.set_random_seed(0)
         layer = QuasiLSTM(mode=mode, chunk_size=4)
         layer.build(x.shape)
-        values = [keras.ops.convert_to_numpy(w.value) for w in layer.weights]
-
-        def loss(x, *weights, layer=layer):
-            outputs, _ = layer.stateless_call(weights, [], x)
-            return keras.ops.sum(keras.ops.square(outputs))
-
-        grads[mode] = value_and_grad(loss, x, *values, jit=True)[1]
+        grads[mode] = layer_gradients(layer, x, jit=True)
     for a, b in zip(grads["recurrent"], grads["chunk"], strict=True):
         assert np.abs(a).sum() > 0
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
