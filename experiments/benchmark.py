@@ -51,7 +51,13 @@ from absl import flags
 from experiments.common.parsing import parse_lengths
 from experiments.common.parsing import parse_list
 
-OPS = ("linear_recurrence", "selective_scan", "delta_rule", "linear_attention")
+OPS = (
+    "linear_recurrence",
+    "selective_scan",
+    "delta_rule",
+    "linear_attention",
+    "lstm_recurrence",
+)
 PASSES = ("forward", "backward")
 
 # standard shapes: the targets are quoted at these
@@ -72,12 +78,14 @@ SHAPES = {
         "key": 64,
         "value": 64,
     },
+    "lstm_recurrence": {"batch": 8, "seq_len": 1024, "units": 256},
 }
 MODES = {
     "linear_recurrence": ("recurrent", "chunk", "parallel"),
     "selective_scan": ("recurrent", "chunk", "parallel"),
     "delta_rule": ("recurrent", "chunk"),
     "linear_attention": ("recurrent", "chunk", "parallel"),
+    "lstm_recurrence": ("recurrent",),
 }
 
 flags.DEFINE_string("op", "all", f"Op to benchmark: all or one of {OPS}.")
@@ -137,6 +145,12 @@ def _inputs(op, shape, dtype, rng):
             "D": normal(d),
             "delta_bias": normal(d, scale=0.1),
         }
+    if op == "lstm_recurrence":
+        units = shape["units"]
+        return {
+            "gates": normal(b, t, 4 * units),
+            "recurrent_kernel": normal(units, 4 * units, scale=units**-0.5),
+        }
     h, k, v = shape["heads"], shape["key"], shape["value"]
     q, key = normal(b, t, h, k), normal(b, t, h, k)
     if op == "delta_rule":
@@ -163,7 +177,9 @@ def _op_function(op, mode):
             extra = {"delta_softplus": True}
         if mode == "chunk":
             extra["chunk_size"] = FLAGS.chunk_size
-        return lambda **x: _first(fn(**x, **extra, mode=mode))
+        if op != "lstm_recurrence":  # one form only, no `mode` argument
+            extra["mode"] = mode
+        return lambda **x: _first(fn(**x, **extra))
     return _autodiff_baseline(op, kops, dispatch)
 
 
@@ -228,6 +244,24 @@ def _autodiff_baseline(op, kops, dispatch):
             xs = tuple(time_major(x) for x in (q, k, v, beta))
             _, os_ = dispatch.scan(step, state, xs)
             return time_major(os_)
+
+        return f
+
+    if op == "lstm_recurrence":
+
+        def f(gates, recurrent_kernel):
+            zeros = ops.zeros((gates.shape[0], recurrent_kernel.shape[0]))
+
+            def step(state, gates_t):
+                h, c = state
+                z = gates_t + ops.matmul(h, recurrent_kernel)
+                i, f, g, o = ops.split(z, 4, axis=-1)
+                c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+                h = ops.sigmoid(o) * ops.tanh(c)
+                return (h, c), h
+
+            _, hs = dispatch.scan(step, (zeros, zeros), time_major(gates))
+            return time_major(hs)
 
         return f
 

@@ -219,17 +219,21 @@ def one_model_per_mixer():
 
 
 def layer_gradients(layer, x, jit=False):
-    """Gradients of `sum(layer(x)^2)` with respect to `x` and every weight
-    of a built layer, through `stateless_call`.
+    """Gradients of `sum(layer(x)^2)` with respect to `x` and every
+    trainable weight of a built layer, through `stateless_call`.
 
     Returns:
         list of NumPy arrays: the input's gradient, then one per weight in
-        `layer.weights` order.
+        `layer.trainable_variables` order.
     """
-    values = [keras.ops.convert_to_numpy(w.value) for w in layer.weights]
+    values = [
+        keras.ops.convert_to_numpy(w.value) for w in layer.trainable_variables
+    ]
+    # e.g. the seed state of a layer with dropout: held fixed
+    fixed = [w.value for w in layer.non_trainable_variables]
 
     def loss(x, *weights):
-        outputs, _ = layer.stateless_call(weights, [], x)
+        outputs, _ = layer.stateless_call(weights, fixed, x)
         return keras.ops.sum(keras.ops.square(outputs))
 
     return value_and_grad(loss, x, *values, jit=jit)[1]

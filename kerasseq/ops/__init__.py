@@ -11,6 +11,7 @@ from kerasseq.ops.linear_attention import orthogonal_random_features
 from kerasseq.ops.linear_attention import relu
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
+from kerasseq.ops.lstm_recurrence import lstm_recurrence
 from kerasseq.ops.matrix_recurrence import matrix_recurrence
 from kerasseq.ops.matrix_recurrence import matrix_recurrence_step
 from kerasseq.ops.selective_scan import selective_scan

@@ -4,6 +4,8 @@ import pytest
 
 from kerasseq.layers import LSTM
 from tests.testing import assert_step_equals_call
+from tests.testing import layer_gradients
+from tests.testing import value_and_grad
 
 
 def sigmoid(x):
@@ -65,3 +67,40 @@ def test_config_and_bad_arguments():
     assert LSTM.from_config(layer.get_config()).units == 7
     with pytest.raises(ValueError, match="`units`.*got -1"):
         LSTM(units=-1)
+
+
+def test_matches_keras_lstm_with_padding_and_gradients():
+    # keras.layers.LSTM (autodiff through its own loop) is an independent
+    # implementation of the same equations and weights
+    layer = LSTM()
+    x = np.random.normal(size=(3, 9, 6)).astype("float32")
+    layer(x)
+    layer.lstm.cell.bias.assign(np.random.normal(size=(24,)))
+    mask = np.ones((3, 9), bool)
+    mask[0, -4:] = False
+    mask[2, 2:5] = False
+    weights = np.random.normal(size=x.shape).astype("float32")
+
+    def ours(x):
+        return keras.ops.sum(layer(x, padding_mask=mask) * weights)
+
+    def keras_lstm(x):
+        return keras.ops.sum(layer.lstm(x, mask=mask) * weights)
+
+    value, (grad,) = value_and_grad(ours, x, jit=True)
+    expected_value, (expected,) = value_and_grad(keras_lstm, x)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, expected, atol=1e-5)
+
+
+def test_weight_gradients_match_keras_lstm():
+    layer = LSTM()
+    x = np.random.normal(size=(2, 7, 5)).astype("float32")
+    layer(x)
+    assert [w.path for w in layer.trainable_variables] == [
+        w.path for w in layer.lstm.trainable_variables
+    ]
+    ours = layer_gradients(layer, x, jit=True)
+    expected = layer_gradients(layer.lstm, x)
+    for grad, ref in zip(ours, expected, strict=True):
+        np.testing.assert_allclose(grad, ref, atol=1e-5)
