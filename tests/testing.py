@@ -7,7 +7,8 @@ import numpy as np
 
 
 def run_model_test(make_model, inputs, labels, sample_weight=None):
-    """Config round trip, symbolic and eager call, a fit step, bfloat16.
+    """Config round trip, symbolic and eager call, a fit step, a bfloat16
+    call.
 
     Args:
         make_model: function of no arguments returning a fresh model (called
@@ -43,14 +44,14 @@ def run_model_test(make_model, inputs, labels, sample_weight=None):
     # one fit step changes the weights and gives a finite loss
     _fit_once(model, inputs, labels, sample_weight)
 
-    # mixed precision: bfloat16 compute, float32 logits, training works
+    # mixed precision: bfloat16 compute, float32 logits (training under
+    # mixed policies: the large tests/models/test_mixed_precision.py)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         mixed = make_model()
         mixed_outputs = mixed(inputs)
         assert keras.backend.standardize_dtype(mixed_outputs.dtype) == "float32"
         assert np.all(np.isfinite(keras.ops.convert_to_numpy(mixed_outputs)))
-        _fit_once(mixed, inputs, labels, sample_weight)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

@@ -8,7 +8,7 @@ def comparison_table(config, all_results, data):
     """One row per model: sizes, training cost and the primary eval metric.
 
     Returns:
-        list of dicts with the same keys, in the order of `config.models`.
+        list of dicts, in the order of `config.models`.
     """
     metric = data.primary_metric
     rows = []
@@ -33,7 +33,7 @@ def to_markdown(rows):
     """Renders rows as a GitHub markdown table."""
     if not rows:
         return ""
-    keys = list(rows[0])
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = [
         "| " + " | ".join(keys) + " |",
         "|" + "|".join("---" for _ in keys) + "|",
@@ -52,6 +52,8 @@ def write_table(rows, base_path):
         f.write(to_markdown(rows) + "\n")
     with open(base_path + ".csv", "w", newline="") as f:
         if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            # every key of every row, in order of appearance
+            fieldnames = list(dict.fromkeys(k for row in rows for k in row))
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
             writer.writeheader()
             writer.writerows(rows)

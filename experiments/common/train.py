@@ -15,6 +15,9 @@ same data with `model.fit`, evaluates it on every eval split, and writes
 An interrupted model resumes from `backup/` when the same command is run
 again. A model whose `results.json` exists is not trained again (unless
 `--overwrite`), so the results of one model are never lost to another's run.
+Either reuse needs the same settings: a run directory written with other
+ones (task options, steps, model arguments; not the list of models or
+where logs go) stops the run before anything trains.
 When several models ran, a comparison table is printed and saved as
 `WORKDIR/<task>/comparison.{md,csv}`.
 """
@@ -85,15 +88,17 @@ def run(config, make_task_data):
     keras.mixed_precision.set_global_policy(_POLICIES[config.mixed_precision])
     strategy = get_strategy(config.strategy)
     data = make_task_data(config)
-    # resolve every model's arguments first: a bad override fails here,
-    # before any model trains
+    # resolve every model's arguments and check its run directory first: a
+    # bad override or a clash with an earlier experiment fails here, before
+    # any model trains
     for name in config.models:
-        model_config(
+        resolved = model_config(
             name,
             data.head,
             config.preset,
             **{**data.model_args, **config.model_args},
         )
+        check_same_experiment(config, name, resolved)
     all_results = {}
     for name in config.models:
         all_results[name] = train_and_evaluate(config, name, data, strategy)
@@ -143,9 +148,64 @@ def _train_time(metrics_path):
     return sum(per_epoch.values())
 
 
+# Settings that change where or how a run is done, not what it computes: a
+# run directory written under other values of these holds the same
+# experiment.
+_BOOKKEEPING = (
+    "data_dir",
+    "models",
+    "overwrite",
+    "strategy",
+    "verbose",
+    "wandb_mode",
+    "workdir",
+)
+
+
+def _run_record(config, name, resolved):
+    """What `config.json` holds, as JSON values (tuples become lists)."""
+    record = {**config.to_dict(), "model": name, "model_config": resolved}
+    return json.loads(json.dumps(record, sort_keys=True, default=str))
+
+
+def check_same_experiment(config, name, resolved):
+    """Refuses to reuse or resume a run directory of another experiment.
+
+    A model's finished results are reused and an interrupted run resumes;
+    either is only sound when the saved run had the same settings (task
+    options, steps, model arguments, ...). Otherwise results that cannot be
+    compared would share one comparison table.
+
+    Raises:
+        ValueError: naming each differing setting with both values. Nothing
+            on disk is touched.
+    """
+    path = os.path.join(config.run_dir(name), "config.json")
+    if config.overwrite or not os.path.exists(path):
+        return
+    with open(path) as f:
+        saved = json.load(f)
+    present = _run_record(config, name, resolved)
+    differences = [
+        f"{key}: saved {saved.get(key)!r}, now {present.get(key)!r}"
+        for key in sorted(set(saved) | set(present))
+        if key not in _BOOKKEEPING and saved.get(key) != present.get(key)
+    ]
+    if differences:
+        raise ValueError(
+            f"{config.run_dir(name)} holds a run of {name!r} with other "
+            f"settings ({'; '.join(differences)}). Nothing was changed. "
+            "Use another --workdir, or --overwrite to train it again with "
+            "these settings."
+        )
+
+
 def train_and_evaluate(config, name, data, strategy=None):
     """Trains one model, evaluates it and writes its run directory."""
     run_dir = config.run_dir(name)
+    overrides = {**data.model_args, **config.model_args}
+    resolved = model_config(name, data.head, config.preset, **overrides)
+    check_same_experiment(config, name, resolved)
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path) and not config.overwrite:
         logging.info("%s: results exist at %s, reusing.", name, results_path)
@@ -154,11 +214,9 @@ def train_and_evaluate(config, name, data, strategy=None):
     os.makedirs(run_dir, exist_ok=True)
     strategy = strategy or get_strategy(config.strategy)
     keras.utils.set_random_seed(config.seed)
-    overrides = {**data.model_args, **config.model_args}
-    resolved = model_config(name, data.head, config.preset, **overrides)
     _write_json(
         os.path.join(run_dir, "config.json"),
-        {**config.to_dict(), "model": name, "model_config": resolved},
+        _run_record(config, name, resolved),
     )
 
     if config.steps:

@@ -63,6 +63,16 @@ def check_shape(name, x, shape, expected):
         )
 
 
+def check_static_length(name, x):
+    """Raises `ValueError` unless axis 1 (time) of `x` is known when
+    tracing: the compiled loops run a fixed number of steps."""
+    if x.shape[1] is None:
+        raise ValueError(
+            f"Received an invalid shape for argument `{name}`, expected a "
+            f"static sequence length T, got shape {tuple(x.shape)}."
+        )
+
+
 def check_chunk_size(chunk_size):
     """Raises `ValueError` unless `chunk_size` is a positive integer."""
     if (

@@ -80,11 +80,7 @@ def lstm_recurrence(gates, recurrent_kernel, mask=None):
         (gates.shape[0], gates.shape[1], 4 * units),
         "(B, T, 4H) with H of `recurrent_kernel`",
     )
-    if gates.shape[1] is None:
-        raise ValueError(
-            "Received an invalid shape for argument `gates`, expected a "
-            f"static sequence length T, got shape {tuple(gates.shape)}."
-        )
+    checks.check_static_length("gates", gates)
     out_dtype = gates.dtype
     gates = ops.cast(gates, "float32")
     recurrent_kernel = ops.cast(recurrent_kernel, "float32")

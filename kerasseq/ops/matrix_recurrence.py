@@ -74,11 +74,7 @@ def matrix_recurrence(
     checks.check_rank("b", b, (3,), "(B, T, N)")
     size = b.shape[-1]
     checks.check_shape("A", A, (size, size), "(N, N) with N of `b`")
-    if b.shape[1] is None:
-        raise ValueError(
-            "Received an invalid shape for argument `b`, expected a static "
-            f"sequence length T, got shape {tuple(b.shape)}."
-        )
+    checks.check_static_length("b", b)
     out_dtype = b.dtype
     A = ops.cast(A, "float32")
     b = ops.cast(b, "float32")

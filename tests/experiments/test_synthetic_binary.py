@@ -19,14 +19,18 @@ from experiments.common.config import ExperimentConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
-def _config(workdir, models=("gpt", "lstm"), **kwargs):
-    task_args = synthetic.make_task_args(
+def _task_args(eval_seq_len=("12,12",)):
+    return synthetic.make_task_args(
         "bit_parity",
         train_seq_len="6,8",
-        eval_seq_len=["12,12"],
+        eval_seq_len=list(eval_seq_len),
         num_train_examples=64,
         num_eval_examples=16,
     )
+
+
+def _config(workdir, models=("gpt", "lstm"), **kwargs):
+    task_args = _task_args()
     defaults = dict(
         family="synthetic",
         task="bit_parity",
@@ -109,6 +113,24 @@ def test_finished_results_are_never_overwritten(tmp_path):
     assert path.read_text() == before and os.path.getmtime(path) == mtime
     assert results["lstm"] == json.loads(before)
     assert (tmp_path / "bit_parity" / "gpt" / "results.json").exists()
+
+    # other settings in the same workdir: refused before anything trains,
+    # nothing written is touched
+    other_lengths = _task_args(eval_seq_len=["12,16"])
+    snapshot = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    config = _config(
+        tmp_path, models=("qlstm", "lstm"), task_args=other_lengths, steps=4
+    )
+    with pytest.raises(ValueError) as error:
+        train.run(config, synthetic.make_task_data)
+    message = str(error.value)
+    assert "'lstm'" in message and "--overwrite" in message
+    assert "steps: saved 6, now 4" in message
+    assert "[12, 12]" in message and "[12, 16]" in message  # eval lengths
+    assert not (tmp_path / "bit_parity" / "qlstm").exists()
+    assert {
+        p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
+    } == snapshot
 
 
 def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
