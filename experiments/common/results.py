@@ -21,9 +21,12 @@ def comparison_table(config, all_results, data):
             "train_steps": result["train_steps"],
             "train_time_s": round(result["train_time_s"], 1),
         }
-        for split, metrics in result["eval"].items():
+        # the task's split order (results.json stores them sorted by name)
+        splits = [s for s in data.evals if s in result["eval"]]
+        splits += [s for s in result["eval"] if s not in splits]
+        for split in splits:
             row[f"{split} {metric}"] = round(
-                metrics.get(metric, float("nan")), 4
+                result["eval"][split].get(metric, float("nan")), 4
             )
         rows.append(row)
     return rows
