@@ -195,7 +195,10 @@ def main(argv):
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    train.run(config, make_task_data)
+    try:
+        train.run(config, make_task_data)
+    except train.SettingsConflict as error:
+        raise app.UsageError(str(error)) from error
 
 
 if __name__ == "__main__":

@@ -168,6 +168,10 @@ def _run_record(config, name, resolved):
     return json.loads(json.dumps(record, sort_keys=True, default=str))
 
 
+class SettingsConflict(ValueError):
+    """A run directory holds a run made with other settings."""
+
+
 def check_same_experiment(config, name, resolved):
     """Refuses to reuse or resume a run directory of another experiment.
 
@@ -177,8 +181,8 @@ def check_same_experiment(config, name, resolved):
     compared would share one comparison table.
 
     Raises:
-        ValueError: naming each differing setting with both values. Nothing
-            on disk is touched.
+        SettingsConflict: a `ValueError` naming each differing setting with
+            both values. Nothing on disk is touched.
     """
     path = os.path.join(config.run_dir(name), "config.json")
     if config.overwrite or not os.path.exists(path):
@@ -192,7 +196,7 @@ def check_same_experiment(config, name, resolved):
         if key not in _BOOKKEEPING and saved.get(key) != present.get(key)
     ]
     if differences:
-        raise ValueError(
+        raise SettingsConflict(
             f"{config.run_dir(name)} holds a run of {name!r} with other "
             f"settings ({'; '.join(differences)}). Nothing was changed. "
             "Use another --workdir, or --overwrite to train it again with "
