@@ -177,9 +177,7 @@ def _op_function(op, mode):
             extra = {"delta_softplus": True}
         if mode == "chunk":
             extra["chunk_size"] = FLAGS.chunk_size
-        if op != "lstm_recurrence":  # one form only, no `mode` argument
-            extra["mode"] = mode
-        return lambda **x: _first(fn(**x, **extra))
+        return lambda **x: _first(fn(**x, **extra, mode=mode))
     return _autodiff_baseline(op, kops, dispatch)
 
 

@@ -32,11 +32,16 @@ def comparison_table(config, all_results, data):
     return rows
 
 
+def _columns(rows):
+    """Every key of every row, in order of first appearance."""
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
 def to_markdown(rows):
     """Renders rows as a GitHub markdown table."""
     if not rows:
         return ""
-    keys = list(dict.fromkeys(k for row in rows for k in row))
+    keys = _columns(rows)
     lines = [
         "| " + " | ".join(keys) + " |",
         "|" + "|".join("---" for _ in keys) + "|",
@@ -55,8 +60,6 @@ def write_table(rows, base_path):
         f.write(to_markdown(rows) + "\n")
     with open(base_path + ".csv", "w", newline="") as f:
         if rows:
-            # every key of every row, in order of appearance
-            fieldnames = list(dict.fromkeys(k for row in rows for k in row))
-            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer = csv.DictWriter(f, fieldnames=_columns(rows))
             writer.writeheader()
             writer.writerows(rows)

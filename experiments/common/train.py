@@ -205,11 +205,13 @@ def check_same_experiment(config, name, resolved):
 
 
 def train_and_evaluate(config, name, data, strategy=None):
-    """Trains one model, evaluates it and writes its run directory."""
+    """Trains one model, evaluates it and writes its run directory.
+
+    `run` has checked the run directory with `check_same_experiment`.
+    """
     run_dir = config.run_dir(name)
     overrides = {**data.model_args, **config.model_args}
     resolved = model_config(name, data.head, config.preset, **overrides)
-    check_same_experiment(config, name, resolved)
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path) and not config.overwrite:
         logging.info("%s: results exist at %s, reusing.", name, results_path)

@@ -40,8 +40,10 @@ from kerasseq.ops import checks
 from kerasseq.ops.linear_recurrence import read_step
 from kerasseq.ops.linear_recurrence import write_step
 
+MODES = ("auto", "recurrent")
 
-def lstm_recurrence(gates, recurrent_kernel, mask=None):
+
+def lstm_recurrence(gates, recurrent_kernel, mask=None, mode="auto"):
     """Runs the LSTM cell over time from precomputed input projections.
 
     Computes in float32 whatever the input dtype, under `jit_compile=True`
@@ -54,6 +56,9 @@ def lstm_recurrence(gates, recurrent_kernel, mask=None):
         recurrent_kernel: U, `(H, 4H)`, in the same gate order.
         mask: optional `(B, T)`, true (or 1) at real steps; a step with 0
             keeps the state and repeats the previous output.
+        mode: `"auto"` or `"recurrent"`, the only form: every step's
+            gates need the previous state through a nonlinearity, so there
+            is no parallel scan.
 
     Returns:
         h `(B, T, H)` in the dtype of `gates`.
@@ -64,6 +69,7 @@ def lstm_recurrence(gates, recurrent_kernel, mask=None):
     >>> lstm_recurrence(gates, keras.random.normal((3, 12))).shape
     (2, 5, 3)
     """
+    checks.check_mode(mode, MODES)
     gates = ops.convert_to_tensor(gates)
     recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
     checks.check_float("gates", gates)

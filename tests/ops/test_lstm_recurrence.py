@@ -121,3 +121,12 @@ def test_bad_mask_shape():
             np.zeros((3, 12), "float32"),
             mask=np.ones((2, 4), bool),
         )
+
+
+def test_bad_mode_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"`mode`.*'recurrent'.*'chunk'"):
+        lstm_recurrence(
+            np.zeros((2, 5, 12), "float32"),
+            np.zeros((3, 12), "float32"),
+            mode="chunk",
+        )
