@@ -1,5 +1,7 @@
 """Pure tensor functions: scans and attention kernels, no weights."""
 
+from kerasseq.ops.block_sparse_attention import block_sparse_attention
+from kerasseq.ops.block_sparse_attention import random_block_plan
 from kerasseq.ops.delta_rule import delta_rule
 from kerasseq.ops.delta_rule import delta_rule_step
 from kerasseq.ops.dispatch import compile_function
@@ -16,3 +18,4 @@ from kerasseq.ops.matrix_recurrence import matrix_recurrence
 from kerasseq.ops.matrix_recurrence import matrix_recurrence_step
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
+from kerasseq.ops.sliding_window_attention import sliding_window_attention

@@ -6,12 +6,12 @@ import keras
 MODES = ("auto", "recurrent", "chunk", "parallel")
 
 
-def check_mode(mode, allowed):
+def check_mode(mode, allowed, name="mode"):
     """Raises `ValueError` unless `mode` is in `allowed`."""
     if mode not in allowed:
         raise ValueError(
-            f"Received an invalid value for argument `mode`, expected one of "
-            f"{list(allowed)}, got {mode!r}."
+            f"Received an invalid value for argument `{name}`, expected one "
+            f"of {list(allowed)}, got {mode!r}."
         )
 
 

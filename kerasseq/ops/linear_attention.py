@@ -43,6 +43,14 @@ MODES = ("auto", "recurrent", "chunk", "parallel")
 # added to the denominator q_t . z_t of normalised attention
 EPS = 1e-6
 
+KEY_STABILIZERS = ("sequence", "projection")
+
+# with key_stabilizer="projection", the largest possible key feature is
+# exp(this) / sqrt(M): sums over a million tokens stay far from float32's
+# overflow, and typical features (exp(-c) for head sizes up to 128) far
+# from its underflow
+PROJECTION_STABILIZER_HEADROOM = 30.0
+
 
 def linear_attention(
     q,
@@ -246,7 +254,7 @@ def orthogonal_random_features(num_features, dim, seed=None, scaling=0):
     return norms[:, None] * rows
 
 
-def favor_plus(x, projection, is_query, eps=1e-6):
+def favor_plus(x, projection, is_query, eps=1e-6, key_stabilizer="sequence"):
     """Positive random features of the softmax kernel (FAVOR+).
 
     `phi(x) = (exp(w_m . x' - |x'|^2 / 2 - c) + eps) / sqrt(M)` for the rows
@@ -259,14 +267,29 @@ def favor_plus(x, projection, is_query, eps=1e-6):
     factor is common to all keys, so both cancel in normalised attention
     (`linear_attention(..., normalize=True)`). A per-token key stabiliser
     would not cancel; the shared one makes every key's features depend on
-    the largest `w . x'` in the sequence (future tokens included), so for
-    token-by-token decoding compute key features with a fixed `c`.
+    the largest `w . x'` in the sequence (future and padded tokens
+    included).
+
+    `key_stabilizer="projection"` removes that dependence: keys then use
+    one constant fixed by the projection alone,
+    `c = max(0, max_m |w_m|^2 / 2 - PROJECTION_STABILIZER_HEADROOM)`, and
+    `phi(k) = exp(-c) (exp(w_m . x' - |x'|^2 / 2) + eps) / sqrt(M)`: the
+    unstabilised features times a constant. Since `w . x' - |x'|^2 / 2 <=
+    |w|^2 / 2` for every `x'`, no feature exceeds `exp(30) / sqrt(M)`,
+    whatever the input, and each key's features depend on that key alone
+    (causal attention, token-by-token decoding, padding). The constant can
+    leave key features far below 1 (about `exp(-c)`), so normalise with
+    the ratio of two unnormalised sums rather than with `EPS` added to the
+    denominator (see `kerasseq.layers.PerformerAttention`).
 
     Args:
         x: raw queries or keys `(B, T, H, D)`.
         projection: `(M, D)`, e.g. from `orthogonal_random_features`.
         is_query: bool. Selects the stabiliser.
         eps: float added after the exponential.
+        key_stabilizer: `"sequence"` (the paper's: the max over the
+            sequence) or `"projection"` (a constant of the projection, see
+            above). Unused for queries.
 
     Returns:
         Features `(B, T, H, M)` in the dtype of `x` (computed in float32).
@@ -278,17 +301,23 @@ def favor_plus(x, projection, is_query, eps=1e-6):
     checks.check_float("x", x)
     checks.check_rank("x", x, 4, "(B, T, H, D)")
     checks.check_float("projection", projection)
+    checks.check_mode(key_stabilizer, KEY_STABILIZERS, "key_stabilizer")
     dim = x.shape[-1]
     checks.check_shape("projection", projection, (None, dim), "(M, D)")
     num_features = projection.shape[0]
     dtype = x.dtype
+    projection = ops.cast(projection, "float32")
     x = ops.cast(x, "float32") * dim**-0.25
-    logits = ops.einsum("bthd,md->bthm", x, ops.cast(projection, "float32"))
+    logits = ops.einsum("bthd,md->bthm", x, projection)
     half_norm = 0.5 * ops.sum(ops.square(x), axis=-1, keepdims=True)
     if is_query:
         stabiliser = ops.max(logits, axis=-1, keepdims=True)
-    else:
+    elif key_stabilizer == "sequence":
         stabiliser = ops.max(logits, axis=(1, 3), keepdims=True)
+    else:
+        bound = 0.5 * ops.max(ops.sum(ops.square(projection), axis=-1))
+        stabiliser = ops.maximum(bound - PROJECTION_STABILIZER_HEADROOM, 0.0)
+        eps = eps * ops.exp(-stabiliser)
     features = ops.exp(logits - half_norm - stabiliser) + eps
     return ops.cast(features * num_features**-0.5, dtype)
 

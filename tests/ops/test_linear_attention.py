@@ -513,3 +513,28 @@ def test_favor_plus_dtype_and_errors():
         orthogonal_random_features(0, 8)
     with pytest.raises(ValueError, match=r"`scaling`.*got 2"):
         orthogonal_random_features(8, 8, scaling=2)
+
+
+def test_favor_plus_projection_stabiliser_is_a_constant_of_the_projection():
+    # keys: exp(-c) (exp(w . x' - |x'|^2 / 2) + eps) / sqrt(M), with c fixed
+    # by the projection alone, whatever the other tokens
+    dim, num_features = 64, 256
+    w = orthogonal_random_features(num_features, dim, seed=7)
+    w64 = numpy(w).astype(np.float64)
+    c = max(0.0, 0.5 * np.max(np.sum(w64**2, axis=-1)) - 30.0)
+    assert c > 0  # a head of 64 makes the bound exceed the headroom
+    rng = np.random.default_rng(0)
+    k = rng.normal(size=(1, 6, 1, dim)).astype(np.float32)
+    phi = numpy(favor_plus(k, w, False, key_stabilizer="projection"))
+    x = k[0, :, 0].astype(np.float64) * dim**-0.25
+    logits = x @ w64.T - 0.5 * np.sum(x**2, -1, keepdims=True)
+    expected = np.exp(-c) * (np.exp(logits) + 1e-6) / np.sqrt(num_features)
+    np.testing.assert_allclose(phi[0, :, 0], expected, rtol=1e-4)
+    # a huge later key changes nothing before it (the sequence stabiliser
+    # would rescale every key)
+    k[0, 5] *= 20.0
+    again = numpy(favor_plus(k, w, False, key_stabilizer="projection"))
+    np.testing.assert_array_equal(again[0, :5], phi[0, :5])
+    assert np.all(np.isfinite(again)) and np.all(again > 0)
+    with pytest.raises(ValueError, match="`key_stabilizer`.*'token'"):
+        favor_plus(k, w, False, key_stabilizer="token")
