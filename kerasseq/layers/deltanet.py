@@ -189,8 +189,10 @@ class DeltaNet(keras.layers.Layer):
         )
         self.o_proj = self._dense("o_proj", hidden_dim, inner)
 
-    def _check_width(self, name, x, rank):
-        check_input_width(name, x, rank, self.q_proj.kernel.shape[0])
+    def _check_width(self, name, x, rank, padding_mask=None):
+        check_input_width(
+            name, x, rank, self.q_proj.kernel.shape[0], padding_mask
+        )
 
     def _conv(self, x, name):
         """Causal depthwise convolution of `x` (B, T, H * D) over time."""
@@ -231,7 +233,7 @@ class DeltaNet(keras.layers.Layer):
         return self.o_proj(ops.cast(o, self.compute_dtype))
 
     def call(self, inputs, padding_mask=None, training=None):
-        self._check_width("inputs", inputs, 3)
+        self._check_width("inputs", inputs, 3, padding_mask)
         x = inputs
         if padding_mask is not None:
             x = x * ops.cast(padding_mask, x.dtype)[..., None]

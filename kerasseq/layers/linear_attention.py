@@ -98,7 +98,7 @@ class LinearAttention(SoftmaxAttention):
         return q, k, v
 
     def call(self, inputs, padding_mask=None, training=None):
-        self._check_inputs(inputs, 3)
+        self._check_inputs(inputs, 3, padding_mask)
         q, k, v = self._features(inputs, padding_mask)
         o = kops.linear_attention(
             q,

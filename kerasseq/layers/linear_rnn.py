@@ -144,7 +144,7 @@ class _LinearRNNBase(keras.layers.Layer):
         return self.D.shape[0]
 
     def _masked(self, inputs, padding_mask):
-        check_input_width("inputs", inputs, 3, self._width())
+        check_input_width("inputs", inputs, 3, self._width(), padding_mask)
         if padding_mask is None:
             return inputs
         return inputs * ops.cast(padding_mask, inputs.dtype)[..., None]

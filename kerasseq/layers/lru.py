@@ -181,8 +181,8 @@ class LRU(keras.layers.Layer):
             autocast=False,
         )
 
-    def _check_width(self, name, x, rank):
-        check_input_width(name, x, rank, self.D.shape[0])
+    def _check_width(self, name, x, rank, padding_mask=None):
+        check_input_width(name, x, rank, self.D.shape[0], padding_mask)
 
     def _eigenvalues(self):
         """lambda `(N,)` in complex64."""
@@ -205,7 +205,7 @@ class LRU(keras.layers.Layer):
         return apply_glu(self, y) if self.use_glu else y
 
     def call(self, inputs, padding_mask=None, training=None):
-        self._check_width("inputs", inputs, 3)
+        self._check_width("inputs", inputs, 3, padding_mask)
         x = ops.cast(inputs, "float32")
         if padding_mask is not None:
             x = x * ops.cast(padding_mask, x.dtype)[..., None]

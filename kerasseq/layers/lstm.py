@@ -66,12 +66,12 @@ class LSTM(keras.layers.Layer):
     def _project(self, x):
         return x if self.projection is None else self.projection(x)
 
-    def _check_inputs(self, inputs, rank):
+    def _check_inputs(self, inputs, rank, padding_mask=None):
         width = self.lstm.cell.kernel.shape[0]
-        check_input_width("inputs", inputs, rank, width)
+        check_input_width("inputs", inputs, rank, width, padding_mask)
 
     def call(self, inputs, padding_mask=None, training=None):
-        self._check_inputs(inputs, 3)
+        self._check_inputs(inputs, 3, padding_mask)
         # The weights are keras.layers.LSTM's (checkpoints and `step` use
         # its cell); the sequence runs on `lstm_recurrence`, whose
         # hand-written backward pass trains several times faster under XLA

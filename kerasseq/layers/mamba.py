@@ -197,8 +197,10 @@ class Mamba(keras.layers.Layer):
             return math.ceil(hidden_dim / 16)
         return self.dt_rank
 
-    def _check_width(self, name, x, rank):
-        check_input_width(name, x, rank, self.in_proj.kernel.shape[0])
+    def _check_width(self, name, x, rank, padding_mask=None):
+        check_input_width(
+            name, x, rank, self.in_proj.kernel.shape[0], padding_mask
+        )
 
     def _ssm_inputs(self, x):
         """Step sizes (before bias and softplus), B and C from `x`."""
@@ -220,7 +222,7 @@ class Mamba(keras.layers.Layer):
         )
 
     def call(self, inputs, padding_mask=None, training=None):
-        self._check_width("inputs", inputs, 3)
+        self._check_width("inputs", inputs, 3, padding_mask)
         inner = self.D.shape[0]
         xz = self.in_proj(inputs)
         x, z = xz[..., :inner], xz[..., inner:]

@@ -109,7 +109,8 @@ class QuasiLSTM(keras.layers.Layer):
         return h if self.projection is None else self.projection(h)
 
     def call(self, inputs, padding_mask=None, training=None):
-        check_input_width("inputs", inputs, 3, self.gates.kernel.shape[0])
+        width = self.gates.kernel.shape[0]
+        check_input_width("inputs", inputs, 3, width, padding_mask)
         f, iz, o = self._gates(inputs, padding_mask)
         c = linear_recurrence(f, iz, mode=self.mode, chunk_size=self.chunk_size)
         return self._output(c, o)

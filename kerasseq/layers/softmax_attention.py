@@ -95,18 +95,7 @@ class SoftmaxAttention(keras.layers.Layer):
         self._head_dim = head_dim
         heads = (self.num_heads, head_dim)
         for name in ("query", "key", "value"):
-            kernel = self.add_weight(
-                shape=(hidden_dim, *heads),
-                name=f"{name}_kernel",
-                initializer=self._matrix_initializer(1),
-            )
-            setattr(self, f"{name}_kernel", kernel)
-            bias = None
-            if self.use_bias:
-                bias = self.add_weight(
-                    shape=heads, name=f"{name}_bias", initializer="zeros"
-                )
-            setattr(self, f"{name}_bias", bias)
+            self._add_projection(name, hidden_dim)
         self.output_kernel = self.add_weight(
             shape=(*heads, hidden_dim),
             name="output_kernel",
@@ -117,6 +106,22 @@ class SoftmaxAttention(keras.layers.Layer):
             self.output_bias = self.add_weight(
                 shape=(hidden_dim,), name="output_bias", initializer="zeros"
             )
+
+    def _add_projection(self, name, hidden_dim):
+        # `{name}_kernel` (D, H, K) and `{name}_bias` (H, K) or None
+        heads = (self.num_heads, self._head_dim)
+        kernel = self.add_weight(
+            shape=(hidden_dim, *heads),
+            name=f"{name}_kernel",
+            initializer=self._matrix_initializer(1),
+        )
+        setattr(self, f"{name}_kernel", kernel)
+        bias = None
+        if self.use_bias:
+            bias = self.add_weight(
+                shape=heads, name=f"{name}_bias", initializer="zeros"
+            )
+        setattr(self, f"{name}_bias", bias)
 
     # projections as plain matmuls: einsum with an ellipsis has a slow
     # gradient on the TensorFlow backend
@@ -150,11 +155,12 @@ class SoftmaxAttention(keras.layers.Layer):
         weights = ops.cast(weights, v.dtype)
         return ops.einsum("bhts,bshk->bthk", weights, v)
 
-    def _check_inputs(self, inputs, rank):
-        check_input_width("inputs", inputs, rank, self.query_kernel.shape[0])
+    def _check_inputs(self, inputs, rank, padding_mask=None):
+        width = self.query_kernel.shape[0]
+        check_input_width("inputs", inputs, rank, width, padding_mask)
 
     def call(self, inputs, padding_mask=None, training=None):
-        self._check_inputs(inputs, 3)
+        self._check_inputs(inputs, 3, padding_mask)
         q = self._project(inputs, "query")
         k = self._project(inputs, "key")
         v = self._project(inputs, "value")

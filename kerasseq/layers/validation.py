@@ -54,16 +54,19 @@ def check_state(name, state, expected):
         )
 
 
-def check_input_width(name, x, rank, width):
+def check_input_width(name, x, rank, width, padding_mask=None):
     """Raises `ValueError` unless `x` has `rank` dimensions (3: a sequence
     `(batch_size, seq_len, width)`, 2: one step `(batch_size, width)`) and
-    the last one is `width`."""
+    the last one is `width`, and unless `padding_mask`, when given, is
+    `(batch_size, seq_len)` like the sequence."""
     if len(x.shape) != rank or x.shape[-1] != width:
         lead = "(batch_size, seq_len, " if rank == 3 else "(batch_size, "
         raise ValueError(
             f"Received an invalid shape for argument `{name}`, expected "
             f"{lead}{width}), got {tuple(x.shape)}."
         )
+    if padding_mask is not None:
+        check_state("padding_mask", padding_mask, tuple(x.shape[:2]))
 
 
 def resolve_head_dim(hidden_dim, num_heads, head_dim=None):

@@ -45,3 +45,13 @@ def test_step_rejects_a_state_of_the_wrong_shape(name):
     bad = keras.tree.map_structure(grow, state)
     with pytest.raises(ValueError, match=r"`state.*expected.*got"):
         mixer.step(np.zeros((2, width), "float32"), bad)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_mask_of_the_wrong_shape_names_the_mask(name):
+    mixer = _mixer(name)
+    width = PRESETS["tiny"]["hidden_dim"]
+    x = np.zeros((2, 5, width), "float32")
+    for shape in [(2, 6), (3, 5), (2, 5, 1)]:
+        with pytest.raises(ValueError, match=r"`padding_mask`.*" + str(shape)):
+            mixer(x, padding_mask=np.ones(shape, bool))

@@ -1,0 +1,170 @@
+import functools
+
+import keras
+
+from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.ops.block_sparse_attention import block_sparse_attention
+from kerasseq.ops.block_sparse_attention import check_block_arguments
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class BigBirdAttention(SoftmaxAttention):
+    """Multi-head BigBird block-sparse self-attention (bidirectional).
+
+    The token mixer of BigBird (ITC: internal global tokens). The sequence
+    is split into blocks of `block_size` tokens. Queries in the global
+    blocks (the first `ceil(g / 2)` and the last `floor(g / 2)` of the
+    `g = num_global_blocks`) attend to every key; queries in any other
+    block attend to its neighbour blocks on both sides and itself, to the
+    global blocks, and to `num_random_blocks` random blocks drawn once, per
+    head and block row, from `seed` (see
+    `kerasseq.ops.block_sparse_attention.random_block_plan`). Memory and
+    time grow linearly with the sequence length.
+
+    As in the reference implementation, sequences of at most
+    `(3 + g + 2 * num_random_blocks) * block_size` tokens (with `g = 2`:
+    `(5 + 2 * num_random_blocks) * block_size`) use full attention, the
+    `SoftmaxAttention` path, since the sparse pattern would cover most of
+    the keys anyway. The projections are those of `SoftmaxAttention`, with
+    the same weight names (`query`, `key`, `value`, `output`: Hugging Face
+    BigBird's `query`, `key`, `value` and `output.dense`).
+
+    Global blocks read the whole sequence, so the layer has no causal form
+    and no token-by-token decoding.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        head_dim: int. Size of each head. Defaults to
+            `hidden_dim // num_heads`.
+        block_size: int. Tokens per block.
+        num_global_blocks: int. Number of global blocks (2: the first and
+            the last block, as in BigBird).
+        num_random_blocks: int. Random key blocks per non-global block row.
+        seed: int. Seed of the random blocks (a NumPy draw at trace time,
+            the same on every backend).
+        dropout: float. Dropout rate on the attention weights.
+        use_bias: bool. Whether the projections have biases.
+        kernel_initializer: initializer of the projection kernels.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`, with a
+            static `seq_len`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens. Padded keys receive no attention.
+        training: bool, whether dropout is active.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = BigBirdAttention(num_heads=4, block_size=16)
+    >>> layer(keras.random.normal((2, 1000, 64))).shape
+    (2, 1000, 64)
+
+    Reference:
+        - [Zaheer et al., 2020](https://arxiv.org/abs/2007.14062)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_dim=None,
+        block_size=64,
+        num_global_blocks=2,
+        num_random_blocks=3,
+        seed=0,
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        causal = kwargs.pop("causal", False)
+        if causal:
+            raise ValueError(
+                "Received an invalid value for argument `causal`, expected "
+                f"False, got {causal!r}: BigBirdAttention is bidirectional "
+                "only, since its global blocks attend to the whole sequence "
+                "and every block attends to the global blocks."
+            )
+        check_block_arguments(
+            block_size, num_global_blocks, num_random_blocks, seed
+        )
+        super().__init__(
+            num_heads,
+            head_dim=head_dim,
+            causal=False,
+            dropout=dropout,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
+        self.block_size = block_size
+        self.num_global_blocks = num_global_blocks
+        self.num_random_blocks = num_random_blocks
+        self.seed = seed
+
+    @property
+    def max_full_attention_length(self):
+        """Sequences up to this length use full attention."""
+        blocks = 3 + self.num_global_blocks + 2 * self.num_random_blocks
+        return blocks * self.block_size
+
+    def call(self, inputs, padding_mask=None, training=None):
+        self._check_inputs(inputs, 3, padding_mask)
+        length = inputs.shape[1]
+        if length is None:
+            raise ValueError(
+                "Received an invalid shape for argument `inputs`, expected a "
+                "static sequence length, got shape "
+                f"{tuple(inputs.shape)}: BigBirdAttention picks its key "
+                "blocks when tracing."
+            )
+        if length <= self.max_full_attention_length:
+            return super().call(
+                inputs, padding_mask=padding_mask, training=training
+            )
+        q = self._project(inputs, "query")
+        k = self._project(inputs, "key")
+        v = self._project(inputs, "value")
+        dropout = None
+        if self.dropout > 0:
+            dropout = functools.partial(self.dropout_layer, training=training)
+        o = block_sparse_attention(
+            q,
+            k,
+            v,
+            self.block_size,
+            num_global_blocks=self.num_global_blocks,
+            num_random_blocks=self.num_random_blocks,
+            seed=self.seed,
+            key_mask=padding_mask,
+            dropout=dropout,
+        )
+        return self._output(o)
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Raises `ValueError`: BigBird attention is bidirectional."""
+        raise ValueError(
+            "BigBirdAttention has no step: it is bidirectional (its global "
+            "blocks attend to the whole sequence), so token-by-token "
+            "decoding is undefined."
+        )
+
+    def step(self, inputs, state):
+        """Raises `ValueError`: BigBird attention is bidirectional."""
+        self.get_initial_state(None)
+
+    def get_config(self):
+        config = super().get_config()
+        del config["causal"]  # always False
+        config.update(
+            {
+                "block_size": self.block_size,
+                "num_global_blocks": self.num_global_blocks,
+                "num_random_blocks": self.num_random_blocks,
+                "seed": self.seed,
+            }
+        )
+        return config

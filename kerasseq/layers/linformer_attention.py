@@ -1,0 +1,238 @@
+import keras
+from keras import ops
+
+from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.validation import check_choice
+from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import fresh_initializer
+
+SHARING = ("none", "headwise", "key_value", "layerwise")
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class LinformerAttention(SoftmaxAttention):
+    """Multi-head Linformer attention: keys and values projected along the
+    sequence axis to `projected_length` rows, in linear time and memory.
+
+    Softmax attention where the `T` keys and values of each head are first
+    mixed into `k = projected_length` rows, `K' = E K` and `V' = F V` with
+    learned `E`, `F` of shape `(k, max_length)` (their first `T` columns for
+    a sequence of `T <= max_length` tokens), so that every query attends
+    `k` rows instead of `T`. Padded tokens are zeroed before the
+    projection: a padded batch gives the outputs of the unpadded sequences.
+
+    Sharing (the paper's section 4): `"none"`, an `E` and an `F` per head;
+    `"headwise"`, one `E` and one `F` for all heads; `"key_value"`, one
+    matrix for keys and values of all heads; `"layerwise"`, one matrix for
+    keys and values of all heads and of all layers of a
+    `kerasseq.models.SequenceBackbone` (standalone, it is `"key_value"`).
+
+    The projection mixes all positions, future ones included, so there is
+    no causal Linformer: `causal=True` is refused.
+
+    Args:
+        num_heads: int. Number of heads.
+        max_length: int. The longest sequence the projections cover.
+        projected_length: int, k, at most `max_length`. Defaults to
+            `min(256, max_length)`.
+        sharing: `"none"`, `"headwise"`, `"key_value"` or `"layerwise"`.
+        head_dim: int. Size of each head; defaults to
+            `hidden_dim // num_heads`.
+        dropout: float. Dropout rate on the attention weights.
+        use_bias: bool. Whether the query/key/value/output projections have
+            biases (`E` and `F` have none).
+        kernel_initializer: initializer of the query/key/value/output
+            kernels.
+        projection_initializer: initializer of `E` and `F`, applied to each
+            `(k, max_length)` matrix.
+        causal: must be `False`.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)` with
+            `seq_len <= max_length`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens.
+        training: bool, whether dropout is active.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = LinformerAttention(num_heads=4, max_length=512,
+    ...                            projected_length=64)
+    >>> layer(keras.random.normal((2, 100, 64))).shape
+    (2, 100, 64)
+
+    Reference:
+        - [Wang et al., 2020](https://arxiv.org/abs/2006.04768)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        max_length,
+        projected_length=None,
+        sharing="none",
+        head_dim=None,
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        projection_initializer="glorot_uniform",
+        causal=False,
+        **kwargs,
+    ):
+        check_positive_int("max_length", max_length)
+        check_positive_int("projected_length", projected_length, True)
+        if projected_length is None:
+            projected_length = min(256, max_length)
+        if projected_length > max_length:
+            raise ValueError(
+                "Received an invalid value for argument `projected_length`, "
+                f"expected at most max_length={max_length}, got "
+                f"{projected_length}."
+            )
+        check_choice("sharing", sharing, SHARING)
+        if causal:
+            raise ValueError(
+                "Received causal=True, but Linformer cannot be causal: its "
+                "projection E mixes the keys of all positions, future ones "
+                "included, into every projected row. Use causal=False (an "
+                "encoder), or a causal mixer such as PerformerAttention or "
+                "LongformerAttention."
+            )
+        super().__init__(
+            num_heads,
+            head_dim=head_dim,
+            causal=False,
+            dropout=dropout,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
+        self.max_length = max_length
+        self.projected_length = projected_length
+        self.sharing = sharing
+        self.projection_initializer = keras.initializers.get(
+            projection_initializer
+        )
+        self._owner = None
+
+    def share_weights_with(self, first):
+        """With `sharing="layerwise"`, makes this layer use the projection
+        of `first` (an unbuilt layer of the same config; the backbone calls
+        this on the mixers of its blocks 1..N-1 with the mixer of block 0).
+        Otherwise does nothing."""
+        if self.sharing != "layerwise" or first is self:
+            return
+        mine = (self.max_length, self.projected_length, self.sharing)
+        theirs = (first.max_length, first.projected_length, first.sharing)
+        if mine != theirs:
+            raise ValueError(
+                "LinformerAttention shares its projection only with a layer "
+                "of the same (max_length, projected_length, sharing); got "
+                f"{mine} and {theirs}."
+            )
+        # a plain reference, not tracked: the weight belongs to `first`,
+        # which saves and trains it once
+        object.__setattr__(self, "_owner", first)
+
+    def _projection_weight(self, name, heads):
+        shape = (self.projected_length, self.max_length)
+        if heads:
+            shape = (self.num_heads, *shape)
+        initializer = fresh_initializer(self.projection_initializer)
+
+        def initialize(shape, dtype=None):
+            # each (k, max_length) matrix on its own fan-in and fan-out
+            matrix_shape = shape[-2:]
+            count = shape[0] if len(shape) == 3 else 1
+            matrices = [initializer(matrix_shape, dtype) for _ in range(count)]
+            return ops.reshape(ops.stack(matrices), shape)
+
+        return self.add_weight(shape=shape, name=name, initializer=initialize)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self._owner is not None:
+            if not self._owner.built:
+                self._owner.build(input_shape)
+            return
+        if self.sharing == "none":
+            self.key_projection = self._projection_weight("key_projection", 1)
+            self.value_projection = self._projection_weight(
+                "value_projection", 1
+            )
+        elif self.sharing == "headwise":
+            self.key_projection = self._projection_weight("key_projection", 0)
+            self.value_projection = self._projection_weight(
+                "value_projection", 0
+            )
+        else:
+            self.key_projection = self._projection_weight("kv_projection", 0)
+            self.value_projection = self.key_projection
+
+    @property
+    def position_weights(self):
+        """The weights indexed by position that this layer owns (E and F,
+        or the one shared matrix; none when it uses another layer's)."""
+        if self._owner is not None or not self.built:
+            return []
+        if self.value_projection is self.key_projection:
+            return [self.key_projection]
+        return [self.key_projection, self.value_projection]
+
+    def _compress(self, x, projection, length):
+        # (B, T, H, K) -> (B, k, H, K) with the first T columns
+        projection = ops.cast(projection[..., :length], x.dtype)
+        if len(projection.shape) == 3:
+            return ops.einsum("hnt,bthk->bnhk", projection, x)
+        heads, size = x.shape[2:]
+        flat = ops.reshape(x, (-1, length, heads * size))
+        y = ops.matmul(projection, flat)
+        return ops.reshape(y, (-1, self.projected_length, heads, size))
+
+    def call(self, inputs, padding_mask=None, training=None):
+        self._check_inputs(inputs, 3, padding_mask)
+        length = inputs.shape[1]
+        if length is None or length > self.max_length:
+            raise ValueError(
+                "Received an invalid shape for argument `inputs`: "
+                f"LinformerAttention needs a static sequence length of at "
+                f"most max_length={self.max_length}, got shape "
+                f"{tuple(inputs.shape)}."
+            )
+        owner = self._owner or self
+        q = self._project(inputs, "query")
+        k = self._project(inputs, "key")
+        v = self._project(inputs, "value")
+        if padding_mask is not None:
+            keep = ops.cast(padding_mask, k.dtype)[:, :, None, None]
+            k, v = k * keep, v * keep
+        k = self._compress(k, owner.key_projection, length)
+        v = self._compress(v, owner.value_projection, length)
+        mask = ops.ones((1, 1, 1, self.projected_length), "bool")
+        return self._output(self._attend(q, k, v, mask, training))
+
+    def get_initial_state(self, batch_size, max_length=None):
+        raise ValueError(
+            "LinformerAttention has no step: it is bidirectional (its "
+            "projection mixes every position), so token-by-token decoding "
+            "is undefined."
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        del config["causal"]
+        config.update(
+            {
+                "max_length": self.max_length,
+                "projected_length": self.projected_length,
+                "sharing": self.sharing,
+                "projection_initializer": keras.initializers.serialize(
+                    self.projection_initializer
+                ),
+            }
+        )
+        return config

@@ -1,0 +1,333 @@
+import keras
+import numpy as np
+from keras import ops
+
+from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_state
+from kerasseq.ops import checks
+from kerasseq.ops.sliding_window_attention import sliding_window_attention
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class LongformerAttention(SoftmaxAttention):
+    """Longformer self-attention: a (dilated) sliding window plus global
+    tokens.
+
+    Each token attends a window of `window` positions around it (`window //
+    2` on each side, or the `window` before it and itself when causal),
+    every `dilation`-th token, in `O(seq_len * window)` time and memory (see
+    `kerasseq.ops.sliding_window_attention` for the exact convention). With
+    `dilation > 1` the window spans `window * dilation` tokens.
+
+    Bidirectional layers may also have up to `num_global_tokens` global
+    tokens per sequence (e.g. CLS, or the question in question answering):
+    the first `num_global_tokens` positions, or the first ones marked in
+    `global_mask`. Every token attends the global tokens in the same softmax
+    as its window (their keys and values come from the local projections,
+    and are not also attended through the window), and each global token
+    attends every real token with its own projections (`query_global`,
+    `key_global`, `value_global`), replacing its windowed output. Both go
+    through the shared output projection. A row of `global_mask` with more
+    than `num_global_tokens` global positions raises an error when called
+    eagerly; under `jit` the extra ones are treated as local tokens.
+
+    For decoding, a causal layer's `step` keeps the keys and values of the
+    last `window * dilation + 1` tokens (constant memory per token) and
+    gives the same outputs as `call`.
+
+    The projections are those of `SoftmaxAttention`, with the same weight
+    names and shapes; the global ones are created only when
+    `num_global_tokens > 0`.
+
+    Args:
+        num_heads: int. Number of attention heads.
+        head_dim: int. Size of each head. Defaults to
+            `hidden_dim // num_heads`.
+        window: int. Positions in the window: the two-sided total when
+            bidirectional (even; Hugging Face's `attention_window`), the
+            positions before the token when causal.
+        causal: bool. If `True`, a token attends itself and the window
+            before it only.
+        dilation: int. Gap between attended positions.
+        num_global_tokens: int >= 0. The static number of global token
+            slots per sequence (bidirectional only).
+        dropout: float. Dropout rate on the attention weights.
+        use_bias: bool. Whether the projections have biases.
+        kernel_initializer: initializer of the projection kernels.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`, with
+            `seq_len` known when tracing (the band is static).
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens. Padded keys receive no attention and
+            padded tokens are never global.
+        global_mask: optional boolean tensor `(batch_size, seq_len)`, `True`
+            at global tokens; needs `num_global_tokens > 0`. When `None`,
+            the first `num_global_tokens` positions are global.
+        training: bool, whether dropout is active.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = LongformerAttention(num_heads=4, window=8, num_global_tokens=1)
+    >>> layer(keras.random.normal((2, 100, 64))).shape
+    (2, 100, 64)
+
+    Reference:
+        - [Beltagy et al., 2020](https://arxiv.org/abs/2004.05150)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_dim=None,
+        window=512,
+        causal=False,
+        dilation=1,
+        num_global_tokens=0,
+        dropout=0.0,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        check_positive_int("window", window)
+        if not causal and window % 2:
+            raise ValueError(
+                "Received an invalid value for argument `window`, expected an "
+                "even integer when causal=False (the two-sided window: "
+                f"window // 2 tokens on each side), got {window!r}."
+            )
+        check_positive_int("dilation", dilation)
+        if (
+            isinstance(num_global_tokens, bool)
+            or not isinstance(num_global_tokens, int)
+            or num_global_tokens < 0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `num_global_tokens`, "
+                f"expected a non-negative integer, got {num_global_tokens!r}."
+            )
+        if causal and num_global_tokens:
+            raise ValueError(
+                "Received an invalid value for argument `num_global_tokens`, "
+                "expected 0 when causal=True (global tokens attend the whole "
+                "sequence, future included), got "
+                f"{num_global_tokens!r}."
+            )
+        super().__init__(
+            num_heads,
+            head_dim=head_dim,
+            causal=causal,
+            dropout=dropout,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
+        self.window = window
+        self.dilation = dilation
+        self.num_global_tokens = num_global_tokens
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if not self.num_global_tokens:
+            return
+        for name in ("query_global", "key_global", "value_global"):
+            self._add_projection(name, input_shape[-1])
+
+    def call(self, inputs, padding_mask=None, global_mask=None, training=None):
+        self._check_inputs(inputs, 3)
+        batch, length = inputs.shape[:2]
+        checks.check_static_length("inputs", inputs)
+        if padding_mask is not None:
+            checks.check_shape(
+                "padding_mask", padding_mask, (batch, length), "(B, T)"
+            )
+            padding_mask = ops.cast(padding_mask, "bool")
+        if global_mask is not None:
+            if not self.num_global_tokens:
+                raise ValueError(
+                    "Received a `global_mask` but this layer has "
+                    "num_global_tokens=0; build it with num_global_tokens > "
+                    "0 (the most global tokens per sequence)."
+                )
+            checks.check_shape(
+                "global_mask", global_mask, (batch, length), "(B, T)"
+            )
+            global_mask = ops.cast(global_mask, "bool")
+        q = self._project(inputs, "query")
+        k = self._project(inputs, "key")
+        v = self._project(inputs, "value")
+        dropout = None
+        if self.dropout:
+
+            def dropout(weights):
+                return self.dropout_layer(weights, training=training)
+
+        options = dict(
+            window=self.window,
+            causal=self.causal,
+            dilation=self.dilation,
+            dropout=dropout,
+        )
+        if not self.num_global_tokens:
+            o = sliding_window_attention(
+                q, k, v, key_mask=padding_mask, **options
+            )
+            return self._output(o)
+        if global_mask is None:
+            o = self._first_global(
+                inputs, q, k, v, padding_mask, options, training
+            )
+        else:
+            masks = (padding_mask, global_mask)
+            o = self._masked_global(inputs, q, k, v, masks, options, training)
+        return self._output(o)
+
+    def _global_rows(self, x_global, inputs, padding_mask, training):
+        # each global token attends every real token, with the global
+        # projections: (B, G, D) -> (B, G, H, K)
+        q = self._project(x_global, "query_global")
+        k = self._project(inputs, "key_global")
+        v = self._project(inputs, "value_global")
+        mask = ops.ones((1, 1, 1, inputs.shape[1]), "bool")
+        if padding_mask is not None:
+            mask = padding_mask[:, None, None, :]
+        return self._attend(q, k, v, mask, training)
+
+    def _first_global(self, inputs, q, k, v, padding_mask, options, training):
+        # the first G positions are global (but padding never is)
+        length = inputs.shape[1]
+        num = min(self.num_global_tokens, length)
+        is_global = ops.convert_to_tensor(np.arange(length) < num)[None]
+        valid = None
+        key_mask = ops.logical_not(is_global)
+        if padding_mask is not None:
+            valid = padding_mask[:, :num]
+            key_mask = ops.logical_and(key_mask, padding_mask)
+        o = sliding_window_attention(
+            q,
+            k,
+            v,
+            key_mask=ops.broadcast_to(key_mask, (ops.shape(q)[0], length)),
+            global_keys=k[:, :num],
+            global_values=v[:, :num],
+            global_key_mask=valid,
+            **options,
+        )
+        rows = self._global_rows(
+            inputs[:, :num], inputs, padding_mask, training
+        )
+        if valid is not None:
+            rows = ops.where(valid[:, :, None, None], rows, o[:, :num])
+        return ops.concatenate([rows, o[:, num:]], axis=1)
+
+    def _masked_global(self, inputs, q, k, v, masks, options, training):
+        # the first G marked positions of each row are global: their indices
+        # (B, G) by top_k of a score that falls along the sequence
+        padding_mask, global_mask = masks
+        length = inputs.shape[1]
+        num = min(self.num_global_tokens, length)
+        if padding_mask is not None:
+            global_mask = ops.logical_and(global_mask, padding_mask)
+        self._check_global_count(global_mask)
+        score = ops.where(global_mask, length - ops.arange(length), 0)
+        score, index = ops.top_k(score, num)
+        valid = score > 0  # (B, G)
+        one_hot = ops.logical_and(
+            index[:, :, None] == ops.arange(length)[None, None],
+            valid[:, :, None],
+        )  # (B, G, T)
+        is_global = ops.any(one_hot, axis=1)
+        key_mask = ops.logical_not(is_global)
+        if padding_mask is not None:
+            key_mask = ops.logical_and(key_mask, padding_mask)
+        o = sliding_window_attention(
+            q,
+            k,
+            v,
+            key_mask=key_mask,
+            global_keys=ops.take_along_axis(k, index[:, :, None, None], 1),
+            global_values=ops.take_along_axis(v, index[:, :, None, None], 1),
+            global_key_mask=valid,
+            **options,
+        )
+        x_global = ops.take_along_axis(inputs, index[:, :, None], 1)
+        rows = self._global_rows(x_global, inputs, padding_mask, training)
+        # scatter the G rows to their positions: (B, G, T) x (B, G, H, K)
+        rows = ops.einsum("bgt,bghk->bthk", ops.cast(one_hot, rows.dtype), rows)
+        return ops.where(is_global[:, :, None, None], rows, o)
+
+    def _check_global_count(self, global_mask):
+        counts = ops.sum(ops.cast(global_mask, "int32"), axis=1)
+        try:
+            counts = ops.convert_to_numpy(counts)
+        except (RuntimeError, TypeError):
+            # traced (tf.function, jax.jit): the extra ones stay local
+            return
+        if np.max(counts, initial=0) > self.num_global_tokens:
+            row = int(np.argmax(counts))
+            raise ValueError(
+                "Received an invalid value for argument `global_mask`: row "
+                f"{row} has {int(counts[row])} global tokens, more than "
+                f"num_global_tokens={self.num_global_tokens}."
+            )
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Returns an empty cache of the last `window * dilation + 1` keys
+        and values. `max_length` is unused: the cache does not grow."""
+        if not self.causal:
+            raise ValueError(
+                "LongformerAttention.step needs a causal layer; this one was "
+                "built with causal=False, where every token attends to the "
+                "future and token-by-token decoding is undefined."
+            )
+        size = self.window * self.dilation + 1
+        shape = (batch_size, size, self.num_heads, self._head_dim)
+        return {
+            "key": ops.zeros(shape, dtype=self.compute_dtype),
+            "value": ops.zeros(shape, dtype=self.compute_dtype),
+            "index": ops.zeros((), dtype="int32"),
+        }
+
+    def step(self, inputs, state):
+        """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        self._check_inputs(inputs, 2)
+        size = self.window * self.dilation + 1
+        heads = (self.num_heads, self._head_dim)
+        for key in ("key", "value"):
+            expected = (inputs.shape[0], size, *heads)
+            check_state(f"state[{key!r}]", state[key], expected)
+        index = state["index"]
+        q = self._project(inputs, "query")[:, None]
+        k_new = self._project(inputs, "key")[:, None]
+        v_new = self._project(inputs, "value")[:, None]
+        # shift the cache left and append: slot j holds token index - offset
+        keys = ops.concatenate(
+            [state["key"][:, 1:], ops.cast(k_new, state["key"].dtype)], 1
+        )
+        values = ops.concatenate(
+            [state["value"][:, 1:], ops.cast(v_new, state["value"].dtype)], 1
+        )
+        offset = np.arange(size - 1, -1, -1, dtype="int32")
+        dilated = ops.convert_to_tensor(offset % self.dilation == 0)
+        mask = ops.logical_and(dilated, ops.convert_to_tensor(offset) <= index)
+        outputs = self._attend(
+            q, keys, values, mask[None, None, None, :], training=False
+        )
+        outputs = self._output(outputs[:, 0])
+        return outputs, {"key": keys, "value": values, "index": index + 1}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "window": self.window,
+                "dilation": self.dilation,
+                "num_global_tokens": self.num_global_tokens,
+            }
+        )
+        return config

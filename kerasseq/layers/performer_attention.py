@@ -1,0 +1,234 @@
+import math
+
+import keras
+from keras import ops
+
+from kerasseq import ops as kops
+from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.validation import check_positive_int
+from kerasseq.layers.validation import check_state
+from kerasseq.ops import checks
+
+
+def default_num_features(head_dim):
+    """`round(D ln D)` random features for heads of size D (at least D),
+    the paper's choice of M."""
+    return max(head_dim, round(head_dim * math.log(head_dim)))
+
+
+@keras.saving.register_keras_serializable(package="kerasseq")
+class PerformerAttention(SoftmaxAttention):
+    """Multi-head Performer attention: softmax attention estimated with
+    FAVOR+ random features, in linear time and memory.
+
+    Queries and keys are mapped by `kerasseq.ops.favor_plus` onto `M`
+    positive random features of the softmax kernel, drawn with orthogonal
+    projections (`kerasseq.ops.orthogonal_random_features`), so that
+    `phi(q) . phi(k)` estimates `exp(q . k / sqrt(head_dim))`; attention is
+    then linear attention over the features (`kerasseq.ops.linear_attention`):
+    prefix sums when causal, one sum over the sequence otherwise. The
+    estimate converges to softmax attention as `num_features` grows.
+
+    The projection, shared by the heads, is a non-trainable weight: it is
+    saved with the model and fixed at inference. While training it is
+    redrawn every `feature_redraw_interval` calls, from the layer's seed
+    generator (deterministic under `seed`, or under
+    `keras.utils.set_random_seed` when `seed=None`; with an int `seed`
+    every layer built from the same config draws the same features).
+
+    Key features use the stabiliser fixed by the projection
+    (`key_stabilizer="projection"` of `favor_plus`), so each key's features
+    depend on that key alone: no information flows from future or padded
+    tokens, and `step` reproduces `call` exactly. Outputs are the ratio of
+    two unnormalised sums (values with a column of ones appended), which
+    stays exact however small the features are.
+
+    Args:
+        num_heads: int. Number of heads.
+        head_dim: int. Size of each head; defaults to
+            `hidden_dim // num_heads`.
+        causal: bool. Causal (prefix sums, `step` for decoding with a
+            constant-size state) or bidirectional.
+        num_features: int, M. Defaults to `round(head_dim * ln(head_dim))`.
+        feature_redraw_interval: int or `None`. Redraw the projection every
+            this many training calls; `None` keeps the first draw.
+        seed: int or `None`, the seed of the projection draws.
+        use_bias: bool. Whether the projections have biases.
+        kernel_initializer: initializer of the projection kernels.
+        mode: the `linear_attention` mode (`"auto"`, `"recurrent"`,
+            `"chunk"`, `"parallel"`), for causal attention.
+        chunk_size: int, the `linear_attention` chunk size.
+        **kwargs: other keyword arguments of `keras.layers.Layer`.
+
+    Call arguments:
+        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
+        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
+            `True` at real tokens. Padded keys add nothing.
+        training: bool. Redraws the features when due.
+
+    Returns:
+        Tensor of the input's shape.
+
+    Example:
+
+    >>> layer = PerformerAttention(num_heads=4, causal=False)
+    >>> layer(keras.random.normal((2, 10, 64))).shape
+    (2, 10, 64)
+
+    Reference:
+        - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        head_dim=None,
+        causal=False,
+        num_features=None,
+        feature_redraw_interval=1000,
+        seed=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        mode="auto",
+        chunk_size=64,
+        **kwargs,
+    ):
+        check_positive_int("num_features", num_features, allow_none=True)
+        check_positive_int(
+            "feature_redraw_interval", feature_redraw_interval, allow_none=True
+        )
+        if isinstance(seed, bool) or not isinstance(seed, (int, type(None))):
+            raise ValueError(
+                "Received an invalid value for argument `seed`, expected an "
+                f"int or None, got {seed!r}."
+            )
+        checks.check_mode(mode, checks.MODES)
+        check_positive_int("chunk_size", chunk_size)
+        super().__init__(
+            num_heads,
+            head_dim=head_dim,
+            causal=causal,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            **kwargs,
+        )
+        self.num_features = num_features
+        self.feature_redraw_interval = feature_redraw_interval
+        self.seed = seed
+        self.mode = mode
+        self.chunk_size = chunk_size
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._num_features = self.num_features or default_num_features(
+            self._head_dim
+        )
+        self.projection = self.add_weight(
+            shape=(self._num_features, self._head_dim),
+            name="projection",
+            initializer=lambda shape, dtype=None: self._draw(),
+            trainable=False,
+            autocast=False,
+        )
+        self.calls_since_draw = self.add_weight(
+            shape=(),
+            name="calls_since_draw",
+            initializer="zeros",
+            dtype="int32",
+            trainable=False,
+        )
+
+    def _draw(self):
+        return kops.orthogonal_random_features(
+            self._num_features, self._head_dim, seed=self.seed_generator
+        )
+
+    def _maybe_redraw(self):
+        calls = self.calls_since_draw.value + 1
+        due = calls >= self.feature_redraw_interval
+        current = self.projection.value
+        self.projection.assign(ops.where(due, self._draw(), current))
+        self.calls_since_draw.assign(ops.where(due, 0, calls))
+
+    def _features(self, inputs, padding_mask=None):
+        # features in float32 whatever the compute dtype: exp overflows
+        # float16 long before float32
+        q = ops.cast(self._project(inputs, "query"), "float32")
+        k = ops.cast(self._project(inputs, "key"), "float32")
+        v = ops.cast(self._project(inputs, "value"), "float32")
+        q = kops.favor_plus(q, self.projection, is_query=True)
+        k = kops.favor_plus(
+            k, self.projection, is_query=False, key_stabilizer="projection"
+        )
+        if padding_mask is not None:
+            k = k * ops.cast(padding_mask, k.dtype)[:, :, None, None]
+        # a column of ones: the last output channel is the denominator
+        ones = ops.ones_like(v[..., :1])
+        return q, k, ops.concatenate([v, ones], axis=-1)
+
+    def _normalise(self, o):
+        num, den = o[..., :-1], o[..., -1:]
+        # zero only when every key is padded
+        out = num / ops.where(den > 0, den, 1.0)
+        return ops.cast(out, self.compute_dtype)
+
+    def call(self, inputs, padding_mask=None, training=None):
+        self._check_inputs(inputs, 3, padding_mask)
+        if training and self.feature_redraw_interval is not None:
+            self._maybe_redraw()
+        q, k, v = self._features(inputs, padding_mask)
+        o = kops.linear_attention(
+            q,
+            k,
+            v,
+            causal=self.causal,
+            normalize=False,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+        )
+        return self._output(self._normalise(o))
+
+    def get_initial_state(self, batch_size, max_length=None):
+        """Returns the zero state `(S, z)`: sums over the features of keys
+        times `[value, 1]`, `(batch_size, heads, num_features, head_dim +
+        1)`, and of keys, `(batch_size, heads, num_features)`.
+        `max_length` is unused: the state does not grow."""
+        if not self.causal:
+            raise ValueError(
+                "PerformerAttention.step needs a causal layer; this one was "
+                "built with causal=False."
+            )
+        heads, size = self.num_heads, self._head_dim
+        features = self._num_features
+        return (
+            ops.zeros((batch_size, heads, features, size + 1), "float32"),
+            ops.zeros((batch_size, heads, features), "float32"),
+        )
+
+    def step(self, inputs, state):
+        """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
+        self._check_inputs(inputs, 2)
+        batch, heads = inputs.shape[0], self.num_heads
+        features, size = self._num_features, self._head_dim
+        check_state("state[0]", state[0], (batch, heads, features, size + 1))
+        check_state("state[1]", state[1], (batch, heads, features))
+        q, k, v = self._features(inputs[:, None])
+        o, state = kops.linear_attention_step(
+            q[:, 0], k[:, 0], v[:, 0], state, normalize=False
+        )
+        return self._output(self._normalise(o)), state
+
+    def get_config(self):
+        config = super().get_config()
+        del config["dropout"]  # no attention weights to drop
+        config.update(
+            {
+                "num_features": self.num_features,
+                "feature_redraw_interval": self.feature_redraw_interval,
+                "seed": self.seed,
+                "mode": self.mode,
+                "chunk_size": self.chunk_size,
+            }
+        )
+        return config
