@@ -10,7 +10,8 @@ token classifier over a 256-token vocabulary, so that causal and
 bidirectional models run the same head) with `model.train_on_batch` under
 `jit_compile=True`, and reports training steps/s, tokens/s and the rise of
 peak resident memory (compile included) per model and length, each also as
-a ratio to `gpt` at the same length in the same run.
+a ratio to `gpt` at the same length in the same run, and plots steps/s and
+memory against length (a PNG beside the table).
 
 For every op and mode it measures, at the op's standard shape (overridable),
 forward and forward+backward throughput in tokens/s (tokens = batch × time;
@@ -582,6 +583,47 @@ def _save(kind, env, results, table):
     with open(base + ".md", "w") as f:
         f.write(f"{note}\n\n{table}\n")
     print(f"\nsaved {base}.json and {base}.md")
+    return base
+
+
+def plot_layers(results, path, title=""):
+    """Training steps/s and peak memory against sequence length, one
+    line per model, as the Long Range Arena paper plots them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
+    models = list(dict.fromkeys(r["model"] for r in results))
+    for name in models:
+        rows = sorted(
+            (r for r in results if r["model"] == name and "error" not in r),
+            key=lambda r: r["seq_len"],
+        )
+        lengths = [r["seq_len"] for r in rows]
+        style = {"marker": "o", "label": name}
+        if name == "gpt":
+            style.update(color="black", linestyle="--")
+        speed.plot(lengths, [r["steps_per_s"] for r in rows], **style)
+        used = [(r["seq_len"], r["peak_memory_mb"]) for r in rows]
+        used = [u for u in used if u[1] is not None]
+        if used:
+            memory.plot(*zip(*used, strict=True), **style)
+    for axis, label in (
+        (speed, "training steps / s"),
+        (memory, "peak memory (MB)"),
+    ):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("sequence length")
+        axis.set_ylabel(label)
+        axis.grid(True, which="both", alpha=0.3)
+    speed.legend(fontsize="small")
+    figure.suptitle(title, fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def main_layers():
@@ -609,7 +651,14 @@ def main_layers():
     results = _relative(results)
     env = _environment()
     env["preset"] = FLAGS.preset
-    _save("layers", env, results, _model_table(results))
+    base = _save("layers", env, results, _model_table(results))
+    batch = results[0].get("batch", "?")
+    plot_layers(
+        results,
+        base + ".png",
+        f"{env['backend']}, preset {FLAGS.preset}, batch {batch}",
+    )
+    print(f"saved {base}.png")
 
 
 def _table(results):

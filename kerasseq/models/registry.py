@@ -14,14 +14,19 @@ uses an MLP of ratio 2 where GPT uses 4: both blocks hold about 12 d^2.
 
 import dataclasses
 import inspect
+import math
 
+from kerasseq.layers.bigbird_attention import BigBirdAttention
 from kerasseq.layers.deltanet import DeltaNet
 from kerasseq.layers.linear_attention import LinearAttention
 from kerasseq.layers.linear_rnn import DiagonalRNN
 from kerasseq.layers.linear_rnn import LinearRNN
+from kerasseq.layers.linformer_attention import LinformerAttention
+from kerasseq.layers.longformer_attention import LongformerAttention
 from kerasseq.layers.lru import LRU
 from kerasseq.layers.lstm import LSTM
 from kerasseq.layers.mamba import Mamba
+from kerasseq.layers.performer_attention import PerformerAttention
 from kerasseq.layers.quasi_lstm import QuasiLSTM
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.models.causal_lm import CausalLM
@@ -257,6 +262,104 @@ register_model(
     ),
 )
 
+# efficient Transformers: GPT's blocks with another attention; the
+# bidirectional ones are the encoders of the Long Range Arena
+
+register_model(
+    "linformer",
+    ModelSpec(
+        LinformerAttention,
+        # one E for keys and values of every head and layer; E grows with
+        # max_sequence_length and counts, like position tables, as an
+        # embedding (see count_parameters)
+        # (projected_length: the layer's min(256, max_sequence_length))
+        mixer_args={"sharing": "layerwise"},
+        preset_args=ATTENTION_HEADS,
+        causal=False,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="Linformer encoder: keys and values projected to k rows "
+        "along the sequence",
+    ),
+)
+
+register_model(
+    "bigbird",
+    ModelSpec(
+        BigBirdAttention,
+        # the reference's blocks: 64 tokens, first and last global, 3
+        # random; full attention up to (3 + 2 + 2 * 3) * 64 = 704 tokens
+        mixer_args={
+            "block_size": 64,
+            "num_global_blocks": 2,
+            "num_random_blocks": 3,
+        },
+        preset_args=ATTENTION_HEADS,
+        causal=False,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="BigBird encoder: block-sparse attention (window, "
+        "global and random blocks)",
+    ),
+)
+
+register_model(
+    "longformer",
+    ModelSpec(
+        LongformerAttention,
+        # 128 tokens on each side; the first token is global (a CLS token
+        # that reads and is read by the whole sequence)
+        mixer_args={"window": 256, "num_global_tokens": 1},
+        preset_args=ATTENTION_HEADS,
+        causal=False,
+        position_embedding="learned",
+        # local and global projections hold 7 d^2; an MLP of ratio 2.5
+        # adds 5 d^2, GPT's 12 d^2 in all
+        mlp_ratio=2.5,
+        description="Longformer encoder: sliding-window attention and a "
+        "global first token",
+    ),
+)
+
+register_model(
+    "longformer_causal",
+    ModelSpec(
+        LongformerAttention,
+        mixer_args={"window": 256, "causal": True},
+        preset_args=ATTENTION_HEADS,
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="Causal Longformer: each token attends the 256 before it",
+    ),
+)
+
+register_model(
+    "performer",
+    ModelSpec(
+        PerformerAttention,
+        mixer_args={"causal": False},
+        preset_args=ATTENTION_HEADS,
+        causal=False,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="Performer encoder: FAVOR+ estimate of softmax attention",
+    ),
+)
+
+register_model(
+    "performer_causal",
+    ModelSpec(
+        PerformerAttention,
+        mixer_args={"causal": True},
+        preset_args=ATTENTION_HEADS,
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        description="Causal Performer: FAVOR+ features, prefix sums",
+    ),
+)
+
 MODEL_NAMES = tuple(MODELS)
 
 
@@ -311,6 +414,10 @@ def model_config(name, task, preset="small", **overrides):
         merged.setdefault("pooling", "last" if spec.causal else "mean")
     if merged["position_embedding"] == "learned":
         merged.setdefault("max_sequence_length", DEFAULT_MAX_SEQUENCE_LENGTH)
+    if "max_length" in mixer_names and "max_sequence_length" in merged:
+        # a mixer with weights per position (Linformer) covers the
+        # backbone's length unless told otherwise
+        merged.setdefault("max_length", merged["max_sequence_length"])
     if task == "causal_lm" and not spec.causal:
         raise ValueError(
             f"Model {name!r} is bidirectional and cannot be a causal LM. "
@@ -361,7 +468,9 @@ def count_parameters(model):
 
     Returns:
         dict with `total`, `embedding` (token, position and feature-input
-        tables) and `non_embedding` parameter counts.
+        tables, and a mixer's weights indexed by position, such as
+        Linformer's E and F, which like a position table grow with
+        `max_sequence_length`) and `non_embedding` parameter counts.
     """
     backbone = getattr(model, "backbone", model)
     embedding = 0
@@ -369,6 +478,9 @@ def count_parameters(model):
         layer = getattr(backbone, attr, None)
         if layer is not None:
             embedding += layer.count_params()
+    for block in getattr(backbone, "blocks", []):
+        for weight in getattr(block.mixer, "position_weights", ()):
+            embedding += math.prod(weight.shape)
     total = model.count_params()
     return {
         "total": total,

@@ -146,6 +146,12 @@ class SequenceBackbone(keras.Model):
             )
             for i in range(num_layers)
         ]
+        # mixers that share weights across layers (Linformer's layerwise
+        # projection) take them from the first block's
+        for block in self.blocks[1:]:
+            share = getattr(block.mixer, "share_weights_with", None)
+            if share is not None:
+                share(self.blocks[0].mixer)
         self.final_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
         )

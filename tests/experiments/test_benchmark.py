@@ -91,6 +91,8 @@ def test_layers_benchmark_compares_models_with_gpt(tmp_path):
         assert row["tokens_per_s"] == pytest.approx(
             row["batch"] * row["seq_len"] / row["seconds"]
         )
+    assert [os.path.splitext(p)[1] for p in saved] == [".json", ".md", ".png"]
+    assert (tmp_path / saved[2]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     gpt, qlstm = rows
     assert gpt["speed_vs_gpt"] == 1.0
     assert qlstm["speed_vs_gpt"] == pytest.approx(
