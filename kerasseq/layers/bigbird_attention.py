@@ -3,6 +3,7 @@ import functools
 import keras
 
 from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.softmax_attention import recomputed
 from kerasseq.ops.block_sparse_attention import block_sparse_attention
 from kerasseq.ops.block_sparse_attention import check_block_arguments
 
@@ -45,6 +46,12 @@ class BigBirdAttention(SoftmaxAttention):
         dropout: float. Dropout rate on the attention weights.
         use_bias: bool. Whether the projections have biases.
         kernel_initializer: initializer of the projection kernels.
+        recompute_attention: bool. Recompute the attention core in the
+            backward pass (`keras.remat`) instead of keeping its
+            intermediates until then, as memory-efficient attention kernels
+            do: training holds one layer's scores and weights at a time.
+            Off while dropout on the weights is active (its mask would be
+            redrawn).
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -78,6 +85,7 @@ class BigBirdAttention(SoftmaxAttention):
         dropout=0.0,
         use_bias=True,
         kernel_initializer="glorot_uniform",
+        recompute_attention=True,
         **kwargs,
     ):
         causal = kwargs.pop("causal", False)
@@ -104,6 +112,7 @@ class BigBirdAttention(SoftmaxAttention):
         self.num_global_blocks = num_global_blocks
         self.num_random_blocks = num_random_blocks
         self.seed = seed
+        self.recompute_attention = recompute_attention
 
     @property
     def max_full_attention_length(self):
@@ -129,19 +138,24 @@ class BigBirdAttention(SoftmaxAttention):
         k = self._project(inputs, "key")
         v = self._project(inputs, "value")
         dropout = None
-        if self.dropout > 0:
+        if self.dropout > 0 and training:
             dropout = functools.partial(self.dropout_layer, training=training)
-        o = block_sparse_attention(
-            q,
-            k,
-            v,
-            self.block_size,
-            num_global_blocks=self.num_global_blocks,
-            num_random_blocks=self.num_random_blocks,
-            seed=self.seed,
-            key_mask=padding_mask,
-            dropout=dropout,
-        )
+
+        def attend(q, k, v):
+            return block_sparse_attention(
+                q,
+                k,
+                v,
+                self.block_size,
+                num_global_blocks=self.num_global_blocks,
+                num_random_blocks=self.num_random_blocks,
+                seed=self.seed,
+                key_mask=padding_mask,
+                dropout=dropout,
+            )
+
+        enabled = self.recompute_attention and dropout is None
+        o = recomputed(attend, enabled)(q, k, v)
         return self._output(o)
 
     def get_initial_state(self, batch_size, max_length=None):
@@ -165,6 +179,7 @@ class BigBirdAttention(SoftmaxAttention):
                 "num_global_blocks": self.num_global_blocks,
                 "num_random_blocks": self.num_random_blocks,
                 "seed": self.seed,
+                "recompute_attention": self.recompute_attention,
             }
         )
         return config

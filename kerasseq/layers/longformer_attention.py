@@ -3,6 +3,7 @@ import numpy as np
 from keras import ops
 
 from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.softmax_attention import recomputed
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
@@ -55,6 +56,12 @@ class LongformerAttention(SoftmaxAttention):
         dropout: float. Dropout rate on the attention weights.
         use_bias: bool. Whether the projections have biases.
         kernel_initializer: initializer of the projection kernels.
+        recompute_attention: bool. Recompute the attention core in the
+            backward pass (`keras.remat`) instead of keeping its
+            intermediates until then, as memory-efficient attention kernels
+            do: training holds one layer's scores and weights at a time.
+            Off while dropout on the weights is active (its mask would be
+            redrawn).
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -92,6 +99,7 @@ class LongformerAttention(SoftmaxAttention):
         dropout=0.0,
         use_bias=True,
         kernel_initializer="glorot_uniform",
+        recompute_attention=True,
         **kwargs,
     ):
         check_positive_int("window", window)
@@ -130,6 +138,7 @@ class LongformerAttention(SoftmaxAttention):
         self.window = window
         self.dilation = dilation
         self.num_global_tokens = num_global_tokens
+        self.recompute_attention = recompute_attention
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -174,9 +183,7 @@ class LongformerAttention(SoftmaxAttention):
             dropout=dropout,
         )
         if not self.num_global_tokens:
-            o = sliding_window_attention(
-                q, k, v, key_mask=padding_mask, **options
-            )
+            o = self._windowed(q, k, v, padding_mask, options, training)
             return self._output(o)
         if global_mask is None:
             o = self._first_global(
@@ -186,6 +193,33 @@ class LongformerAttention(SoftmaxAttention):
             masks = (padding_mask, global_mask)
             o = self._masked_global(inputs, q, k, v, masks, options, training)
         return self._output(o)
+
+    def _windowed(
+        self,
+        q,
+        k,
+        v,
+        key_mask,
+        options,
+        training,
+        global_kv=(),
+        global_key_mask=None,
+    ):
+        def attend(q, k, v, *global_kv):
+            keys, values = global_kv or (None, None)
+            return sliding_window_attention(
+                q,
+                k,
+                v,
+                key_mask=key_mask,
+                global_keys=keys,
+                global_values=values,
+                global_key_mask=global_key_mask,
+                **options,
+            )
+
+        enabled = self.recompute_attention and not (training and self.dropout)
+        return recomputed(attend, enabled)(q, k, v, *global_kv)
 
     def _global_rows(self, x_global, inputs, padding_mask, training):
         # each global token attends every real token, with the global
@@ -208,15 +242,16 @@ class LongformerAttention(SoftmaxAttention):
         if padding_mask is not None:
             valid = padding_mask[:, :num]
             key_mask = ops.logical_and(key_mask, padding_mask)
-        o = sliding_window_attention(
+        key_mask = ops.broadcast_to(key_mask, (ops.shape(q)[0], length))
+        o = self._windowed(
             q,
             k,
             v,
-            key_mask=ops.broadcast_to(key_mask, (ops.shape(q)[0], length)),
-            global_keys=k[:, :num],
-            global_values=v[:, :num],
+            key_mask,
+            options,
+            training,
+            global_kv=(k[:, :num], v[:, :num]),
             global_key_mask=valid,
-            **options,
         )
         rows = self._global_rows(
             inputs[:, :num], inputs, padding_mask, training
@@ -245,15 +280,18 @@ class LongformerAttention(SoftmaxAttention):
         key_mask = ops.logical_not(is_global)
         if padding_mask is not None:
             key_mask = ops.logical_and(key_mask, padding_mask)
-        o = sliding_window_attention(
+        o = self._windowed(
             q,
             k,
             v,
-            key_mask=key_mask,
-            global_keys=ops.take_along_axis(k, index[:, :, None, None], 1),
-            global_values=ops.take_along_axis(v, index[:, :, None, None], 1),
+            key_mask,
+            options,
+            training,
+            global_kv=(
+                ops.take_along_axis(k, index[:, :, None, None], 1),
+                ops.take_along_axis(v, index[:, :, None, None], 1),
+            ),
             global_key_mask=valid,
-            **options,
         )
         x_global = ops.take_along_axis(inputs, index[:, :, None], 1)
         rows = self._global_rows(x_global, inputs, padding_mask, training)
@@ -328,6 +366,7 @@ class LongformerAttention(SoftmaxAttention):
                 "window": self.window,
                 "dilation": self.dilation,
                 "num_global_tokens": self.num_global_tokens,
+                "recompute_attention": self.recompute_attention,
             }
         )
         return config

@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasseq import ops as kops
 from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.layers.softmax_attention import recomputed
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
@@ -58,6 +59,10 @@ class PerformerAttention(SoftmaxAttention):
         mode: the `linear_attention` mode (`"auto"`, `"recurrent"`,
             `"chunk"`, `"parallel"`), for causal attention.
         chunk_size: int, the `linear_attention` chunk size.
+        recompute_attention: bool. Recompute the attention core in the
+            backward pass (`keras.remat`) instead of keeping its
+            intermediates until then, as memory-efficient attention kernels
+            do: training holds one layer's random features at a time.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -91,6 +96,7 @@ class PerformerAttention(SoftmaxAttention):
         kernel_initializer="glorot_uniform",
         mode="auto",
         chunk_size=64,
+        recompute_attention=True,
         **kwargs,
     ):
         check_positive_int("num_features", num_features, allow_none=True)
@@ -117,6 +123,7 @@ class PerformerAttention(SoftmaxAttention):
         self.seed = seed
         self.mode = mode
         self.chunk_size = chunk_size
+        self.recompute_attention = recompute_attention
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
@@ -151,15 +158,19 @@ class PerformerAttention(SoftmaxAttention):
         self.projection.assign(ops.where(due, self._draw(), current))
         self.calls_since_draw.assign(ops.where(due, 0, calls))
 
-    def _features(self, inputs, padding_mask=None):
-        # features in float32 whatever the compute dtype: exp overflows
-        # float16 long before float32
-        q = ops.cast(self._project(inputs, "query"), "float32")
-        k = ops.cast(self._project(inputs, "key"), "float32")
-        v = ops.cast(self._project(inputs, "value"), "float32")
-        q = kops.favor_plus(q, self.projection, is_query=True)
+    def _projections(self, inputs):
+        # in float32 whatever the compute dtype: the features' exp
+        # overflows float16 long before float32
+        return tuple(
+            ops.cast(self._project(inputs, name), "float32")
+            for name in ("query", "key", "value")
+        )
+
+    def _features(self, q, k, v, padding_mask=None):
+        projection = self.projection.value
+        q = kops.favor_plus(q, projection, is_query=True)
         k = kops.favor_plus(
-            k, self.projection, is_query=False, key_stabilizer="projection"
+            k, projection, is_query=False, key_stabilizer="projection"
         )
         if padding_mask is not None:
             k = k * ops.cast(padding_mask, k.dtype)[:, :, None, None]
@@ -177,17 +188,22 @@ class PerformerAttention(SoftmaxAttention):
         self._check_inputs(inputs, 3, padding_mask)
         if training and self.feature_redraw_interval is not None:
             self._maybe_redraw()
-        q, k, v = self._features(inputs, padding_mask)
-        o = kops.linear_attention(
-            q,
-            k,
-            v,
-            causal=self.causal,
-            normalize=False,
-            mode=self.mode,
-            chunk_size=self.chunk_size,
-        )
-        return self._output(self._normalise(o))
+
+        def attend(q, k, v):
+            q, k, v = self._features(q, k, v, padding_mask)
+            o = kops.linear_attention(
+                q,
+                k,
+                v,
+                causal=self.causal,
+                normalize=False,
+                mode=self.mode,
+                chunk_size=self.chunk_size,
+            )
+            return self._normalise(o)
+
+        attend = recomputed(attend, self.recompute_attention)
+        return self._output(attend(*self._projections(inputs)))
 
     def get_initial_state(self, batch_size, max_length=None):
         """Returns the zero state `(S, z)`: sums over the features of keys
@@ -213,7 +229,7 @@ class PerformerAttention(SoftmaxAttention):
         features, size = self._num_features, self._head_dim
         check_state("state[0]", state[0], (batch, heads, features, size + 1))
         check_state("state[1]", state[1], (batch, heads, features))
-        q, k, v = self._features(inputs[:, None])
+        q, k, v = self._features(*self._projections(inputs[:, None]))
         o, state = kops.linear_attention_step(
             q[:, 0], k[:, 0], v[:, 0], state, normalize=False
         )
@@ -229,6 +245,7 @@ class PerformerAttention(SoftmaxAttention):
                 "seed": self.seed,
                 "mode": self.mode,
                 "chunk_size": self.chunk_size,
+                "recompute_attention": self.recompute_attention,
             }
         )
         return config

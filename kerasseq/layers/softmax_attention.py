@@ -10,6 +10,14 @@ from kerasseq.layers.validation import check_state
 from kerasseq.layers.validation import resolve_head_dim
 
 
+def recomputed(fn, enabled):
+    """`fn`, or with `enabled` `fn` recomputed in the backward pass
+    (`keras.remat`) instead of keeping its intermediates (scores and
+    weights of sparse attention, random features) alive until then. Every
+    differentiable tensor must be a positional argument of `fn`."""
+    return keras.remat(fn) if enabled else fn
+
+
 @keras.saving.register_keras_serializable(package="kerasseq")
 class SoftmaxAttention(keras.layers.Layer):
     """Multi-head softmax self-attention, causal or bidirectional.

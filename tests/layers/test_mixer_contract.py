@@ -8,6 +8,7 @@ import pytest
 from kerasseq.models import MODELS
 from kerasseq.models.registry import PRESETS
 from kerasseq.models.registry import model_config
+from tests.testing import layer_gradients
 
 NAMES = sorted(MODELS)
 
@@ -55,3 +56,29 @@ def test_padding_mask_of_the_wrong_shape_names_the_mask(name):
     for shape in [(2, 6), (3, 5), (2, 5, 1)]:
         with pytest.raises(ValueError, match=r"`padding_mask`.*" + str(shape)):
             mixer(x, padding_mask=np.ones(shape, bool))
+
+
+RECOMPUTING = [
+    n for n in NAMES if "recompute_attention" in _mixer(n).get_config()
+]
+
+
+@pytest.mark.parametrize("name", RECOMPUTING)
+def test_recomputed_attention_gives_the_same_gradients(name):
+    # recompute_attention trades memory for time and changes no number
+    config = _mixer(name).get_config()
+    if "block_size" in config:
+        config["block_size"] = 4  # sparse from 3 + 2 + 2 * 3 = 11 blocks
+    x = np.random.default_rng(0).normal(size=(2, 50, 64)).astype("float32")
+    grads, weights = [], None
+    for recompute in (True, False):
+        mixer = MODELS[name].mixer.from_config(
+            {**config, "recompute_attention": recompute}
+        )
+        mixer.build(x.shape)
+        if weights is None:
+            weights = mixer.get_weights()
+        mixer.set_weights(weights)
+        grads.append(layer_gradients(mixer, x, jit=True))
+    for a, b in zip(*grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -125,8 +125,11 @@ def test_generate_bad_input():
         model.generate(np.ones((1, 2), "int32"), 2, temperature=-1.0)
 
 
-def test_padding_does_not_change_classification():
-    model = _build("gpt", "sequence_classification")
+@pytest.mark.parametrize(
+    "name", ["gpt", *(n for n in one_model_per_mixer() if not MODELS[n].causal)]
+)
+def test_padding_does_not_change_classification(name):
+    model = _build(name, "sequence_classification")
     inputs = _inputs(batch=1, seq_len=6)
     short = keras.ops.convert_to_numpy(model(inputs))
     padded = {
