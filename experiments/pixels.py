@@ -1,0 +1,205 @@
+r"""Pixel-sequence classification: sMNIST, psMNIST and sCIFAR.
+
+Every model of `--model` reads the same images one pixel per step (784
+steps for MNIST, 1024 steps of RGB for CIFAR-10) and classifies them;
+results go to `WORKDIR/<task>/<model>/` and a comparison table.
+
+    python -m experiments.pixels --task=smnist --model=lru,mamba \
+        --data_dir=/path/to/mnist --preset=small --steps=2000
+
+`--data_dir` holds the official files (MNIST IDX, CIFAR-10 python
+batches; see `kerasseq/data/pixels.py`); without it a prepared TensorFlow
+Datasets copy is used. psMNIST's permutation is drawn from `--seed` and
+saved as `WORKDIR/psmnist/permutation.npy` (or read from
+`--permutation_file`).
+"""
+
+import os
+
+import keras
+import numpy as np
+from absl import app
+from absl import flags
+
+from experiments.common import config as config_lib
+from experiments.common import train
+from experiments.common.flags import define_shared_flags
+from kerasseq.data import pixels
+
+define_shared_flags(pixels.TASKS, default_task="smnist", default_model="lru")
+flags.DEFINE_integer(
+    "num_train_examples", None, "Use the first N training images (all)."
+)
+flags.DEFINE_integer(
+    "num_eval_examples", None, "Use the first N test images (all)."
+)
+flags.DEFINE_integer(
+    "validation_size",
+    5000,
+    "Images held out from the end of the training set for validation.",
+)
+flags.DEFINE_string(
+    "permutation_file",
+    None,
+    "psmnist: a .npy or text file with the pixel order (default: drawn "
+    "from --seed and saved in the workdir).",
+)
+FLAGS = flags.FLAGS
+
+
+def make_task_args(
+    task,
+    num_train_examples=None,
+    num_eval_examples=None,
+    validation_size=5000,
+    permutation_file=None,
+):
+    """Validates the options of a pixel task into the config's
+    `task_args`."""
+    pixels.task_spec(task)
+    for name, value, minimum in (
+        ("num_train_examples", num_train_examples, 1),
+        ("num_eval_examples", num_eval_examples, 1),
+        ("validation_size", validation_size, 0),
+    ):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < minimum
+        ):
+            raise ValueError(
+                f"--{name} must be an integer >= {minimum}, got {value!r}."
+            )
+    if permutation_file is not None:
+        if task != "psmnist":
+            raise ValueError(
+                f"--permutation_file applies to --task=psmnist, got "
+                f"--task={task}."
+            )
+        if not os.path.exists(permutation_file):
+            raise ValueError(
+                f"--permutation_file={permutation_file!r}: no such file."
+            )
+    return {
+        "num_train_examples": num_train_examples,
+        "num_eval_examples": num_eval_examples,
+        "validation_size": validation_size,
+        "permutation_file": permutation_file,
+    }
+
+
+def _read_permutation(path, seq_len):
+    if path.endswith(".npy"):
+        values = np.load(path)
+    else:
+        values = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    return pixels.check_permutation(values, seq_len, source=path)
+
+
+def task_permutation(config):
+    """psMNIST's pixel order: `--permutation_file`, or drawn from the seed
+    and saved beside the results; a saved order from another seed is an
+    error, never overwritten."""
+    seq_len = pixels.task_spec(config.task).seq_len
+    given = config.task_args.get("permutation_file")
+    if given:
+        return _read_permutation(given, seq_len)
+    permutation = pixels.make_permutation(seq_len, config.seed)
+    path = os.path.join(config.workdir, config.task, "permutation.npy")
+    if os.path.exists(path):
+        saved = _read_permutation(path, seq_len)
+        if not np.array_equal(saved, permutation):
+            raise train.SettingsConflict(
+                f"{path} holds the permutation of another seed than "
+                f"--seed={config.seed}; pass --permutation_file={path} to "
+                "reuse it, or another --workdir."
+            )
+        return saved
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, permutation)
+    return permutation
+
+
+def make_task_data(config):
+    """Loads the task's images and builds the train/validation/test
+    splits."""
+    task, args = config.task, config.task_args
+    spec = pixels.task_spec(task)
+    permutation = task_permutation(config) if task == "psmnist" else None
+    images, labels = pixels.load_images(task, "train", config.data_dir)
+    test_images, test_labels = pixels.load_images(task, "test", config.data_dir)
+    held_out = args["validation_size"]
+    if held_out >= len(images):
+        raise ValueError(
+            f"--validation_size={held_out} leaves no training images of "
+            f"the {len(images)} found."
+        )
+    split = len(images) - held_out
+    train_x, train_y = images[:split], labels[:split]
+    if args["num_train_examples"]:
+        train_x = train_x[: args["num_train_examples"]]
+        train_y = train_y[: args["num_train_examples"]]
+    if args["num_eval_examples"]:
+        test_images = test_images[: args["num_eval_examples"]]
+        test_labels = test_labels[: args["num_eval_examples"]]
+
+    def dataset(x, y, training=False):
+        return pixels.make_dataset(
+            pixels.to_sequences(x, task, permutation),
+            y,
+            config.batch_size,
+            config.seed,
+            shuffle=training,
+            drop_remainder=training,
+        )
+
+    evals = {}
+    if held_out:
+        evals["val"] = dataset(images[split:], labels[split:])
+    evals["test"] = dataset(test_images, test_labels)
+    return train.TaskData(
+        head="sequence_classification",
+        train=dataset(train_x, train_y, training=True),
+        evals=evals,
+        model_args={
+            "feature_dim": spec.feature_dim,
+            "num_classes": spec.num_classes,
+            "max_sequence_length": spec.seq_len,
+        },
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        make_metrics=lambda: [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
+    )
+
+
+def checked_task_data(config):
+    """`make_task_data`, with missing or malformed data and bad settings
+    reported as usage errors (the message, no traceback)."""
+    try:
+        return make_task_data(config)
+    except (ValueError, pixels.DataNotFoundError) as error:
+        raise app.UsageError(str(error)) from error
+
+
+def main(argv):
+    del argv
+    try:
+        task_args = make_task_args(
+            FLAGS.task,
+            FLAGS.num_train_examples,
+            FLAGS.num_eval_examples,
+            FLAGS.validation_size,
+            FLAGS.permutation_file,
+        )
+        config = config_lib.from_flags(FLAGS, "pixels", task_args)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    try:
+        train.run(config, checked_task_data)
+    except train.SettingsConflict as error:
+        raise app.UsageError(str(error)) from error
+
+
+if __name__ == "__main__":
+    app.run(main)

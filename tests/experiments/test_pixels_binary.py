@@ -1,0 +1,146 @@
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import pixels
+from experiments.common import train
+from experiments.common.config import ExperimentConfig
+from tests.data.test_pixels import write_cifar
+from tests.data.test_pixels import write_mnist
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def _config(workdir, data_dir, task="smnist", models=("gpt", "lru"), **kw):
+    defaults = dict(
+        family="pixels",
+        task=task,
+        models=models,
+        preset="tiny",
+        task_args=pixels.make_task_args(task, validation_size=4),
+        workdir=str(workdir),
+        data_dir=str(data_dir),
+        steps=2,
+        eval_every=2,
+        batch_size=4,
+        wandb_mode="disabled",
+        verbose=0,
+    )
+    return ExperimentConfig(**{**defaults, **kw})
+
+
+def _binary(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.pixels", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": ROOT},
+        timeout=600,
+    )
+
+
+def test_smnist_runs_end_to_end(tmp_path):
+    write_mnist(str(tmp_path / "data"))
+    config = _config(tmp_path / "runs", tmp_path / "data")
+    results = train.run(config, pixels.make_task_data)
+    assert set(results) == {"gpt", "lru"}
+    for name in ("gpt", "lru"):
+        saved = json.loads(
+            (tmp_path / "runs" / "smnist" / name / "results.json").read_text()
+        )
+        # 8 training images (4 held out), 5 test images, 10 classes
+        assert set(saved["eval"]) == {"val", "test"}
+        accuracy = saved["eval"]["test"]["accuracy"]
+        assert 0 <= accuracy <= 1
+    table = (tmp_path / "runs" / "smnist" / "comparison.md").read_text()
+    assert "gpt" in table and "lru" in table
+
+
+def test_scifar_features_reach_the_model(tmp_path):
+    write_cifar(str(tmp_path / "data"))
+    config = _config(
+        tmp_path / "runs", tmp_path / "data", task="scifar", models=("lru",)
+    )
+    data = pixels.make_task_data(config)
+    assert data.model_args == {
+        "feature_dim": 3,
+        "num_classes": 10,
+        "max_sequence_length": 1024,
+    }
+    inputs, labels = next(iter(data.train))
+    assert tuple(inputs["features"].shape) == (4, 1024, 3)
+
+
+def test_psmnist_saves_its_permutation_and_never_overwrites_it(tmp_path):
+    write_mnist(str(tmp_path / "data"))
+    config = _config(
+        tmp_path / "runs", tmp_path / "data", task="psmnist", seed=3
+    )
+    data = pixels.make_task_data(config)
+    path = tmp_path / "runs" / "psmnist" / "permutation.npy"
+    saved = np.load(path)
+    np.testing.assert_array_equal(saved, pixels.pixels.make_permutation(784, 3))
+    # the training inputs are the permuted pixels
+    images = write_mnist(str(tmp_path / "data"))["train"][0]
+    inputs, _ = next(iter(data.evals["val"]))
+    expected = images[8:12].reshape(4, 784)[:, saved] / 255.0
+    np.testing.assert_allclose(inputs["features"][..., 0], expected, atol=1e-6)
+    # another seed clashes with the saved order: an error, the file kept
+    before = path.read_bytes()
+    other = _config(
+        tmp_path / "runs", tmp_path / "data", task="psmnist", seed=4
+    )
+    with pytest.raises(train.SettingsConflict, match="permutation"):
+        pixels.make_task_data(other)
+    assert path.read_bytes() == before
+    # ...unless that file is passed explicitly
+    explicit = _config(
+        tmp_path / "runs",
+        tmp_path / "data",
+        task="psmnist",
+        seed=4,
+        task_args=pixels.make_task_args(
+            "psmnist", validation_size=4, permutation_file=str(path)
+        ),
+    )
+    pixels.make_task_data(explicit)
+
+
+def test_binary_reports_bad_input_without_a_traceback(tmp_path):
+    write_mnist(str(tmp_path / "data"))
+    np.save(tmp_path / "short.npy", np.arange(100))
+    common = [
+        f"--workdir={tmp_path / 'runs'}",
+        "--preset=tiny",
+        "--steps=1",
+        "--wandb_mode=disabled",
+    ]
+    cases = [
+        (
+            ["--task=smnist", f"--data_dir={tmp_path}"],
+            "train-images-idx3-ubyte",
+        ),
+        (
+            [
+                "--task=psmnist",
+                f"--data_dir={tmp_path / 'data'}",
+                f"--permutation_file={tmp_path / 'short.npy'}",
+            ],
+            r"permutation of range\(784\)",
+        ),
+        (["--task=smnist", "--permutation_file=x.npy"], "--task=psmnist"),
+        (["--task=mnist"], "mnist"),
+    ]
+    for args, match in cases:
+        result = _binary(*args, *common)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert re.search(match, result.stderr), (args, result.stderr[-1000:])
+    # nothing was trained or written
+    assert not (tmp_path / "runs" / "smnist").exists()
