@@ -26,24 +26,33 @@ from experiments.common import train
 from experiments.common.flags import define_shared_flags
 from kerasseq.data import pixels
 
-define_shared_flags(pixels.TASKS, default_task="smnist", default_model="lru")
-flags.DEFINE_integer(
-    "num_train_examples", None, "Use the first N training images (all)."
-)
-flags.DEFINE_integer(
-    "num_eval_examples", None, "Use the first N test images (all)."
-)
-flags.DEFINE_integer(
-    "validation_size",
-    5000,
-    "Images held out from the end of the training set for validation.",
-)
-flags.DEFINE_string(
-    "permutation_file",
-    None,
-    "psmnist: a .npy or text file with the pixel order (default: drawn "
-    "from --seed and saved in the workdir).",
-)
+
+def define_flags():
+    """Defines this binary's flags; only when it runs as the main program,
+    so that tests can import it beside other binaries (each defines
+    `--task` with its own choices)."""
+    define_shared_flags(
+        pixels.TASKS, default_task="smnist", default_model="lru"
+    )
+    flags.DEFINE_integer(
+        "num_train_examples", None, "Use the first N training images (all)."
+    )
+    flags.DEFINE_integer(
+        "num_eval_examples", None, "Use the first N test images (all)."
+    )
+    flags.DEFINE_integer(
+        "validation_size",
+        5000,
+        "Images held out from the end of the training set for validation.",
+    )
+    flags.DEFINE_string(
+        "permutation_file",
+        None,
+        "psmnist: a .npy or text file with the pixel order (default: drawn "
+        "from --seed and saved in the workdir).",
+    )
+
+
 FLAGS = flags.FLAGS
 
 
@@ -202,4 +211,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
