@@ -110,15 +110,7 @@ class LongformerAttention(SoftmaxAttention):
                 f"window // 2 tokens on each side), got {window!r}."
             )
         check_positive_int("dilation", dilation)
-        if (
-            isinstance(num_global_tokens, bool)
-            or not isinstance(num_global_tokens, int)
-            or num_global_tokens < 0
-        ):
-            raise ValueError(
-                "Received an invalid value for argument `num_global_tokens`, "
-                f"expected a non-negative integer, got {num_global_tokens!r}."
-            )
+        checks.check_int("num_global_tokens", num_global_tokens, 0)
         if causal and num_global_tokens:
             raise ValueError(
                 "Received an invalid value for argument `num_global_tokens`, "
@@ -148,13 +140,10 @@ class LongformerAttention(SoftmaxAttention):
             self._add_projection(name, input_shape[-1])
 
     def call(self, inputs, padding_mask=None, global_mask=None, training=None):
-        self._check_inputs(inputs, 3)
+        self._check_inputs(inputs, 3, padding_mask)
         batch, length = inputs.shape[:2]
         checks.check_static_length("inputs", inputs)
         if padding_mask is not None:
-            checks.check_shape(
-                "padding_mask", padding_mask, (batch, length), "(B, T)"
-            )
             padding_mask = ops.cast(padding_mask, "bool")
         if global_mask is not None:
             if not self.num_global_tokens:

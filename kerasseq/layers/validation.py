@@ -1,16 +1,14 @@
 """Argument checks shared by layers and models, with uniform messages,
 and small helpers for building weights."""
 
+from kerasseq.ops import checks
+
 
 def check_positive_int(name, value, allow_none=False):
     """Raises `ValueError` unless `value` is a positive integer."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected a "
-            f"positive integer, got {value!r}."
-        )
+    checks.check_int(name, value)
 
 
 def check_rate(name, value):

@@ -229,11 +229,11 @@ def random_block_plan(
     Returns:
         int32 NumPy array `(num_heads, num_blocks, num_random_blocks)`.
     """
-    _check_int("num_blocks", num_blocks, 1)
-    _check_int("num_heads", num_heads, 1)
-    _check_int("num_global_blocks", num_global_blocks, 0)
-    _check_int("num_random_blocks", num_random_blocks, 0)
-    _check_int("seed", seed, 0)
+    checks.check_int("num_blocks", num_blocks, 1)
+    checks.check_int("num_heads", num_heads, 1)
+    checks.check_int("num_global_blocks", num_global_blocks, 0)
+    checks.check_int("num_random_blocks", num_random_blocks, 0)
+    checks.check_int("seed", seed, 0)
     _check_random_blocks(
         num_blocks, num_global_blocks, num_random_blocks, f"{num_blocks} blocks"
     )
@@ -256,10 +256,10 @@ def check_block_arguments(
     """Raises `ValueError` unless `block_size` is a positive integer and
     `num_global_blocks`, `num_random_blocks` and `seed` non-negative
     integers."""
-    _check_int("block_size", block_size, 1)
-    _check_int("num_global_blocks", num_global_blocks, 0)
-    _check_int("num_random_blocks", num_random_blocks, 0)
-    _check_int("seed", seed, 0)
+    checks.check_int("block_size", block_size, 1)
+    checks.check_int("num_global_blocks", num_global_blocks, 0)
+    checks.check_int("num_random_blocks", num_random_blocks, 0)
+    checks.check_int("seed", seed, 0)
 
 
 def max_random_blocks(num_blocks, num_global_blocks):
@@ -339,17 +339,4 @@ def _check_random_blocks(num_blocks, num_global, num_random, where):
             f"num_global_blocks={num_global} (some block row has only "
             f"{largest} blocks outside its window and the global blocks), "
             f"got {num_random}."
-        )
-
-
-def _check_int(name, value, minimum):
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        kind = "a positive" if minimum == 1 else "a non-negative"
-        raise ValueError(
-            f"Received an invalid value for argument `{name}`, expected "
-            f"{kind} integer, got {value!r}."
         )

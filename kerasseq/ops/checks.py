@@ -2,6 +2,7 @@
 received and what is expected."""
 
 import keras
+import numpy as np
 
 MODES = ("auto", "recurrent", "chunk", "parallel")
 
@@ -73,17 +74,26 @@ def check_static_length(name, x):
         )
 
 
+def check_int(name, value, minimum=1):
+    """Raises `ValueError` unless `value` is an integer (Python or NumPy,
+    not a bool) of at least `minimum` (1: positive, 0: non-negative)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        kind = {1: "a positive", 0: "a non-negative"}.get(
+            minimum, f"an integer >= {minimum}, i.e. an"
+        )
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected "
+            f"{kind} integer, got {value!r}."
+        )
+
+
 def check_chunk_size(chunk_size):
     """Raises `ValueError` unless `chunk_size` is a positive integer."""
-    if (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, int)
-        or chunk_size <= 0
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `chunk_size`, expected a "
-            f"positive integer, got {chunk_size!r}."
-        )
+    check_int("chunk_size", chunk_size)
 
 
 def check_qkv(q, k, v, op_name):

@@ -223,12 +223,8 @@ def orthogonal_random_features(num_features, dim, seed=None, scaling=0):
         Choromanski et al., 2021, "Rethinking Attention with Performers",
         https://arxiv.org/abs/2009.14794.
     """
-    for name, value in (("num_features", num_features), ("dim", dim)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(
-                f"Received an invalid value for argument `{name}`, expected a "
-                f"positive integer, got {value!r}."
-            )
+    checks.check_int("num_features", num_features)
+    checks.check_int("dim", dim)
     if scaling not in (0, 1):
         raise ValueError(
             "Received an invalid value for argument `scaling`, expected 0 "

@@ -115,7 +115,7 @@ def sliding_window_attention(
         q, k, v, "sliding_window_attention"
     )
     _check_window(window, causal)
-    _check_dilation(dilation)
+    checks.check_int("dilation", dilation)
     if key_mask is not None:
         checks.check_shape("key_mask", key_mask, (batch, length), "(B, T)")
         key_mask = ops.cast(key_mask, "bool")
@@ -238,28 +238,12 @@ def _numpy_windows(x, offsets, causal):
 
 
 def _check_window(window, causal):
-    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
-        raise ValueError(
-            "Received an invalid value for argument `window`, expected a "
-            f"positive integer, got {window!r}."
-        )
+    checks.check_int("window", window)
     if not causal and window % 2:
         raise ValueError(
             "Received an invalid value for argument `window`, expected an "
             "even integer when causal=False (the two-sided window: "
             f"window // 2 positions on each side), got {window!r}."
-        )
-
-
-def _check_dilation(dilation):
-    if (
-        isinstance(dilation, bool)
-        or not isinstance(dilation, int)
-        or dilation <= 0
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `dilation`, expected a "
-            f"positive integer, got {dilation!r}."
         )
 
 
