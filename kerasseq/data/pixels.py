@@ -25,7 +25,13 @@ import os
 import pickle
 
 import numpy as np
-import tensorflow as tf
+
+from kerasseq.data.batching import array_dataset
+from kerasseq.data.errors import DataFormatError
+from kerasseq.data.errors import DataNotFoundError
+from kerasseq.data.sources import find_file
+from kerasseq.data.sources import load_prepared
+from kerasseq.layers.validation import check_choice
 
 TASKS = ("smnist", "psmnist", "scifar")
 
@@ -60,21 +66,9 @@ SPECS = {
 }
 
 
-class DataNotFoundError(FileNotFoundError):
-    """The data is neither in `data_dir` nor in a prepared TFDS copy."""
-
-
-class DataFormatError(ValueError):
-    """A data file is not in the format it should be (names the file)."""
-
-
 def task_spec(task):
     """The `PixelTask` of a task name; `ValueError` for unknown names."""
-    if task not in SPECS:
-        raise ValueError(
-            f"Received an invalid value for argument `task`, expected one of "
-            f"{list(TASKS)}, got {task!r}."
-        )
+    check_choice("task", task, TASKS)
     return SPECS[task]
 
 
@@ -83,11 +77,7 @@ def _open(path):
 
 
 def _find(data_dir, name):
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(data_dir, candidate)
-        if os.path.exists(path):
-            return path
-    return None
+    return find_file(data_dir, name) or find_file(data_dir, name + ".gz")
 
 
 def read_idx(path, magic, shape):
@@ -201,17 +191,6 @@ def _missing_message(dataset, data_dir):
     )
 
 
-def _from_tfds(dataset, split):
-    import tensorflow_datasets as tfds
-
-    # a local look only: try_gcs=False and no download
-    builder = tfds.builder(dataset, try_gcs=False)
-    if not builder.is_prepared():
-        return None
-    examples = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-    return examples["image"], examples["label"]
-
-
 def load_images(task, split, data_dir=None):
     """Images and labels of a task's split, from `data_dir` or TFDS.
 
@@ -229,7 +208,7 @@ def load_images(task, split, data_dir=None):
         load = load_mnist if spec.dataset == "mnist" else load_cifar10
         images, labels = load(data_dir, split)
     else:
-        found = _from_tfds(spec.dataset, split)
+        found = load_prepared(spec.dataset, split, ("image", "label"))
         if found is None:
             raise DataNotFoundError(_missing_message(spec.dataset, None))
         images, labels = found
@@ -281,24 +260,12 @@ def make_dataset(
     sequences, labels, batch_size, seed, shuffle=False, drop_remainder=False
 ):
     """A batched `tf.data.Dataset` of `({"features", "padding_mask"},
-    label)` pairs as `model.fit` takes them; shuffled with `seed` (a new
-    order each pass, the same on every run)."""
-    features = tf.convert_to_tensor(sequences)
-    targets = tf.convert_to_tensor(labels.astype(np.int32))
-    count = len(labels)
-
-    def gather(indices):
-        x = tf.gather(features, indices)
-        mask = tf.ones(tf.shape(x)[:2], tf.bool)
-        return {"features": x, "padding_mask": mask}, tf.gather(
-            targets, indices
-        )
-
-    dataset = tf.data.Dataset.range(count)
-    if shuffle:
-        dataset = dataset.shuffle(
-            count, seed=seed, reshuffle_each_iteration=True
-        )
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    label)` pairs as `model.fit` takes them (see
+    `kerasseq.data.batching.array_dataset`)."""
+    inputs = {
+        "features": sequences,
+        "padding_mask": np.ones(sequences.shape[:2], bool),
+    }
+    return array_dataset(
+        inputs, labels, batch_size, seed, shuffle, drop_remainder
+    )

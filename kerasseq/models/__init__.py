@@ -1,6 +1,7 @@
 """Backbone, task heads, the model registry and its presets."""
 
 from kerasseq.models.causal_lm import CausalLM
+from kerasseq.models.dual_encoder_classifier import DualEncoderClassifier
 from kerasseq.models.registry import HEADS
 from kerasseq.models.registry import MODEL_NAMES
 from kerasseq.models.registry import MODELS

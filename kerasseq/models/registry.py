@@ -30,6 +30,7 @@ from kerasseq.layers.performer_attention import PerformerAttention
 from kerasseq.layers.quasi_lstm import QuasiLSTM
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.models.causal_lm import CausalLM
+from kerasseq.models.dual_encoder_classifier import DualEncoderClassifier
 from kerasseq.models.sequence_backbone import SequenceBackbone
 from kerasseq.models.sequence_classifier import SequenceClassifier
 from kerasseq.models.token_classifier import TokenClassifier
@@ -44,6 +45,7 @@ HEADS = {
     "sequence_classification": SequenceClassifier,
     "token_classification": TokenClassifier,
     "causal_lm": CausalLM,
+    "dual_encoder_classification": DualEncoderClassifier,
 }
 
 DEFAULT_MAX_SEQUENCE_LENGTH = 1024
@@ -410,7 +412,8 @@ def model_config(name, task, preset="small", **overrides):
         **spec.preset_args.get(preset, {}),
         **overrides,
     }
-    if task == "sequence_classification":
+    if "pooling" in head_names:
+        # a causal model's last state has seen the whole sequence
         merged.setdefault("pooling", "last" if spec.causal else "mean")
     if merged["position_embedding"] == "learned":
         merged.setdefault("max_sequence_length", DEFAULT_MAX_SEQUENCE_LENGTH)
@@ -437,13 +440,16 @@ def build_model(name, task, preset="small", **overrides):
 
     Args:
         name: a name in `MODEL_NAMES`, e.g. `"gpt"`, `"lstm"`.
-        task: `"sequence_classification"`, `"token_classification"` or
-            `"causal_lm"`.
+        task: a key of `HEADS`: `"sequence_classification"`,
+            `"token_classification"`, `"causal_lm"` or
+            `"dual_encoder_classification"`.
         preset: `"tiny"`, `"small"` or `"base"`.
         **overrides: any backbone argument (`vocabulary_size` or
             `feature_dim`, `max_sequence_length`, `hidden_dim`, ...), mixer
             argument (`num_heads`, ...) or head argument (`num_classes`,
-            `pooling`, `head_dropout`).
+            `pooling`, `intermediate_dim`, `head_dropout`). `pooling`
+            defaults to `"last"` for causal models and `"mean"` for
+            bidirectional ones.
 
     Returns:
         The task model, a `keras.Model`.

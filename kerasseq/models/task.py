@@ -5,9 +5,10 @@ class Task(keras.Model):
     """Base of the task heads: a functional model around a backbone.
 
     Subclasses build their layers and outputs in `__init__`, call
-    `super().__init__(inputs=..., outputs=...)` with the backbone's inputs,
-    and list their own arguments in `get_config`; the backbone is
-    serialized here.
+    `super().__init__(inputs=..., outputs=...)` with the backbone's inputs
+    (or inputs of their own, as `DualEncoderClassifier` has for its two
+    sequences), and list their own arguments in `get_config`; the backbone
+    is serialized here.
     """
 
     def _check_backbone(self, backbone):
