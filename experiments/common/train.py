@@ -61,6 +61,9 @@ class TaskData:
             validation set during training.
         model_args: arguments the data fixes (`vocabulary_size` or
             `feature_dim`, `num_classes`, `max_sequence_length`).
+        model_overrides: model name -> arguments the task sets for that
+            model only (e.g. an MLP width that keeps its parameters matched
+            at the task's size); `--model_args` still overrides them.
         loss: a `keras.losses.Loss`.
         make_metrics: returns fresh metric objects for one model.
         primary_metric: the metric the comparison table reports.
@@ -73,6 +76,15 @@ class TaskData:
     loss: keras.losses.Loss
     make_metrics: Callable
     primary_metric: str = "accuracy"
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+
+    def model_args_for(self, name, config):
+        """The arguments `build_model` gets for model `name`."""
+        return {
+            **self.model_args,
+            **self.model_overrides.get(name, {}),
+            **config.model_args,
+        }
 
 
 def run(config, make_task_data):
@@ -96,7 +108,7 @@ def run(config, make_task_data):
             name,
             data.head,
             config.preset,
-            **{**data.model_args, **config.model_args},
+            **data.model_args_for(name, config),
         )
         check_same_experiment(config, name, resolved)
     all_results = {}
@@ -210,7 +222,7 @@ def train_and_evaluate(config, name, data, strategy=None):
     `run` has checked the run directory with `check_same_experiment`.
     """
     run_dir = config.run_dir(name)
-    overrides = {**data.model_args, **config.model_args}
+    overrides = data.model_args_for(name, config)
     resolved = model_config(name, data.head, config.preset, **overrides)
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path) and not config.overwrite:
