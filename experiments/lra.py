@@ -245,10 +245,11 @@ def _generator_record(config):
 
 def ensure_generated(config):
     """Draws ListOps or Pathfinder data into the data directory when it has
-    none (`--generate`). A `generator.json` there records the settings; data
+    none (`--generate`). A `<task>_generator.json` there records the
+    settings (one per task: `--task=all` may share one `--data_dir`); data
     drawn with other settings is an error, never overwritten."""
     directory = _generated_dir(config)
-    record_path = os.path.join(directory, "generator.json")
+    record_path = os.path.join(directory, f"{config.task}_generator.json")
     record = _generator_record(config)
     if os.path.exists(record_path):
         with open(record_path) as f:

@@ -201,7 +201,7 @@ def test_generated_data_is_reused_and_never_overwritten(tmp_path):
         "basic_train.tsv",
         "basic_val.tsv",
         "basic_test.tsv",
-        "generator.json",
+        "listops_generator.json",
     }
     sources, labels = listops.load(str(directory), "test")
     assert len(labels) == 1 and len(sources[0]) <= SMALL["listops"]
