@@ -80,7 +80,9 @@ def test_smnist_learns_on_real_mnist(tmp_path, model):
         eval_every=100,
         batch_size=32,
         learning_rate=3e-3,
-        warmup_steps=30,
+        # measured: with 30 warm-up steps lru stayed at chance for these 300
+        # steps (test 0.10); without, it reached 0.48
+        warmup_steps=0,
         wandb_mode="disabled",
         verbose=0,
     )
