@@ -107,15 +107,6 @@ def define_flags():
 FLAGS = flags.FLAGS
 
 
-def _check_count(name, value, minimum=1):
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int) or value < minimum
-    ):
-        raise ValueError(
-            f"--{name} must be an integer >= {minimum}, got {value!r}."
-        )
-
-
 def make_task_args(
     task,
     max_length=None,
@@ -139,7 +130,7 @@ def make_task_args(
         ("validation_size", validation_size, 0),
         ("num_generated", num_generated, 10),
     ):
-        _check_count(name, value, minimum)
+        config_lib.check_count(name, value, minimum)
     if generate and task not in GENERATED_SIZES:
         raise ValueError(
             f"--generate applies to --task=listops or pathfinder (the tasks "

@@ -71,14 +71,7 @@ def make_task_args(
         ("num_eval_examples", num_eval_examples, 1),
         ("validation_size", validation_size, 0),
     ):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < minimum
-        ):
-            raise ValueError(
-                f"--{name} must be an integer >= {minimum}, got {value!r}."
-            )
+        config_lib.check_count(name, value, minimum)
     if permutation_file is not None:
         if task != "psmnist":
             raise ValueError(

@@ -108,6 +108,17 @@ def _check_positive(name, value):
         raise ValueError(f"--{name} must be a positive integer, got {value!r}.")
 
 
+def check_count(name, value, minimum=1):
+    """Raises `ValueError` unless the flag `--name` is `None` (not given) or
+    an integer >= `minimum`."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int) or value < minimum
+    ):
+        raise ValueError(
+            f"--{name} must be an integer >= {minimum}, got {value!r}."
+        )
+
+
 def parse_models(value):
     """Splits `"gpt,lstm"` into `("gpt", "lstm")`."""
     names = tuple(n.strip() for n in value.split(",") if n.strip())
