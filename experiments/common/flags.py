@@ -7,6 +7,8 @@ model, defines its own task flags, and turns the parsed flags into an
 
 from absl import flags
 
+from kerasseq.data.tokenizers import TOKENIZERS
+
 STRATEGIES = ("auto", "default", "mirrored")
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 WANDB_MODES = ("offline", "online", "disabled")
@@ -67,4 +69,20 @@ def define_shared_flags(tasks, default_task, default_model="gpt"):
     )
     flags.DEFINE_integer(
         "verbose", 2, "Keras fit verbosity (0 silent, 1 bar, 2 a line/epoch)."
+    )
+
+
+def define_tokenizer_flags():
+    """`--tokenizer` and `--tokenizer_dir`, for the binaries over text."""
+    flags.DEFINE_enum(
+        "tokenizer",
+        "bytes",
+        list(TOKENIZERS),
+        "bytes: UTF-8 bytes, no files; gpt2: GPT-2's BPE from --tokenizer_dir.",
+    )
+    flags.DEFINE_string(
+        "tokenizer_dir",
+        None,
+        "--tokenizer=gpt2: directory with vocab.json + merges.txt or "
+        "encoder.json + vocab.bpe.",
     )

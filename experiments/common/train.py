@@ -67,6 +67,10 @@ class TaskData:
         loss: a `keras.losses.Loss`.
         make_metrics: returns fresh metric objects for one model.
         primary_metric: the metric the comparison table reports.
+        score: optional function `(model, split) -> dict` of the task's
+            official metrics on eval split `split` (computed from the
+            model's predictions, e.g. GLUE's MCC or SQuAD's EM/F1); they
+            join that split's `model.evaluate` metrics in `results.json`.
     """
 
     head: str
@@ -77,6 +81,7 @@ class TaskData:
     make_metrics: Callable
     primary_metric: str = "accuracy"
     model_overrides: dict = dataclasses.field(default_factory=dict)
+    score: Callable = None
 
     def model_args_for(self, name, config):
         """The arguments `build_model` gets for model `name`."""
@@ -291,6 +296,8 @@ def train_and_evaluate(config, name, data, strategy=None):
         # scan kernels (static loop bounds, as XLA and TPUs want) refuse
         model.make_test_function(force=True)
         evals[split] = model.evaluate(dataset, return_dict=True, verbose=0)
+        if data.score is not None:
+            evals[split].update(data.score(model, split))
     model.save(os.path.join(run_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.history.items() if v}
     results = {

@@ -1,0 +1,294 @@
+r"""Causal language modelling on WikiText-2 (raw), scored by perplexity.
+
+Trains every model of `--model` (causal models) on the training split cut
+into rows of `--seq_len` tokens, then scores the validation and test splits
+with sliding windows of `--seq_len` tokens advancing by `--eval_stride`
+(every token scored once, with context; see `kerasseq.data.wikitext`), and
+reports perplexity per token and per word. Results go to
+`WORKDIR/wikitext2/<model>/` and the comparison table.
+
+    python -m experiments.wikitext --model=gpt,mamba \
+        --data_dir=/path/to/wikitext-2-raw --tokenizer=gpt2 \
+        --tokenizer_dir=/path/to/gpt2 --seq_len=256 --sample
+
+`--data_dir` holds `wiki.{train,valid,test}.raw` or the official archive
+`wikitext-2-raw-v1.zip`. `--sample` prints (and saves as `samples.txt`) a
+continuation of `--sample_prompt` by each trained model, through
+`CausalLM.generate`.
+"""
+
+import os
+
+import keras
+from absl import app
+from absl import flags
+
+from experiments.common import config as config_lib
+from experiments.common import metrics
+from experiments.common import train
+from experiments.common.flags import define_shared_flags
+from experiments.common.flags import define_tokenizer_flags
+from kerasseq.data import tokenizers
+from kerasseq.data import wikitext
+from kerasseq.data.batching import array_dataset
+from kerasseq.data.errors import DataFormatError
+from kerasseq.data.errors import DataNotFoundError
+from kerasseq.models import MODELS
+
+TASKS = ("wikitext2",)
+EVAL_SPLITS = ("validation", "test")
+
+
+def define_flags():
+    """Defines this binary's flags (only when it runs as the program, so
+    that tests can import it beside the other binaries)."""
+    define_shared_flags(TASKS, default_task="wikitext2", default_model="gpt")
+    define_tokenizer_flags()
+    flags.DEFINE_integer(
+        "seq_len", 256, "Tokens per training row and per evaluation window."
+    )
+    flags.DEFINE_integer(
+        "eval_stride",
+        None,
+        "Tokens an evaluation window advances (default seq_len / 2).",
+    )
+    flags.DEFINE_integer(
+        "eval_batch_size", 8, "Windows per forward pass when scoring."
+    )
+    flags.DEFINE_integer(
+        "num_train_tokens", None, "Train on the first N tokens only."
+    )
+    flags.DEFINE_integer(
+        "num_eval_tokens", None, "Score the first N tokens of each split."
+    )
+    flags.DEFINE_bool(
+        "sample", False, "Print a continuation of --sample_prompt per model."
+    )
+    flags.DEFINE_string(
+        "sample_prompt", " = Robert Boulter = \n", "Prompt for --sample."
+    )
+    flags.DEFINE_integer("sample_tokens", 64, "Tokens --sample generates.")
+    flags.DEFINE_float(
+        "sample_temperature", 0.0, "0 decodes greedily; above 0 samples."
+    )
+
+
+FLAGS = flags.FLAGS
+
+
+def make_task_args(
+    tokenizer="bytes",
+    tokenizer_dir=None,
+    seq_len=256,
+    eval_stride=None,
+    eval_batch_size=8,
+    num_train_tokens=None,
+    num_eval_tokens=None,
+):
+    """Validates this binary's options into the config's `task_args`."""
+    for name, value, minimum in (
+        ("seq_len", seq_len, 2),
+        ("eval_stride", eval_stride, 1),
+        ("eval_batch_size", eval_batch_size, 1),
+        ("num_train_tokens", num_train_tokens, 2),
+        ("num_eval_tokens", num_eval_tokens, 1),
+    ):
+        config_lib.check_count(name, value, minimum)
+    eval_stride = eval_stride or max(seq_len // 2, 1)
+    if eval_stride > seq_len:
+        raise ValueError(
+            f"--eval_stride={eval_stride} exceeds --seq_len={seq_len}: "
+            "tokens between windows would never be scored."
+        )
+    if tokenizer not in tokenizers.TOKENIZERS:
+        raise ValueError(
+            f"Unknown tokenizer {tokenizer!r}. Valid tokenizers: "
+            f"{', '.join(tokenizers.TOKENIZERS)}."
+        )
+    return {
+        "tokenizer": tokenizer,
+        "tokenizer_dir": tokenizer_dir,
+        "seq_len": seq_len,
+        "eval_stride": eval_stride,
+        "eval_batch_size": eval_batch_size,
+        "num_train_tokens": num_train_tokens,
+        "num_eval_tokens": num_eval_tokens,
+    }
+
+
+def check_causal(models):
+    """Raises `ValueError` for a model that cannot be a causal LM."""
+    bidirectional = [name for name in models if not MODELS[name].causal]
+    if bidirectional:
+        causal = ", ".join(n for n, spec in MODELS.items() if spec.causal)
+        raise ValueError(
+            f"Model(s) {', '.join(bidirectional)} are bidirectional and "
+            f"cannot be causal LMs. Causal models: {causal}."
+        )
+
+
+def make_task_data(config):
+    """Reads and tokenizes the splits; builds the training rows, the
+    evaluation rows (the loss `model.evaluate` reports) and the sliding
+    windows the perplexity is scored on."""
+    args = config.task_args
+    tokenizer = tokenizers.make_tokenizer(
+        args["tokenizer"], args["tokenizer_dir"]
+    )
+    seq_len = args["seq_len"]
+    streams, words = {}, {}
+    for split in ("train",) + EVAL_SPLITS:
+        text = wikitext.read_split(config.data_dir, split)
+        stream = wikitext.tokenize_stream(tokenizer, text)
+        limit = args[
+            "num_train_tokens" if split == "train" else "num_eval_tokens"
+        ]
+        if limit and limit < len(stream):
+            # the words of the scored tokens' text
+            stream = stream[:limit]
+            text = tokenizer.decode(stream)
+        if not len(stream):
+            raise ValueError(f"The WikiText {split} split has no tokens.")
+        streams[split] = stream
+        words[split] = metrics.word_count(text)
+
+    inputs, labels = wikitext.training_rows(streams["train"], seq_len)
+    if len(labels) < config.batch_size:
+        raise ValueError(
+            f"{len(labels)} training rows of {seq_len} tokens are fewer than "
+            f"one batch (--batch_size={config.batch_size})."
+        )
+    train_data = array_dataset(
+        inputs, labels, config.batch_size, config.seed, shuffle=True,
+        drop_remainder=True,
+    )  # fmt: skip
+    evals, windows = {}, {}
+    for split in EVAL_SPLITS:
+        stream = streams[split]
+        rows = min(seq_len, len(stream) - 1)
+        if rows >= 1:
+            inputs, labels = wikitext.training_rows(stream, rows)
+            evals[split] = array_dataset(
+                inputs, labels, config.batch_size, config.seed
+            )
+        windows[split] = wikitext.sliding_windows(
+            stream, seq_len, args["eval_stride"], tokenizer.end_id
+        )
+
+    def score(model, split):
+        nll, tokens = wikitext.score_windows(
+            model, windows[split], args["eval_batch_size"]
+        )
+        return {
+            "perplexity": metrics.perplexity(nll, tokens),
+            "word_perplexity": metrics.perplexity(nll, words[split]),
+            "nll": nll,
+            "tokens": tokens,
+            "words": words[split],
+        }
+
+    return train.TaskData(
+        head="causal_lm",
+        train=train_data,
+        evals=evals,
+        model_args={
+            "vocabulary_size": tokenizer.vocabulary_size,
+            "max_sequence_length": seq_len,
+        },
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        make_metrics=lambda: [
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ],
+        primary_metric="perplexity",
+        score=score,
+    )
+
+
+def checked_task_data(config):
+    """`make_task_data`, with missing or malformed data and bad settings
+    reported as usage errors (the message, no traceback)."""
+    try:
+        return make_task_data(config)
+    except (ValueError, DataNotFoundError, DataFormatError) as error:
+        raise app.UsageError(str(error)) from error
+
+
+def sample(config, prompt, max_new_tokens, temperature=0.0):
+    """Continues `prompt` with each trained model of `config`; writes
+    `samples.txt` in each run directory.
+
+    Returns:
+        dict model name -> generated text (the continuation only).
+    """
+    args = config.task_args
+    tokenizer = tokenizers.make_tokenizer(
+        args["tokenizer"], args["tokenizer_dir"]
+    )
+    prompt_ids = tokenizer.encode(prompt) or [tokenizer.end_id]
+    # what fits in the position table, keeping the prompt's end
+    room = args["seq_len"] - max_new_tokens
+    if room < 1:
+        raise ValueError(
+            f"--sample_tokens={max_new_tokens} leaves no room for a prompt "
+            f"in --seq_len={args['seq_len']} positions."
+        )
+    prompt_ids = prompt_ids[-room:]
+    samples = {}
+    for name in config.models:
+        run_dir = config.run_dir(name)
+        model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+        ids = model.generate(
+            [prompt_ids], max_new_tokens, temperature, seed=config.seed
+        )
+        text = tokenizer.decode(ids[0, len(prompt_ids) :])
+        with open(os.path.join(run_dir, "samples.txt"), "w") as f:
+            f.write(prompt + text + "\n")
+        samples[name] = text
+    return samples
+
+
+def main(argv):
+    del argv
+    try:
+        task_args = make_task_args(
+            FLAGS.tokenizer,
+            FLAGS.tokenizer_dir,
+            FLAGS.seq_len,
+            FLAGS.eval_stride,
+            FLAGS.eval_batch_size,
+            FLAGS.num_train_tokens,
+            FLAGS.num_eval_tokens,
+        )
+        config = config_lib.from_flags(FLAGS, "wikitext", task_args)
+        check_causal(config.models)
+        config_lib.check_count("sample_tokens", FLAGS.sample_tokens, 1)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    try:
+        results = train.run(config, checked_task_data)
+    except train.SettingsConflict as error:
+        raise app.UsageError(str(error)) from error
+    for name, result in results.items():
+        test = result["eval"].get("test", {})
+        if "perplexity" in test:
+            print(
+                f"{name}: test perplexity {test['perplexity']:.2f} per token,"
+                f" {test['word_perplexity']:.2f} per word"
+            )
+    if FLAGS.sample:
+        try:
+            samples = sample(
+                config,
+                FLAGS.sample_prompt,
+                FLAGS.sample_tokens,
+                FLAGS.sample_temperature,
+            )
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
+        for name, text in samples.items():
+            print(f"--- {name} ---\n{FLAGS.sample_prompt}{text}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
