@@ -71,6 +71,9 @@ class TaskData:
             official metrics on eval split `split` (computed from the
             model's predictions, e.g. GLUE's MCC or SQuAD's EM/F1); they
             join that split's `model.evaluate` metrics in `results.json`.
+        report: counts of what the data pipeline did (examples per split,
+            examples skipped or truncated, and why), saved as `data` in
+            `results.json`, so that nothing is dropped without a count.
     """
 
     head: str
@@ -82,6 +85,7 @@ class TaskData:
     primary_metric: str = "accuracy"
     model_overrides: dict = dataclasses.field(default_factory=dict)
     score: Callable = None
+    report: dict = dataclasses.field(default_factory=dict)
 
     def model_args_for(self, name, config):
         """The arguments `build_model` gets for model `name`."""
@@ -308,6 +312,7 @@ def train_and_evaluate(config, name, data, strategy=None):
         "parameters": parameters,
         "train_steps": total_steps,
         "train_time_s": _train_time(metrics_path),
+        "data": data.report,
         "final_train": {k: float(v) for k, v in last.items()},
         "eval": {
             s: {k: float(v) for k, v in m.items()} for s, m in evals.items()

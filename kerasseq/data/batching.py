@@ -13,7 +13,8 @@ def array_dataset(
     Args:
         inputs: dict input name -> array `(N, ...)` (e.g. `token_ids` and
             `padding_mask`); every array has the same first dimension.
-        labels: int array `(N,)`.
+        labels: array `(N, ...)`: class ids (kept as int32) or targets
+            of a regression (kept as float32).
         batch_size: examples per batch.
         seed: the shuffling seed: a new order each pass, the same on every
             run.
@@ -22,7 +23,7 @@ def array_dataset(
             step has one static shape).
 
     Returns:
-        A `tf.data.Dataset` of `({name: (batch, ...)}, (batch,))`.
+        A `tf.data.Dataset` of `({name: (batch, ...)}, (batch, ...))`.
     """
     count = len(labels)
     for name, array in inputs.items():
@@ -32,7 +33,9 @@ def array_dataset(
                 f"{count} labels."
             )
     tensors = {k: tf.convert_to_tensor(v) for k, v in inputs.items()}
-    targets = tf.convert_to_tensor(np.asarray(labels, np.int32))
+    labels = np.asarray(labels)
+    dtype = np.float32 if np.issubdtype(labels.dtype, np.floating) else np.int32
+    targets = tf.convert_to_tensor(labels.astype(dtype))
 
     def gather(indices):
         batch = {k: tf.gather(v, indices) for k, v in tensors.items()}

@@ -13,4 +13,5 @@ from kerasseq.models.registry import model_config
 from kerasseq.models.registry import register_model
 from kerasseq.models.sequence_backbone import SequenceBackbone
 from kerasseq.models.sequence_classifier import SequenceClassifier
+from kerasseq.models.span_extractor import SpanExtractor
 from kerasseq.models.token_classifier import TokenClassifier

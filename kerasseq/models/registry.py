@@ -33,6 +33,7 @@ from kerasseq.models.causal_lm import CausalLM
 from kerasseq.models.dual_encoder_classifier import DualEncoderClassifier
 from kerasseq.models.sequence_backbone import SequenceBackbone
 from kerasseq.models.sequence_classifier import SequenceClassifier
+from kerasseq.models.span_extractor import SpanExtractor
 from kerasseq.models.token_classifier import TokenClassifier
 
 PRESETS = {
@@ -46,6 +47,7 @@ HEADS = {
     "token_classification": TokenClassifier,
     "causal_lm": CausalLM,
     "dual_encoder_classification": DualEncoderClassifier,
+    "span_extraction": SpanExtractor,
 }
 
 DEFAULT_MAX_SEQUENCE_LENGTH = 1024
@@ -441,8 +443,8 @@ def build_model(name, task, preset="small", **overrides):
     Args:
         name: a name in `MODEL_NAMES`, e.g. `"gpt"`, `"lstm"`.
         task: a key of `HEADS`: `"sequence_classification"`,
-            `"token_classification"`, `"causal_lm"` or
-            `"dual_encoder_classification"`.
+            `"token_classification"`, `"causal_lm"`,
+            `"dual_encoder_classification"` or `"span_extraction"`.
         preset: `"tiny"`, `"small"` or `"base"`.
         **overrides: any backbone argument (`vocabulary_size` or
             `feature_dim`, `max_sequence_length`, `hidden_dim`, ...), mixer

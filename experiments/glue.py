@@ -1,0 +1,263 @@
+r"""GLUE: nine sentence(-pair) classification tasks, with GLUE's metrics.
+
+Trains every model of `--model` on one task (or `--task=all`, the nine in
+turn) and scores each validation split with the task's official metric
+(CoLA: Matthews correlation; STS-B: Pearson and Spearman correlation;
+MRPC and QQP: F1 and accuracy; MNLI: accuracy on the matched and the
+mismatched sets; the others: accuracy). Results go to
+`WORKDIR/<task>/<model>/`; after the runs the GLUE table (each task's score,
+the mean of its metrics, and their average) is printed and saved as
+`WORKDIR/glue_table.{md,csv}`.
+
+    python -m experiments.glue --task=sst2 --model=gpt,mamba \
+        --data_dir=/path/to/glue_data --tokenizer=gpt2 \
+        --tokenizer_dir=/path/to/gpt2
+
+`--data_dir` holds GLUE's release layout (`SST-2/train.tsv`, ...; see
+`kerasseq/data/glue.py`); without it a prepared TensorFlow Datasets copy is
+used. Sentence pairs are packed as `[end] A [end] B [end]`; causal models
+classify from the last position, bidirectional ones from the mean.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+from absl import app
+from absl import flags
+
+from experiments.common import config as config_lib
+from experiments.common import metrics
+from experiments.common import results as results_lib
+from experiments.common import train
+from experiments.common.flags import define_shared_flags
+from experiments.common.flags import define_tokenizer_flags
+from kerasseq.data import glue
+from kerasseq.data import tokenizers
+from kerasseq.data.batching import array_dataset
+from kerasseq.data.errors import DataFormatError
+from kerasseq.data.errors import DataNotFoundError
+
+
+def define_flags():
+    """Defines this binary's flags (only when it runs as the program, so
+    that tests can import it beside the other binaries)."""
+    define_shared_flags(
+        glue.TASKS + ("all",), default_task="sst2", default_model="gpt"
+    )
+    define_tokenizer_flags()
+    flags.DEFINE_integer(
+        "max_length", 128, "Tokens per packed example (pairs cut to fit)."
+    )
+    flags.DEFINE_integer(
+        "num_train_examples", None, "Use the first N training examples."
+    )
+    flags.DEFINE_integer(
+        "num_eval_examples", None, "Use the first N examples of each eval."
+    )
+
+
+FLAGS = flags.FLAGS
+
+
+def make_task_args(
+    task,
+    tokenizer="bytes",
+    tokenizer_dir=None,
+    max_length=128,
+    num_train_examples=None,
+    num_eval_examples=None,
+):
+    """Validates the options of one GLUE task into the config's
+    `task_args`."""
+    glue.task_spec(task)
+    for name, value, minimum in (
+        ("max_length", max_length, 5),
+        ("num_train_examples", num_train_examples, 1),
+        ("num_eval_examples", num_eval_examples, 1),
+    ):
+        config_lib.check_count(name, value, minimum)
+    if tokenizer not in tokenizers.TOKENIZERS:
+        raise ValueError(
+            f"Unknown tokenizer {tokenizer!r}. Valid tokenizers: "
+            f"{', '.join(tokenizers.TOKENIZERS)}."
+        )
+    return {
+        "tokenizer": tokenizer,
+        "tokenizer_dir": tokenizer_dir,
+        "max_length": max_length,
+        "num_train_examples": num_train_examples,
+        "num_eval_examples": num_eval_examples,
+    }
+
+
+def _predictions(model, dataset, regression):
+    outputs = model.predict(dataset, verbose=0)
+    return outputs[:, 0] if regression else np.argmax(outputs, axis=-1)
+
+
+def make_task_data(config):
+    """Reads, tokenizes and packs the task's splits; the official metrics
+    are scored on each validation split."""
+    spec = glue.task_spec(config.task)
+    args = config.task_args
+    tokenizer = tokenizers.make_tokenizer(
+        args["tokenizer"], args["tokenizer_dir"]
+    )
+    datasets, labels, report = {}, {}, {}
+    for split in spec.splits:
+        examples = glue.load_glue(config.task, split, config.data_dir)
+        limit = args[
+            "num_train_examples" if split == "train" else "num_eval_examples"
+        ]
+        texts_a, texts_b = examples.texts_a, examples.texts_b
+        split_labels = examples.labels
+        if limit:
+            texts_a, split_labels = texts_a[:limit], split_labels[:limit]
+            texts_b = texts_b[:limit] if texts_b is not None else None
+        if not len(split_labels):
+            raise ValueError(f"The {config.task} {split} split is empty.")
+        inputs, truncated = glue.pack(
+            tokenizer, texts_a, texts_b, args["max_length"]
+        )
+        report[split] = {
+            "examples": len(split_labels),
+            "skipped_empty_text": examples.skipped,
+            "truncated": truncated,
+        }
+        training = split == "train"
+        datasets[split] = array_dataset(
+            inputs,
+            split_labels,
+            config.batch_size,
+            config.seed,
+            shuffle=training,
+            drop_remainder=training,
+        )
+        labels[split] = split_labels
+    if report["train"]["examples"] < config.batch_size:
+        raise ValueError(
+            f"{report['train']['examples']} training examples are fewer "
+            f"than one batch (--batch_size={config.batch_size})."
+        )
+
+    def score(model, split):
+        predictions = _predictions(model, datasets[split], spec.is_regression)
+        return metrics.glue_metrics(config.task, labels[split], predictions)
+
+    if spec.is_regression:
+        loss = keras.losses.MeanSquaredError()
+        make_metrics = lambda: [  # noqa: E731
+            keras.metrics.MeanAbsoluteError(name="mae")
+        ]
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        make_metrics = lambda: [  # noqa: E731
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+        ]
+    return train.TaskData(
+        head="sequence_classification",
+        train=datasets["train"],
+        evals={s: datasets[s] for s in spec.eval_splits},
+        model_args={
+            "vocabulary_size": tokenizer.vocabulary_size,
+            "num_classes": spec.num_classes,
+            "max_sequence_length": args["max_length"],
+        },
+        loss=loss,
+        make_metrics=make_metrics,
+        primary_metric=metrics.GLUE_METRICS[config.task][0],
+        score=score,
+        report=report,
+    )
+
+
+def checked_task_data(config):
+    """`make_task_data`, with missing or malformed data and bad settings
+    reported as usage errors (the message, no traceback)."""
+    try:
+        return make_task_data(config)
+    except (ValueError, DataNotFoundError, DataFormatError) as error:
+        raise app.UsageError(str(error)) from error
+
+
+# === the GLUE table ===
+
+
+def _task_scores(workdir, task, model):
+    """The official metrics of `model` on `task` from its results.json, as
+    `metrics.glue_score` takes them, or `{}`."""
+    path = os.path.join(workdir, task, model, "results.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        evals = json.load(f)["eval"]
+    names = metrics.GLUE_METRICS[task]
+    splits = glue.task_spec(task).eval_splits
+    if not all(s in evals and set(names) <= set(evals[s]) for s in splits):
+        return {}
+    if task == "mnli":
+        return {
+            "mnli_matched": evals["validation_matched"],
+            "mnli_mismatched": evals["validation_mismatched"],
+        }
+    return {task: evals["validation"]}
+
+
+def glue_table(workdir, models):
+    """Each model's GLUE score per task found under `workdir` (the mean of
+    the task's metrics, in percent) and their average.
+
+    Returns:
+        list of dicts, one row per model of `models`.
+    """
+    rows = []
+    for model in models:
+        scores = {}
+        for task in glue.TASKS:
+            scores.update(_task_scores(workdir, task, model))
+        row = {"model": model}
+        summary = metrics.glue_score(scores) if scores else None
+        for task in glue.TASKS:
+            value = summary["tasks"].get(task) if summary else None
+            row[task] = "" if value is None else round(100 * value, 2)
+        row["average"] = round(100 * summary["average"], 2) if summary else ""
+        row["tasks"] = len(summary["tasks"]) if summary else 0
+        rows.append(row)
+    return rows
+
+
+def main(argv):
+    del argv
+    tasks = glue.TASKS if FLAGS.task == "all" else (FLAGS.task,)
+    try:
+        configs = []
+        for task in tasks:
+            task_args = make_task_args(
+                task,
+                FLAGS.tokenizer,
+                FLAGS.tokenizer_dir,
+                FLAGS.max_length,
+                FLAGS.num_train_examples,
+                FLAGS.num_eval_examples,
+            )
+            config = config_lib.from_flags(FLAGS, "glue", task_args)
+            configs.append(dataclasses.replace(config, task=task))
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    for config in configs:
+        try:
+            train.run(config, checked_task_data)
+        except train.SettingsConflict as error:
+            raise app.UsageError(str(error)) from error
+    table = glue_table(FLAGS.workdir, configs[0].models)
+    results_lib.write_table(table, os.path.join(FLAGS.workdir, "glue_table"))
+    print("GLUE, validation scores (%):")
+    print(results_lib.to_markdown(table))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
