@@ -143,7 +143,7 @@ def make_task_data(config):
             f"than one batch (--batch_size={config.batch_size})."
         )
 
-    def score(model, split):
+    def score(model, split, run_dir=None):
         predictions = _predictions(model, datasets[split], spec.is_regression)
         return metrics.glue_metrics(config.task, labels[split], predictions)
 

@@ -175,7 +175,7 @@ def make_task_data(config):
             stream, seq_len, args["eval_stride"], tokenizer.end_id
         )
 
-    def score(model, split):
+    def score(model, split, run_dir=None):
         nll, tokens = wikitext.score_windows(
             model, windows[split], args["eval_batch_size"]
         )

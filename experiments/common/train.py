@@ -67,10 +67,11 @@ class TaskData:
         loss: a `keras.losses.Loss`.
         make_metrics: returns fresh metric objects for one model.
         primary_metric: the metric the comparison table reports.
-        score: optional function `(model, split) -> dict` of the task's
-            official metrics on eval split `split` (computed from the
+        score: optional function `(model, split, run_dir) -> dict` of the
+            task's official metrics on eval split `split` (computed from the
             model's predictions, e.g. GLUE's MCC or SQuAD's EM/F1); they
             join that split's `model.evaluate` metrics in `results.json`.
+            It may write files (such as predictions) into `run_dir`.
         report: counts of what the data pipeline did (examples per split,
             examples skipped or truncated, and why), saved as `data` in
             `results.json`, so that nothing is dropped without a count.
@@ -301,7 +302,7 @@ def train_and_evaluate(config, name, data, strategy=None):
         model.make_test_function(force=True)
         evals[split] = model.evaluate(dataset, return_dict=True, verbose=0)
         if data.score is not None:
-            evals[split].update(data.score(model, split))
+            evals[split].update(data.score(model, split, run_dir))
     model.save(os.path.join(run_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.history.items() if v}
     results = {

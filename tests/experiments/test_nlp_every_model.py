@@ -8,6 +8,7 @@ from kerasseq.data import glue
 from kerasseq.models import MODEL_NAMES
 from kerasseq.models import MODELS
 from tests.experiments.test_glue_binary import run_task as run_glue
+from tests.experiments.test_squad_binary import run_squad
 from tests.experiments.test_wikitext_binary import run_models as run_wikitext
 
 CAUSAL_MODELS = tuple(name for name, spec in MODELS.items() if spec.causal)
@@ -27,3 +28,8 @@ def test_every_model_on_sst2(tmp_path):
 @pytest.mark.parametrize("task", glue.TASKS)
 def test_every_glue_task(tmp_path, task):
     run_glue(tmp_path, task, ("gpt",))
+
+
+@pytest.mark.large
+def test_every_model_on_squad(tmp_path):
+    run_squad(tmp_path, "1.1", MODEL_NAMES)

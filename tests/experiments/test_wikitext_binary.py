@@ -92,7 +92,7 @@ def test_token_limits_score_the_words_of_the_kept_text(tmp_path):
         task_options={"num_eval_tokens": 50},
     )
     data = wikitext_binary.make_task_data(config)
-    scores = data.score(_Uniform(), "test")
+    scores = data.score(_Uniform(), "test", None)
     kept = ByteTokenizer().decode(
         wikitext.tokenize_stream(ByteTokenizer(), SAMPLE)[:50]
     )

@@ -1,0 +1,276 @@
+r"""SQuAD 1.1 and 2.0: extractive question answering, scored by EM and F1.
+
+Trains every model of `--model` to point at the answer span in windows of
+`[end] question [end] context [end]` (contexts longer than `--max_length`
+are cut into windows `--doc_stride` tokens apart), then turns the
+validation windows' start and end logits back into answer text (n-best
+spans, at most `--max_answer_length` tokens; for 2.0 "no answer" when the
+null score beats the best span by `--null_threshold`) and scores them with
+the official exact-match and F1 rules. Results go to
+`WORKDIR/squad<version>/<model>/`, with the predictions as
+`predictions.json` (id -> text, the official scripts' input).
+
+    python -m experiments.squad --version=1.1 --model=transformer,mamba \
+        --data_dir=/path/to/squad --tokenizer=gpt2 \
+        --tokenizer_dir=/path/to/gpt2
+
+`--data_dir` holds the official files (`train-v1.1.json`,
+`dev-v1.1.json`, or the v2.0 ones); without it a prepared TensorFlow
+Datasets copy is used. Examples whose answer is not in their context are
+skipped and counted in `results.json` (`data`).
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+from absl import app
+from absl import flags
+
+from experiments.common import config as config_lib
+from experiments.common import metrics
+from experiments.common import train
+from experiments.common.flags import define_shared_flags
+from experiments.common.flags import define_tokenizer_flags
+from kerasseq.data import squad
+from kerasseq.data import tokenizers
+from kerasseq.data.batching import array_dataset
+from kerasseq.data.errors import DataFormatError
+from kerasseq.data.errors import DataNotFoundError
+
+TASKS = ("squad",)
+
+
+def define_flags():
+    """Defines this binary's flags (only when it runs as the program, so
+    that tests can import it beside the other binaries)."""
+    define_shared_flags(TASKS, default_task="squad", default_model="gpt")
+    define_tokenizer_flags()
+    flags.DEFINE_enum("version", "1.1", list(squad.VERSIONS), "SQuAD version.")
+    flags.DEFINE_integer("max_length", 384, "Tokens per window.")
+    flags.DEFINE_integer(
+        "doc_stride", 128, "Tokens between the starts of context windows."
+    )
+    flags.DEFINE_integer(
+        "max_query_length", 64, "Questions are cut to this many tokens."
+    )
+    flags.DEFINE_integer(
+        "max_answer_length", 30, "The most tokens a predicted answer has."
+    )
+    flags.DEFINE_integer(
+        "n_best", 20, "Start and end positions considered per window."
+    )
+    flags.DEFINE_float(
+        "null_threshold",
+        0.0,
+        "2.0: predict no answer when the null score beats the best span's "
+        "by more than this.",
+    )
+    flags.DEFINE_integer(
+        "num_train_examples", None, "Use the first N training questions."
+    )
+    flags.DEFINE_integer(
+        "num_eval_examples", None, "Use the first N validation questions."
+    )
+
+
+FLAGS = flags.FLAGS
+
+
+def make_task_args(
+    version="1.1",
+    tokenizer="bytes",
+    tokenizer_dir=None,
+    max_length=384,
+    doc_stride=128,
+    max_query_length=64,
+    max_answer_length=30,
+    n_best=20,
+    null_threshold=0.0,
+    num_train_examples=None,
+    num_eval_examples=None,
+):
+    """Validates this binary's options into the config's `task_args`."""
+    if version not in squad.VERSIONS:
+        raise ValueError(
+            f"Unknown SQuAD version {version!r}. Valid versions: "
+            f"{', '.join(squad.VERSIONS)}."
+        )
+    for name, value, minimum in (
+        ("max_length", max_length, 8),
+        ("doc_stride", doc_stride, 1),
+        ("max_query_length", max_query_length, 1),
+        ("max_answer_length", max_answer_length, 1),
+        ("n_best", n_best, 1),
+        ("num_train_examples", num_train_examples, 1),
+        ("num_eval_examples", num_eval_examples, 1),
+    ):
+        config_lib.check_count(name, value, minimum)
+    chunk = max_length - max_query_length - squad.NUM_SPECIAL_TOKENS
+    if not doc_stride < chunk:
+        raise ValueError(
+            f"--doc_stride={doc_stride} must be below the shortest context "
+            f"window, --max_length - --max_query_length - 3 = {chunk}, so "
+            "that windows overlap and every answer lies wholly in one."
+        )
+    if tokenizer not in tokenizers.TOKENIZERS:
+        raise ValueError(
+            f"Unknown tokenizer {tokenizer!r}. Valid tokenizers: "
+            f"{', '.join(tokenizers.TOKENIZERS)}."
+        )
+    return {
+        "version": version,
+        "tokenizer": tokenizer,
+        "tokenizer_dir": tokenizer_dir,
+        "max_length": max_length,
+        "doc_stride": doc_stride,
+        "max_query_length": max_query_length,
+        "max_answer_length": max_answer_length,
+        "n_best": n_best,
+        "null_threshold": null_threshold,
+        "num_train_examples": num_train_examples,
+        "num_eval_examples": num_eval_examples,
+    }
+
+
+def task_name(version):
+    """The run directory's task name, e.g. `squad1.1`."""
+    return f"squad{version}"
+
+
+def make_task_data(config):
+    """Reads the questions, cuts them into windows, and scores the
+    validation windows' predictions with the official EM and F1."""
+    args = config.task_args
+    tokenizer = tokenizers.make_tokenizer(
+        args["tokenizer"], args["tokenizer_dir"]
+    )
+    examples, windows, report = {}, {}, {}
+    for split in squad.SPLITS:
+        split_examples, counts = squad.load_squad(
+            args["version"], split, config.data_dir
+        )
+        limit = args[
+            "num_train_examples" if split == "train" else "num_eval_examples"
+        ]
+        if limit:
+            split_examples = split_examples[:limit]
+        if not split_examples:
+            raise ValueError(f"The SQuAD {split} split has no questions.")
+        split_windows = squad.make_windows(
+            split_examples,
+            tokenizer,
+            args["max_length"],
+            args["doc_stride"],
+            args["max_query_length"],
+        )
+        examples[split], windows[split] = split_examples, split_windows
+        report[split] = {
+            **counts,
+            "used_examples": len(split_examples),
+            "windows": len(split_windows),
+            "truncated_questions": split_windows.truncated_questions,
+            "answers_in_no_window": split_windows.answers_in_no_window,
+        }
+    if len(windows["train"]) < config.batch_size:
+        raise ValueError(
+            f"{len(windows['train'])} training windows are fewer than one "
+            f"batch (--batch_size={config.batch_size})."
+        )
+
+    def dataset(split, training=False):
+        return array_dataset(
+            windows[split].inputs,
+            windows[split].labels,
+            config.batch_size,
+            config.seed,
+            shuffle=training,
+            drop_remainder=training,
+        )
+
+    evals = {"validation": dataset("validation")}
+
+    def score(model, split, run_dir=None):
+        logits = model.predict(evals[split], verbose=0)
+        predictions = squad.postprocess(
+            examples[split],
+            windows[split],
+            logits[:, 0],
+            logits[:, 1],
+            n_best=args["n_best"],
+            max_answer_length=args["max_answer_length"],
+            version_2=args["version"] == "2.0",
+            null_threshold=args["null_threshold"],
+        )
+        if run_dir:
+            path = os.path.join(run_dir, f"predictions_{split}.json")
+            with open(path, "w") as f:
+                json.dump(predictions, f, indent=1, ensure_ascii=False)
+        answers = {e.id: e.answers for e in examples[split]}
+        return metrics.squad_scores(predictions, answers)
+
+    return train.TaskData(
+        head="span_extraction",
+        train=dataset("train", training=True),
+        evals=evals,
+        model_args={
+            "vocabulary_size": tokenizer.vocabulary_size,
+            "max_sequence_length": args["max_length"],
+        },
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        # the share of start and end positions found
+        make_metrics=lambda: [
+            keras.metrics.SparseCategoricalAccuracy(name="position_accuracy")
+        ],
+        primary_metric="f1",
+        score=score,
+        report=report,
+    )
+
+
+def checked_task_data(config):
+    """`make_task_data`, with missing or malformed data and bad settings
+    reported as usage errors (the message, no traceback)."""
+    try:
+        return make_task_data(config)
+    except (ValueError, DataNotFoundError, DataFormatError) as error:
+        raise app.UsageError(str(error)) from error
+
+
+def main(argv):
+    del argv
+    try:
+        task_args = make_task_args(
+            FLAGS.version,
+            FLAGS.tokenizer,
+            FLAGS.tokenizer_dir,
+            FLAGS.max_length,
+            FLAGS.doc_stride,
+            FLAGS.max_query_length,
+            FLAGS.max_answer_length,
+            FLAGS.n_best,
+            FLAGS.null_threshold,
+            FLAGS.num_train_examples,
+            FLAGS.num_eval_examples,
+        )
+        config = config_lib.from_flags(FLAGS, "squad", task_args)
+        config = dataclasses.replace(config, task=task_name(FLAGS.version))
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    try:
+        results = train.run(config, checked_task_data)
+    except train.SettingsConflict as error:
+        raise app.UsageError(str(error)) from error
+    for name, result in results.items():
+        scores = result["eval"].get("validation", {})
+        if "f1" in scores:
+            print(
+                f"{name}: exact match {scores['exact_match']:.2f}, "
+                f"F1 {scores['f1']:.2f} ({int(scores['count'])} questions)"
+            )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
