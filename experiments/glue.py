@@ -37,8 +37,6 @@ from experiments.common.flags import define_tokenizer_flags
 from kerasseq.data import glue
 from kerasseq.data import tokenizers
 from kerasseq.data.batching import array_dataset
-from kerasseq.data.errors import DataFormatError
-from kerasseq.data.errors import DataNotFoundError
 
 
 def define_flags():
@@ -79,11 +77,7 @@ def make_task_args(
         ("num_eval_examples", num_eval_examples, 1),
     ):
         config_lib.check_count(name, value, minimum)
-    if tokenizer not in tokenizers.TOKENIZERS:
-        raise ValueError(
-            f"Unknown tokenizer {tokenizer!r}. Valid tokenizers: "
-            f"{', '.join(tokenizers.TOKENIZERS)}."
-        )
+    tokenizers.check_name(tokenizer)
     return {
         "tokenizer": tokenizer,
         "tokenizer_dir": tokenizer_dir,
@@ -174,15 +168,6 @@ def make_task_data(config):
     )
 
 
-def checked_task_data(config):
-    """`make_task_data`, with missing or malformed data and bad settings
-    reported as usage errors (the message, no traceback)."""
-    try:
-        return make_task_data(config)
-    except (ValueError, DataNotFoundError, DataFormatError) as error:
-        raise app.UsageError(str(error)) from error
-
-
 # === the GLUE table ===
 
 
@@ -248,10 +233,7 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     for config in configs:
-        try:
-            train.run(config, checked_task_data)
-        except train.SettingsConflict as error:
-            raise app.UsageError(str(error)) from error
+        train.run_program(config, make_task_data)
     table = glue_table(FLAGS.workdir, configs[0].models)
     results_lib.write_table(table, os.path.join(FLAGS.workdir, "glue_table"))
     print("GLUE, validation scores (%):")

@@ -37,7 +37,6 @@ from kerasseq.data import listops
 from kerasseq.data import lra
 from kerasseq.data import pathfinder
 from kerasseq.data.batching import array_dataset
-from kerasseq.data.errors import DataNotFoundError
 
 # the setup each task takes from LRA's config unless a flag is given
 _TASK_SETUP = (
@@ -382,15 +381,6 @@ def make_task_data(config):
     )
 
 
-def checked_task_data(config):
-    """`make_task_data`, with missing or malformed data and bad settings
-    reported as usage errors (the message, no traceback)."""
-    try:
-        return make_task_data(config)
-    except (ValueError, DataNotFoundError) as error:
-        raise app.UsageError(str(error)) from error
-
-
 # === the LRA table ===
 
 
@@ -448,10 +438,7 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     for config in configs:
-        try:
-            train.run(config, checked_task_data)
-        except train.SettingsConflict as error:
-            raise app.UsageError(str(error)) from error
+        train.run_program(config, make_task_data)
     table = lra_table(FLAGS.workdir, configs[0].models)
     results_lib.write_table(table, os.path.join(FLAGS.workdir, "lra_table"))
     print("Long Range Arena, test accuracy (%):")

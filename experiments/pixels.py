@@ -175,15 +175,6 @@ def make_task_data(config):
     )
 
 
-def checked_task_data(config):
-    """`make_task_data`, with missing or malformed data and bad settings
-    reported as usage errors (the message, no traceback)."""
-    try:
-        return make_task_data(config)
-    except (ValueError, pixels.DataNotFoundError) as error:
-        raise app.UsageError(str(error)) from error
-
-
 def main(argv):
     del argv
     try:
@@ -197,10 +188,7 @@ def main(argv):
         config = config_lib.from_flags(FLAGS, "pixels", task_args)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    try:
-        train.run(config, checked_task_data)
-    except train.SettingsConflict as error:
-        raise app.UsageError(str(error)) from error
+    train.run_program(config, make_task_data)
 
 
 if __name__ == "__main__":

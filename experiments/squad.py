@@ -36,8 +36,6 @@ from experiments.common.flags import define_tokenizer_flags
 from kerasseq.data import squad
 from kerasseq.data import tokenizers
 from kerasseq.data.batching import array_dataset
-from kerasseq.data.errors import DataFormatError
-from kerasseq.data.errors import DataNotFoundError
 
 TASKS = ("squad",)
 
@@ -114,11 +112,7 @@ def make_task_args(
             f"window, --max_length - --max_query_length - 3 = {chunk}, so "
             "that windows overlap and every answer lies wholly in one."
         )
-    if tokenizer not in tokenizers.TOKENIZERS:
-        raise ValueError(
-            f"Unknown tokenizer {tokenizer!r}. Valid tokenizers: "
-            f"{', '.join(tokenizers.TOKENIZERS)}."
-        )
+    tokenizers.check_name(tokenizer)
     return {
         "version": version,
         "tokenizer": tokenizer,
@@ -229,15 +223,6 @@ def make_task_data(config):
     )
 
 
-def checked_task_data(config):
-    """`make_task_data`, with missing or malformed data and bad settings
-    reported as usage errors (the message, no traceback)."""
-    try:
-        return make_task_data(config)
-    except (ValueError, DataNotFoundError, DataFormatError) as error:
-        raise app.UsageError(str(error)) from error
-
-
 def main(argv):
     del argv
     try:
@@ -258,10 +243,7 @@ def main(argv):
         config = dataclasses.replace(config, task=task_name(FLAGS.version))
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    try:
-        results = train.run(config, checked_task_data)
-    except train.SettingsConflict as error:
-        raise app.UsageError(str(error)) from error
+    results = train.run_program(config, make_task_data)
     for name, result in results.items():
         scores = result["eval"].get("validation", {})
         if "f1" in scores:

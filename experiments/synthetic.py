@@ -195,10 +195,7 @@ def main(argv):
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    try:
-        train.run(config, make_task_data)
-    except train.SettingsConflict as error:
-        raise app.UsageError(str(error)) from error
+    train.run_program(config, make_task_data)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ from experiments.common.flags import define_tokenizer_flags
 from kerasseq.data import tokenizers
 from kerasseq.data import wikitext
 from kerasseq.data.batching import array_dataset
-from kerasseq.data.errors import DataFormatError
-from kerasseq.data.errors import DataNotFoundError
 from kerasseq.models import MODELS
 
 TASKS = ("wikitext2",)
@@ -100,11 +98,7 @@ def make_task_args(
             f"--eval_stride={eval_stride} exceeds --seq_len={seq_len}: "
             "tokens between windows would never be scored."
         )
-    if tokenizer not in tokenizers.TOKENIZERS:
-        raise ValueError(
-            f"Unknown tokenizer {tokenizer!r}. Valid tokenizers: "
-            f"{', '.join(tokenizers.TOKENIZERS)}."
-        )
+    tokenizers.check_name(tokenizer)
     return {
         "tokenizer": tokenizer,
         "tokenizer_dir": tokenizer_dir,
@@ -204,15 +198,6 @@ def make_task_data(config):
     )
 
 
-def checked_task_data(config):
-    """`make_task_data`, with missing or malformed data and bad settings
-    reported as usage errors (the message, no traceback)."""
-    try:
-        return make_task_data(config)
-    except (ValueError, DataNotFoundError, DataFormatError) as error:
-        raise app.UsageError(str(error)) from error
-
-
 def sample(config, prompt, max_new_tokens, temperature=0.0):
     """Continues `prompt` with each trained model of `config`; writes
     `samples.txt` in each run directory.
@@ -264,10 +249,7 @@ def main(argv):
         config_lib.check_count("sample_tokens", FLAGS.sample_tokens, 1)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    try:
-        results = train.run(config, checked_task_data)
-    except train.SettingsConflict as error:
-        raise app.UsageError(str(error)) from error
+    results = train.run_program(config, make_task_data)
     for name, result in results.items():
         test = result["eval"].get("test", {})
         if "perplexity" in test:

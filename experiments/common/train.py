@@ -32,12 +32,15 @@ import shutil
 from collections.abc import Callable
 
 import keras
+from absl import app
 from absl import logging
 
 from experiments.common import results as results_lib
 from experiments.common.callbacks import EpochTimer
 from experiments.common.callbacks import WandbLogger
 from experiments.common.distribute import get_strategy
+from kerasseq.data.errors import DataFormatError
+from kerasseq.data.errors import DataNotFoundError
 from kerasseq.models import build_model
 from kerasseq.models import count_parameters
 from kerasseq.models import model_config
@@ -129,6 +132,23 @@ def run(config, make_task_data):
     results_lib.write_table(table, os.path.join(task_dir, "comparison"))
     print(results_lib.to_markdown(table))
     return all_results
+
+
+def run_program(config, make_task_data):
+    """`run`, for a binary's `main`: missing or malformed data, bad settings
+    and a clash with an earlier run in the workdir end the program as usage
+    errors (the message, no traceback), before anything trains."""
+
+    def checked_task_data(config):
+        try:
+            return make_task_data(config)
+        except (ValueError, DataNotFoundError, DataFormatError) as error:
+            raise app.UsageError(str(error)) from error
+
+    try:
+        return run(config, checked_task_data)
+    except SettingsConflict as error:
+        raise app.UsageError(str(error)) from error
 
 
 def _optimizer(config, total_steps):

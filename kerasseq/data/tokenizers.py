@@ -248,6 +248,15 @@ class GPT2Tokenizer(Tokenizer):
         return self._bytes[token_id]
 
 
+def check_name(name):
+    """Raises `ValueError` unless `name` is one of `TOKENIZERS`."""
+    if name not in TOKENIZERS:
+        raise ValueError(
+            f"Unknown tokenizer {name!r}. Valid tokenizers: "
+            f"{', '.join(TOKENIZERS)}."
+        )
+
+
 def make_tokenizer(name, directory=None):
     """The tokenizer `name` (one of `TOKENIZERS`); `gpt2` reads its files
     from `directory`.
@@ -256,6 +265,7 @@ def make_tokenizer(name, directory=None):
         ValueError: an unknown name, or `gpt2` without a directory.
         DataNotFoundError: the directory lacks GPT-2's files.
     """
+    check_name(name)
     if name == "bytes":
         return ByteTokenizer()
     if name == "gpt2":
@@ -266,7 +276,3 @@ def make_tokenizer(name, directory=None):
                 f"GPT-2's files ({names})."
             )
         return GPT2Tokenizer.from_directory(directory)
-    raise ValueError(
-        f"Unknown tokenizer {name!r}. Valid tokenizers: "
-        f"{', '.join(TOKENIZERS)}."
-    )
