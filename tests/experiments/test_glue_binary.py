@@ -1,8 +1,5 @@
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -10,12 +7,13 @@ import pytest
 from experiments import glue as glue_binary
 from experiments.common import metrics
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
 from kerasseq.data import glue
 from tests.data.test_glue import mnli_row
 from tests.data.test_glue import write_task
+from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 WORDS = ("good", "bad", "film", "plot", "cast", "dull", "fine", "odd")
 
 # each task's header (None: CoLA has none) and one row in its format, from
@@ -91,21 +89,9 @@ def write_glue(data_dir, task, rows_per_split=12, seed=0):
 
 def _config(workdir, data_dir, task, models, **kw):
     task_args = glue_binary.make_task_args(task, max_length=24)
-    defaults = dict(
-        family="glue",
-        task=task,
-        models=models,
-        preset="tiny",
-        task_args=task_args,
-        workdir=str(workdir),
-        data_dir=str(data_dir),
-        steps=2,
-        eval_every=2,
-        batch_size=4,
-        wandb_mode="disabled",
-        verbose=0,
+    return small_config(
+        "glue", task, models, task_args, workdir, data_dir, **kw
     )
-    return ExperimentConfig(**{**defaults, **kw})
 
 
 def run_task(tmp_path, task, models):
@@ -201,16 +187,8 @@ def test_bad_input_is_a_usage_error(tmp_path, args, match, monkeypatch):
         "--wandb_mode=disabled",
     ]
     # no prepared TFDS copies: an empty TFDS directory
-    env = {**os.environ, "PYTHONPATH": ROOT, "TFDS_DATA_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.glue", *common, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
+    result = run_binary(
+        "glue", *common, *args, env={"TFDS_DATA_DIR": str(tmp_path)}
     )
-    assert result.returncode != 0, args
-    assert match in result.stderr, (args, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert_usage_error(result, match)
     assert not (tmp_path / "runs" / "rte").exists()

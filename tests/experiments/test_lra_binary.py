@@ -1,14 +1,11 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments import lra as lra_binary
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
 from kerasseq.data import listops
 from kerasseq.data import lra
 from kerasseq.data import pathfinder
@@ -18,8 +15,9 @@ from kerasseq.models import count_parameters
 from tests.data.test_lra import write_aan
 from tests.data.test_lra import write_imdb
 from tests.data.test_pixels import write_cifar
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 # small inputs for every task: (task, max_length, how the test writes data)
 SMALL = {
@@ -67,21 +65,7 @@ def _config(workdir, data_dir, task, models, **kw):
     task_args = lra_binary.make_task_args(
         task, max_length=SMALL[task], **options
     )
-    defaults = dict(
-        family="lra",
-        task=task,
-        models=models,
-        preset="tiny",
-        task_args=task_args,
-        workdir=str(workdir),
-        data_dir=None if data_dir is None else str(data_dir),
-        steps=2,
-        eval_every=2,
-        batch_size=4,
-        wandb_mode="disabled",
-        verbose=0,
-    )
-    return ExperimentConfig(**{**defaults, **kw})
+    return small_config("lra", task, models, task_args, workdir, data_dir, **kw)
 
 
 # the default suite trains a few models on the token tasks; the pixel
@@ -257,17 +241,7 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
         (["--task=cifar"], "listops"),
     ]
     for args, match in cases:
-        result = subprocess.run(
-            [sys.executable, "-m", "experiments.lra", *common, *args],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": ROOT},
-            timeout=600,
-        )
-        assert result.returncode != 0, args
-        assert match in result.stderr, (args, result.stderr[-2000:])
-        assert "Traceback" not in result.stderr, result.stderr[-2000:]
+        assert_usage_error(run_binary("lra", *common, *args), match)
     assert not (tmp_path / "runs" / "listops" / "gpt").exists()
 
 

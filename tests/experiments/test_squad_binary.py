@@ -1,21 +1,18 @@
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
 from experiments import squad as squad_binary
 from experiments.common import metrics
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
 from tests.data.test_squad import long_context
 from tests.data.test_squad import v11_articles
 from tests.data.test_squad import v20_articles
 from tests.data.test_squad import write_squad
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 
 def _articles(version, seed):
@@ -53,21 +50,10 @@ def _config(workdir, data_dir, version, models, **kw):
     task_args = squad_binary.make_task_args(
         version, max_length=48, doc_stride=16, max_query_length=12
     )
-    defaults = dict(
-        family="squad",
-        task=squad_binary.task_name(version),
-        models=models,
-        preset="tiny",
-        task_args=task_args,
-        workdir=str(workdir),
-        data_dir=str(data_dir),
-        steps=2,
-        eval_every=2,
-        batch_size=4,
-        wandb_mode="disabled",
-        verbose=0,
+    task = squad_binary.task_name(version)
+    return small_config(
+        "squad", task, models, task_args, workdir, data_dir, **kw
     )
-    return ExperimentConfig(**{**defaults, **kw})
 
 
 def run_squad(tmp_path, version, models):
@@ -140,16 +126,6 @@ def test_missing_files_are_a_usage_error(tmp_path):
         "--version=2.0",
     ]
     # no prepared TFDS copies: an empty TFDS directory
-    env = {**os.environ, "PYTHONPATH": ROOT, "TFDS_DATA_DIR": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.squad", *common],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode != 0
-    assert "train-v2.0.json" in result.stderr, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    result = run_binary("squad", *common, env={"TFDS_DATA_DIR": str(tmp_path)})
+    assert_usage_error(result, "train-v2.0.json")
     assert not (tmp_path / "runs" / "squad2.0").exists()

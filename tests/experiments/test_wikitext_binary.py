@@ -1,41 +1,26 @@
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 
 from experiments import wikitext as wikitext_binary
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
 from kerasseq.data import wikitext
 from kerasseq.data.tokenizers import ByteTokenizer
 from tests.data.test_wikitext import SAMPLE
 from tests.data.test_wikitext import write_wikitext
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 
 def _config(workdir, data_dir, models, **kw):
     task_args = wikitext_binary.make_task_args(
         seq_len=32, eval_stride=16, **kw.pop("task_options", {})
     )
-    defaults = dict(
-        family="wikitext",
-        task="wikitext2",
-        models=models,
-        preset="tiny",
-        task_args=task_args,
-        workdir=str(workdir),
-        data_dir=str(data_dir),
-        steps=2,
-        eval_every=2,
-        batch_size=4,
-        wandb_mode="disabled",
-        verbose=0,
+    return small_config(
+        "wikitext", "wikitext2", models, task_args, workdir, data_dir, **kw
     )
-    return ExperimentConfig(**{**defaults, **kw})
 
 
 def run_models(tmp_path, models):
@@ -142,15 +127,5 @@ def test_bad_input_is_a_usage_error(tmp_path, args, match):
         "--batch_size=2",
         "--wandb_mode=disabled",
     ]
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.wikitext", *common, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        timeout=600,
-    )
-    assert result.returncode != 0, args
-    assert match in result.stderr, (args, result.stderr[-2000:])
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert_usage_error(run_binary("wikitext", *common, *args), match)
     assert not (tmp_path / "runs" / "wikitext2" / "gpt").exists()
