@@ -127,6 +127,13 @@ def run(config, make_task_data):
     all_results = {}
     for name in config.models:
         all_results[name] = train_and_evaluate(config, name, data, strategy)
+        # free the model's graphs and compiled programs before the next
+        # one (a run of every model otherwise holds them all); this also
+        # resets Keras's global settings, so the policy is set again
+        keras.backend.clear_session()
+        keras.mixed_precision.set_global_policy(
+            _POLICIES[config.mixed_precision]
+        )
     table = results_lib.comparison_table(config, all_results, data)
     task_dir = os.path.join(config.workdir, config.task)
     results_lib.write_table(table, os.path.join(task_dir, "comparison"))

@@ -132,7 +132,7 @@ def run_task(tmp_path, task, models):
 
 
 @pytest.mark.parametrize(
-    "task, models", [("cola", ("gpt",)), ("stsb", ("mamba",))]
+    "task, models", [("cola", ("gpt",)), ("stsb", ("lstm",))]
 )
 def test_task_end_to_end(tmp_path, task, models):
     run_task(tmp_path, task, models)
