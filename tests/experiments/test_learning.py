@@ -267,7 +267,7 @@ def _unigram_byte_perplexity(data_dir, num_tokens):
     with open(data_dir / "wiki.train.raw", "rb") as f:
         train_bytes = np.frombuffer(f.read(), np.uint8)
     with open(data_dir / "wiki.test.raw", "rb") as f:
-        test_bytes = np.frombuffer(f.read(), np.uint8)[:num_tokens]
+        test_bytes = np.frombuffer(f.read(), np.uint8)[: int(num_tokens)]
     counts = np.bincount(train_bytes, minlength=256) + 1.0
     log_p = np.log(counts / counts.sum())
     return float(np.exp(-log_p[test_bytes].mean()))
