@@ -20,6 +20,7 @@ classify from the last position, bidirectional ones from the mean.
 """
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -100,7 +101,7 @@ def make_task_data(config):
     tokenizer = tokenizers.make_tokenizer(
         args["tokenizer"], args["tokenizer_dir"]
     )
-    datasets, labels, report = {}, {}, {}
+    make_dataset, labels, report = {}, {}, {}
     for split in spec.splits:
         examples = glue.load_glue(config.task, split, config.data_dir)
         limit = args[
@@ -122,7 +123,8 @@ def make_task_data(config):
             "truncated": truncated,
         }
         training = split == "train"
-        datasets[split] = array_dataset(
+        make_dataset[split] = functools.partial(
+            array_dataset,
             inputs,
             split_labels,
             config.batch_size,
@@ -138,7 +140,9 @@ def make_task_data(config):
         )
 
     def score(model, split, run_dir=None):
-        predictions = _predictions(model, datasets[split], spec.is_regression)
+        predictions = _predictions(
+            model, make_dataset[split](), spec.is_regression
+        )
         return metrics.glue_metrics(config.task, labels[split], predictions)
 
     if spec.is_regression:
@@ -153,8 +157,8 @@ def make_task_data(config):
         ]
     return train.TaskData(
         head="sequence_classification",
-        train=datasets["train"],
-        evals={s: datasets[s] for s in spec.eval_splits},
+        make_train=make_dataset["train"],
+        evals={s: make_dataset[s]() for s in spec.eval_splits},
         model_args={
             "vocabulary_size": tokenizer.vocabulary_size,
             "num_classes": spec.num_classes,

@@ -366,7 +366,7 @@ def make_task_data(config):
         )
     return train.TaskData(
         head=spec.head,
-        train=dataset(splits["train"], training=True),
+        make_train=lambda: dataset(splits["train"], training=True),
         evals={s: dataset(d) for s, d in splits.items() if s != "train"},
         model_args={
             "vocabulary_size": spec.vocabulary_size,

@@ -161,7 +161,7 @@ def make_task_data(config):
     evals["test"] = dataset(test_images, test_labels)
     return train.TaskData(
         head="sequence_classification",
-        train=dataset(train_x, train_y, training=True),
+        make_train=lambda: dataset(train_x, train_y, training=True),
         evals=evals,
         model_args={
             "feature_dim": spec.feature_dim,

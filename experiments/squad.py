@@ -206,7 +206,7 @@ def make_task_data(config):
 
     return train.TaskData(
         head="span_extraction",
-        train=dataset("train", training=True),
+        make_train=lambda: dataset("train", training=True),
         evals=evals,
         model_args={
             "vocabulary_size": tokenizer.vocabulary_size,

@@ -17,6 +17,7 @@ continuation of `--sample_prompt` by each trained model, through
 `CausalLM.generate`.
 """
 
+import functools
 import os
 
 import keras
@@ -152,9 +153,9 @@ def make_task_data(config):
             f"{len(labels)} training rows of {seq_len} tokens are fewer than "
             f"one batch (--batch_size={config.batch_size})."
         )
-    train_data = array_dataset(
-        inputs, labels, config.batch_size, config.seed, shuffle=True,
-        drop_remainder=True,
+    make_train = functools.partial(
+        array_dataset, inputs, labels, config.batch_size, config.seed,
+        shuffle=True, drop_remainder=True,
     )  # fmt: skip
     evals, windows = {}, {}
     for split in EVAL_SPLITS:
@@ -183,7 +184,7 @@ def make_task_data(config):
 
     return train.TaskData(
         head="causal_lm",
-        train=train_data,
+        make_train=make_train,
         evals=evals,
         model_args={
             "vocabulary_size": tokenizer.vocabulary_size,

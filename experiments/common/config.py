@@ -46,6 +46,7 @@ class ExperimentConfig:
     mixed_precision: str = "none"
     overwrite: bool = False
     verbose: int = 2
+    fresh_process: bool = False
 
     def __post_init__(self):
         self.models = tuple(self.models)
@@ -193,6 +194,7 @@ def from_flags(flag_values, family, task_args):
         mixed_precision=flag_values.mixed_precision,
         overwrite=flag_values.overwrite,
         verbose=flag_values.verbose,
+        fresh_process=flag_values.fresh_process,
     )
     check_workdir_writable(config.workdir)
     return config

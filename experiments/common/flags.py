@@ -70,6 +70,13 @@ def define_shared_flags(tasks, default_task, default_model="gpt"):
     flags.DEFINE_integer(
         "verbose", 2, "Keras fit verbosity (0 silent, 1 bar, 2 a line/epoch)."
     )
+    flags.DEFINE_bool(
+        "fresh_process",
+        True,
+        "With several models, train each in a new Python process, so that "
+        "the memory one model's compiled programs hold is given back before "
+        "the next (TensorFlow keeps about 0.2 to 1 GB per model otherwise).",
+    )
 
 
 def define_tokenizer_flags():

@@ -18,6 +18,9 @@ again. A model whose `results.json` exists is not trained again (unless
 Either reuse needs the same settings: a run directory written with other
 ones (task options, steps, model arguments; not the list of models or
 where logs go) stops the run before anything trains.
+With several models, each trains in a fresh process unless
+`fresh_process=False` (library callers' default), so one model's compiled
+programs never hold memory while the next trains.
 When several models ran, a comparison table is printed and saved as
 `WORKDIR/<task>/comparison.{md,csv}`.
 """
@@ -27,9 +30,11 @@ import dataclasses
 import datetime
 import json
 import math
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from concurrent import futures
 
 import keras
 from absl import app
@@ -58,8 +63,13 @@ class TaskData:
 
     Attributes:
         head: the task head, a key of `kerasseq.models.HEADS`.
-        train: batched training dataset of `(inputs, labels, sample_weight)`
-            or `(inputs, labels)`; repeated by the loop when `--steps` > 0.
+        make_train: function of no arguments that builds the batched
+            training dataset of `(inputs, labels, sample_weight)` or
+            `(inputs, labels)`; repeated by the loop when `--steps` > 0.
+            Each model gets a new one, so that every model sees the
+            examples in the same order wherever it comes in the list of
+            models (a seeded shuffle reshuffles on each pass over one
+            dataset).
         evals: eval split name -> batched dataset. The first is also the
             validation set during training.
         model_args: arguments the data fixes (`vocabulary_size` or
@@ -81,7 +91,7 @@ class TaskData:
     """
 
     head: str
-    train: object
+    make_train: Callable
     evals: dict
     model_args: dict
     loss: keras.losses.Loss
@@ -126,6 +136,11 @@ def run(config, make_task_data):
         check_same_experiment(config, name, resolved)
     all_results = {}
     for name in config.models:
+        if config.fresh_process and len(config.models) > 1:
+            all_results[name] = _train_in_fresh_process(
+                config, name, make_task_data
+            )
+            continue
         all_results[name] = train_and_evaluate(config, name, data, strategy)
         # free the model's graphs and compiled programs before the next
         # one (a run of every model otherwise holds them all); this also
@@ -141,19 +156,52 @@ def run(config, make_task_data):
     return all_results
 
 
+def _train_one(config, name, make_task_data):
+    """What a fresh process runs: the task data and one model's training."""
+    keras.mixed_precision.set_global_policy(_POLICIES[config.mixed_precision])
+    data = make_task_data(config)
+    return train_and_evaluate(config, name, data, get_strategy(config.strategy))
+
+
+def _train_in_fresh_process(config, name, make_task_data):
+    """`train_and_evaluate` in a new Python process ("spawn": nothing of
+    this one's TensorFlow state is inherited), which gives all its memory
+    back when it ends. Its exceptions are raised here."""
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        job = pool.submit(_train_one, config, name, make_task_data)
+        try:
+            return job.result()
+        except futures.process.BrokenProcessPool as error:
+            raise RuntimeError(
+                f"The process training {name!r} ended without a result (it "
+                "may have run out of memory). Its run directory "
+                f"{config.run_dir(name)} keeps the last checkpoint; the same "
+                "command resumes from it."
+            ) from error
+
+
+class _CheckedTaskData:
+    """`make_task_data` with missing or malformed data and bad settings
+    raised as usage errors. A class rather than a closure, so that a fresh
+    process can be given it."""
+
+    def __init__(self, make_task_data):
+        self.make_task_data = make_task_data
+
+    def __call__(self, config):
+        try:
+            return self.make_task_data(config)
+        except (ValueError, DataNotFoundError, DataFormatError) as error:
+            raise app.UsageError(str(error)) from error
+
+
 def run_program(config, make_task_data):
     """`run`, for a binary's `main`: missing or malformed data, bad settings
     and a clash with an earlier run in the workdir end the program as usage
     errors (the message, no traceback), before anything trains."""
-
-    def checked_task_data(config):
-        try:
-            return make_task_data(config)
-        except (ValueError, DataNotFoundError, DataFormatError) as error:
-            raise app.UsageError(str(error)) from error
-
     try:
-        return run(config, checked_task_data)
+        return run(config, _CheckedTaskData(make_task_data))
     except SettingsConflict as error:
         raise app.UsageError(str(error)) from error
 
@@ -202,6 +250,7 @@ def _train_time(metrics_path):
 # experiment.
 _BOOKKEEPING = (
     "data_dir",
+    "fresh_process",
     "models",
     "overwrite",
     "strategy",
@@ -277,10 +326,10 @@ def train_and_evaluate(config, name, data, strategy=None):
     if config.steps:
         steps_per_epoch = min(config.eval_every, config.steps)
         epochs = math.ceil(config.steps / steps_per_epoch)
-        train = data.train.repeat()
+        train = data.make_train().repeat()
         total_steps = steps_per_epoch * epochs
     else:
-        steps_per_epoch, epochs, train = None, config.epochs, data.train
+        steps_per_epoch, epochs, train = None, config.epochs, data.make_train()
         total_steps = None
 
     with strategy.scope():

@@ -82,12 +82,17 @@ PAIRS = {
 DEFAULT_TASKS = ("listops", "text", "retrieval")
 
 
-def run_task(tmp_path, task, models):
+def run_task(tmp_path, task, models, fresh_process=False):
     """Trains `models` on a small `task` data set; returns the results."""
     data_dir = tmp_path / task
     options = write_task_data(task, data_dir)
     config = _config(
-        tmp_path / "runs", data_dir, task, models, task_options=options
+        tmp_path / "runs",
+        data_dir,
+        task,
+        models,
+        task_options=options,
+        fresh_process=fresh_process,
     )
     results = train.run(config, lra_binary.make_task_data)
     assert set(results) == set(models)
@@ -139,7 +144,7 @@ def test_batches_reach_the_model_in_each_task(tmp_path):
         spec = lra.task_spec(task)
         assert data.head == spec.head
         assert data.model_args["vocabulary_size"] == spec.vocabulary_size
-        inputs, labels = next(iter(data.train))
+        inputs, labels = next(iter(data.make_train()))
         for name, value in inputs.items():
             assert tuple(value.shape) == (4, SMALL[task]), name
         assert int(np.max(labels)) < spec.num_classes

@@ -73,7 +73,7 @@ def test_scifar_features_reach_the_model(tmp_path):
         "num_classes": 10,
         "max_sequence_length": 1024,
     }
-    inputs, labels = next(iter(data.train))
+    inputs, labels = next(iter(data.make_train()))
     assert tuple(inputs["features"].shape) == (4, 1024, 3)
 
 

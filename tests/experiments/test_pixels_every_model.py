@@ -20,7 +20,13 @@ def test_every_model_on_every_pixel_task(tmp_path, task):
         write_cifar(str(data_dir))
     else:
         write_mnist(str(data_dir))
-    config = _config(tmp_path / "runs", data_dir, task=task, models=MODEL_NAMES)
+    config = _config(
+        tmp_path / "runs",
+        data_dir,
+        task=task,
+        models=MODEL_NAMES,
+        fresh_process=True,  # as the binary does; see train.run
+    )
     results = train.run(config, pixels.make_task_data)
     assert set(results) == set(MODEL_NAMES)
     for result in results.values():
