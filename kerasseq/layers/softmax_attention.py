@@ -39,6 +39,11 @@ class SoftmaxAttention(keras.layers.Layer):
         dropout: float. Dropout rate on the attention weights.
         use_bias: bool. Whether the projections have biases.
         kernel_initializer: initializer of the projection kernels.
+        rotary_fraction: float in [0, 1]. Share of each head's dimensions
+            (the first ones) that queries and keys rotate by position
+            (rotary position embedding, RoFormer; GPT-NeoX / Pythia rotate
+            a quarter). 0 (the default) rotates none.
+        rotary_base: float. Wavelength base of the rotary frequencies.
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
@@ -68,11 +73,28 @@ class SoftmaxAttention(keras.layers.Layer):
         dropout=0.0,
         use_bias=True,
         kernel_initializer="glorot_uniform",
+        rotary_fraction=0.0,
+        rotary_base=10000.0,
         **kwargs,
     ):
         check_positive_int("num_heads", num_heads)
         check_positive_int("head_dim", head_dim, allow_none=True)
         check_rate("dropout", dropout)
+        is_number = isinstance(rotary_fraction, (int, float))
+        if (
+            isinstance(rotary_fraction, bool)
+            or not is_number
+            or not (0 <= rotary_fraction <= 1)
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `rotary_fraction`, "
+                f"expected a number in [0, 1], got {rotary_fraction!r}."
+            )
+        if not rotary_base > 0:
+            raise ValueError(
+                "Received an invalid value for argument `rotary_base`, "
+                f"expected a positive number, got {rotary_base!r}."
+            )
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -80,6 +102,8 @@ class SoftmaxAttention(keras.layers.Layer):
         self.dropout = dropout
         self.use_bias = use_bias
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.rotary_fraction = rotary_fraction
+        self.rotary_base = rotary_base
         self.dropout_layer = keras.layers.Dropout(dropout)
 
     def _matrix_initializer(self, fan_in_axes):
@@ -101,6 +125,8 @@ class SoftmaxAttention(keras.layers.Layer):
         hidden_dim = input_shape[-1]
         head_dim = resolve_head_dim(hidden_dim, self.num_heads, self.head_dim)
         self._head_dim = head_dim
+        # rotated dimensions: an even number, as GPT-NeoX rounds them
+        self._rotary_dim = int(head_dim * self.rotary_fraction) // 2 * 2
         heads = (self.num_heads, head_dim)
         for name in ("query", "key", "value"):
             self._add_projection(name, hidden_dim)
@@ -150,6 +176,25 @@ class SoftmaxAttention(keras.layers.Layer):
         y = ops.matmul(x, kernel)
         return y if self.output_bias is None else y + self.output_bias
 
+    def _rotate(self, x, positions):
+        """Rotary position embedding of `x` (B, T, H, K) at `positions`
+        (T,): each pair (i, i + R/2) of the first R dimensions turns by
+        `position * base ** (-2i / R)` (GPT-NeoX's half-split pairing)."""
+        rotary = self._rotary_dim
+        if not rotary:
+            return x
+        half = rotary // 2
+        exponents = ops.arange(half, dtype="float32") * (2.0 / rotary)
+        inverse = ops.power(float(self.rotary_base), -exponents)
+        angles = ops.cast(positions, "float32")[:, None] * inverse[None, :]
+        cos = ops.cast(ops.cos(angles), x.dtype)[None, :, None, :]
+        sin = ops.cast(ops.sin(angles), x.dtype)[None, :, None, :]
+        first, second = x[..., :half], x[..., half:rotary]
+        turned = [first * cos - second * sin, second * cos + first * sin]
+        if rotary < x.shape[-1]:
+            turned.append(x[..., rotary:])
+        return ops.concatenate(turned, axis=-1)
+
     def _attend(self, q, k, v, mask, training):
         # q (B, T, H, K); k, v (B, S, H, K); mask broadcastable to (B, H, T, S)
         scale = 1.0 / float(self._head_dim) ** 0.5
@@ -169,13 +214,13 @@ class SoftmaxAttention(keras.layers.Layer):
 
     def call(self, inputs, padding_mask=None, training=None):
         self._check_inputs(inputs, 3, padding_mask)
-        q = self._project(inputs, "query")
-        k = self._project(inputs, "key")
-        v = self._project(inputs, "value")
         seq_len = ops.shape(inputs)[1]
+        positions = ops.arange(seq_len)
+        q = self._rotate(self._project(inputs, "query"), positions)
+        k = self._rotate(self._project(inputs, "key"), positions)
+        v = self._project(inputs, "value")
         mask = ops.ones((1, 1, seq_len, seq_len), dtype="bool")
         if self.causal:
-            positions = ops.arange(seq_len)
             mask = positions[:, None] >= positions[None, :]
             mask = mask[None, None]
         if padding_mask is not None:
@@ -208,8 +253,9 @@ class SoftmaxAttention(keras.layers.Layer):
             check_state(f"state[{key!r}]", state[key], expected)
         index = state["index"]
         start = (0, index, 0, 0)
-        q = self._project(inputs, "query")[:, None]
-        k_new = self._project(inputs, "key")[:, None]
+        position = ops.reshape(index, (1,))
+        q = self._rotate(self._project(inputs, "query")[:, None], position)
+        k_new = self._rotate(self._project(inputs, "key")[:, None], position)
         v_new = self._project(inputs, "value")[:, None]
         keys = ops.slice_update(state["key"], start, k_new)
         values = ops.slice_update(state["value"], start, v_new)
@@ -233,5 +279,7 @@ class SoftmaxAttention(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(
                 self.kernel_initializer
             ),
+            "rotary_fraction": self.rotary_fraction,
+            "rotary_base": self.rotary_base,
         }
         return {**base_config, **config}

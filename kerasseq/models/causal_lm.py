@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from kerasseq.layers.token_embedding import TokenEmbedding
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
@@ -11,13 +12,17 @@ class CausalLM(Task):
     """Predicts the next token at every position; generates text.
 
     The logits reuse the token embedding table (tied input and output
-    embeddings). `generate` decodes with the backbone's `step`, so a
+    embeddings, as GPT-2 and Mamba), or with `tie_embeddings=False` come
+    from an output table of their own (`output_embedding`, as GPT-NeoX /
+    Pythia). `generate` decodes with the backbone's `step`, so a
     recurrent mixer keeps constant memory per generated token and an
     attention mixer fills a key/value cache.
 
     Args:
         backbone: a `kerasseq.models.SequenceBackbone` over token ids whose
             mixers are causal.
+        tie_embeddings: bool. Whether the output logits use the token
+            embedding table.
         **kwargs: other keyword arguments of `keras.Model`.
 
     Call arguments:
@@ -34,7 +39,7 @@ class CausalLM(Task):
     (1, 7)
     """
 
-    def __init__(self, backbone, **kwargs):
+    def __init__(self, backbone, tie_embeddings=True, **kwargs):
         self._check_backbone(backbone)
         if not backbone.token_inputs:
             raise ValueError(
@@ -44,17 +49,36 @@ class CausalLM(Task):
 
         # === layers ===
         self.backbone = backbone
+        self.output_embedding = None
+        if not tie_embeddings:
+            self.output_embedding = TokenEmbedding(
+                backbone.vocabulary_size,
+                backbone.hidden_dim,
+                embeddings_initializer=keras.initializers.RandomNormal(
+                    stddev=backbone.hidden_dim**-0.5
+                ),
+                dtype=backbone.dtype_policy,
+                name="output_embedding",
+            )
 
         # === functional model ===
         inputs = backbone.input
         x = backbone(inputs)
-        outputs = backbone.token_embedding(x, reverse=True)
+        outputs = self._logits(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.tie_embeddings = tie_embeddings
         self._step_function = None
 
     def _step(self, token_ids, position, states):
         hidden, states = self.backbone.step(token_ids, position, states)
-        return self.backbone.token_embedding(hidden, reverse=True), states
+        return self._logits(hidden), states
+
+    def _logits(self, hidden):
+        table = self.output_embedding or self.backbone.token_embedding
+        return table(hidden, reverse=True)
+
+    def get_config(self):
+        return {**super().get_config(), "tie_embeddings": self.tie_embeddings}
 
     def generate(self, token_ids, max_new_tokens, temperature=0.0, seed=None):
         """Continues each prompt by `max_new_tokens` tokens.

@@ -2,6 +2,7 @@ import keras
 
 from kerasseq.layers.position_embedding import PositionEmbedding
 from kerasseq.layers.residual_block import ResidualBlock
+from kerasseq.layers.residual_block import make_norm
 from kerasseq.layers.token_embedding import TokenEmbedding
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
@@ -29,9 +30,13 @@ class SequenceBackbone(keras.Model):
     """A stack of residual blocks around one kind of token mixer.
 
     Embeds token ids (or projects continuous features), adds learned
-    position embeddings if asked, runs `num_layers` pre-norm residual blocks
-    of mixer + MLP, and applies a final layer norm. Every model in kerasseq
-    is this backbone with a different mixer and a task head on top.
+    position embeddings if asked, runs `num_layers` residual blocks of
+    mixer + MLP (pre-norm by default), and applies a final norm. Every model
+    in kerasseq is this backbone with a different mixer and a task head on
+    top. The block and norm options cover the pretrained Transformers
+    `kerasseq.pretrained` loads: GPT-2 (the defaults), GPT-NeoX (parallel
+    blocks), Mamba (RMS norms, no MLP) and BERT-style encoders (post-norm
+    blocks, a norm on the embeddings and none at the end).
 
     The mixer is passed as a layer instance that serves as a template: each
     block gets its own copy built from the template's config.
@@ -50,6 +55,14 @@ class SequenceBackbone(keras.Model):
         mlp_ratio: float. MLP width as a multiple of `hidden_dim`.
         dropout: float. Dropout on embeddings and residual branches.
         layer_norm_epsilon: float.
+        block_type: `"pre_norm"`, `"parallel"` or `"post_norm"` (see
+            `kerasseq.layers.ResidualBlock`).
+        normalization: `"layer_norm"` or `"rms_norm"`, for every norm.
+        activation: the MLP's activation (`"gelu"`, `"gelu_approximate"`,
+            `"relu"`, ...).
+        embedding_norm: bool. Normalise the summed embeddings (BERT).
+        final_norm: bool. Normalise the last block's output (pre-norm and
+            parallel stacks; a post-norm stack ends normalised already).
         dtype: dtype or `keras.DTypePolicy` of every layer.
         **kwargs: other keyword arguments of `keras.Model`.
 
@@ -84,6 +97,11 @@ class SequenceBackbone(keras.Model):
         mlp_ratio=4,
         dropout=0.0,
         layer_norm_epsilon=1e-5,
+        block_type="pre_norm",
+        normalization="layer_norm",
+        activation="gelu",
+        embedding_norm=False,
+        final_norm=True,
         dtype=None,
         **kwargs,
     ):
@@ -132,6 +150,11 @@ class SequenceBackbone(keras.Model):
                 dtype=dtype,
                 name="position_embedding",
             )
+        self.embedding_norm = None
+        if embedding_norm:
+            self.embedding_norm = make_norm(
+                normalization, layer_norm_epsilon, dtype, "embedding_norm"
+            )
         self.embedding_dropout = keras.layers.Dropout(
             dropout, dtype=dtype, name="embedding_dropout"
         )
@@ -139,8 +162,11 @@ class SequenceBackbone(keras.Model):
             ResidualBlock(
                 _clone_layer(mixer, f"mixer_{i}"),
                 mlp_ratio=mlp_ratio,
+                activation=activation,
                 dropout=dropout,
                 layer_norm_epsilon=layer_norm_epsilon,
+                block_type=block_type,
+                normalization=normalization,
                 dtype=dtype,
                 name=f"block_{i}",
             )
@@ -152,9 +178,11 @@ class SequenceBackbone(keras.Model):
             share = getattr(block.mixer, "share_weights_with", None)
             if share is not None:
                 share(self.blocks[0].mixer)
-        self.final_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=dtype, name="final_norm"
-        )
+        self.final_norm = None
+        if final_norm:
+            self.final_norm = make_norm(
+                normalization, layer_norm_epsilon, dtype, "final_norm"
+            )
 
         # === functional model ===
         if vocabulary_size is not None:
@@ -175,7 +203,7 @@ class SequenceBackbone(keras.Model):
         x = self.embedding_dropout(x)
         for block in self.blocks:
             x = block(x, padding_mask=padding_mask)
-        outputs = self.final_norm(x)
+        outputs = self._finish(x)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === config ===
@@ -189,6 +217,14 @@ class SequenceBackbone(keras.Model):
         self.mlp_ratio = mlp_ratio
         self.dropout = dropout
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.block_type = block_type
+        self.normalization = normalization
+        self.activation = activation
+        self.use_embedding_norm = embedding_norm
+        self.use_final_norm = final_norm
+
+    def _finish(self, x):
+        return x if self.final_norm is None else self.final_norm(x)
 
     def _embed(self, inputs, start):
         if "token_ids" in inputs:
@@ -197,6 +233,8 @@ class SequenceBackbone(keras.Model):
             x = self.feature_projection(inputs["features"])
         if self.position_embedding is not None:
             x = x + self.position_embedding(x, start=start)
+        if self.embedding_norm is not None:
+            x = self.embedding_norm(x)
         return x
 
     @property
@@ -230,7 +268,7 @@ class SequenceBackbone(keras.Model):
             states: list from `get_initial_state` or a previous `step`.
 
         Returns:
-            `(hidden, states)`: the final-norm output `(batch_size,
+            `(hidden, states)`: the backbone's output `(batch_size,
             hidden_dim)` and the new states.
         """
         key = "token_ids" if self.token_inputs else "features"
@@ -239,7 +277,7 @@ class SequenceBackbone(keras.Model):
         for block, state in zip(self.blocks, states, strict=True):
             x, state = block.step(x, state)
             new_states.append(state)
-        return self.final_norm(x), new_states
+        return self._finish(x), new_states
 
     def get_config(self):
         return {
@@ -253,6 +291,11 @@ class SequenceBackbone(keras.Model):
             "mlp_ratio": self.mlp_ratio,
             "dropout": self.dropout,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "block_type": self.block_type,
+            "normalization": self.normalization,
+            "activation": self.activation,
+            "embedding_norm": self.use_embedding_norm,
+            "final_norm": self.use_final_norm,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
             "name": self.name,
             "trainable": self.trainable,

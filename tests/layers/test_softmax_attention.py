@@ -7,7 +7,22 @@ from tests.testing import assert_step_equals_call
 from tests.testing import value_and_grad
 
 
-def reference_attention(layer, x, causal, padding_mask=None):
+def rotate_half_reference(x, rotary_dim, base=10000.0):
+    """Rotary embedding of `x` (T, K) as GPT-NeoX writes it: the first
+    `rotary_dim` dimensions times cos, plus `rotate_half` times sin."""
+    if not rotary_dim:
+        return x
+    positions = np.arange(x.shape[0])[:, None]
+    inverse = base ** (-np.arange(0, rotary_dim, 2) / rotary_dim)
+    angles = np.concatenate([positions * inverse] * 2, axis=-1)
+    rot = x[:, :rotary_dim]
+    half = rotary_dim // 2
+    rotated_half = np.concatenate([-rot[:, half:], rot[:, :half]], axis=-1)
+    rot = rot * np.cos(angles) + rotated_half * np.sin(angles)
+    return np.concatenate([rot, x[:, rotary_dim:]], axis=-1)
+
+
+def reference_attention(layer, x, causal, padding_mask=None, rotary_dim=0):
     """Multi-head attention written out in float64 NumPy."""
     w = {
         v.path.split("/")[-1]: np.asarray(v, np.float64) for v in layer.weights
@@ -20,6 +35,8 @@ def reference_attention(layer, x, causal, padding_mask=None):
         for h in range(heads):
             q = x[b] @ w["query_kernel"][:, h] + w["query_bias"][h]
             k = x[b] @ w["key_kernel"][:, h] + w["key_bias"][h]
+            q = rotate_half_reference(q, rotary_dim)
+            k = rotate_half_reference(k, rotary_dim)
             v = x[b] @ w["value_kernel"][:, h] + w["value_bias"][h]
             for t in range(seq_len):
                 allowed = [
@@ -39,8 +56,8 @@ def reference_attention(layer, x, causal, padding_mask=None):
     return y + w["output_bias"]
 
 
-def _layer(causal, hidden_dim=12, num_heads=3):
-    layer = SoftmaxAttention(num_heads=num_heads, causal=causal)
+def _layer(causal, hidden_dim=12, num_heads=3, **kwargs):
+    layer = SoftmaxAttention(num_heads=num_heads, causal=causal, **kwargs)
     layer.build((None, None, hidden_dim))
     # non-zero biases so that the reference checks them too
     for v in layer.weights:
@@ -61,6 +78,29 @@ def test_matches_reference(causal, seq_len):
     np.testing.assert_allclose(y[0], expected[0], atol=1e-5)
     valid = mask[1]
     np.testing.assert_allclose(y[1][valid], expected[1][valid], atol=1e-5)
+
+
+@pytest.mark.parametrize("fraction,rotary_dim", [(0.25, 2), (0.5, 4), (1, 8)])
+def test_rotary_matches_reference(fraction, rotary_dim):
+    # heads of 8; GPT-NeoX rotates int(8 * fraction) dimensions
+    layer = _layer(True, hidden_dim=24, rotary_fraction=fraction)
+    x = np.random.normal(size=(2, 7, 24)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    expected = reference_attention(layer, x, True, rotary_dim=rotary_dim)
+    np.testing.assert_allclose(y, expected, atol=1e-5)
+    assert_step_equals_call(layer, x, jit=True)
+
+
+def test_rotary_scores_depend_on_relative_position_only():
+    # shifting every position by the same offset leaves the output alone:
+    # run the same tokens behind a prefix whose keys are masked out
+    layer = _layer(False, hidden_dim=24, rotary_fraction=1)
+    x = np.random.normal(size=(1, 5, 24)).astype("float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    padded = np.concatenate([np.zeros((1, 3, 24), "float32"), x], axis=1)
+    mask = np.array([[False] * 3 + [True] * 5])
+    shifted = keras.ops.convert_to_numpy(layer(padded, padding_mask=mask))
+    np.testing.assert_allclose(shifted[:, 3:], y, atol=1e-4)
 
 
 def test_padded_keys_do_not_leak():
@@ -128,3 +168,7 @@ def test_bad_arguments():
     layer = _layer(causal=False)
     with pytest.raises(ValueError, match="causal=False"):
         layer.get_initial_state(1, max_length=4)
+    with pytest.raises(ValueError, match="`rotary_fraction`.*got 1.5"):
+        SoftmaxAttention(num_heads=2, rotary_fraction=1.5)
+    with pytest.raises(ValueError, match="`rotary_base`.*got 0"):
+        SoftmaxAttention(num_heads=2, rotary_base=0)
