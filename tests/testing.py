@@ -203,16 +203,23 @@ def assert_step_equals_call(layer, x, atol=1e-5, jit=False):
 
 
 def one_model_per_mixer():
-    """Registered model names, one per (mixer class, causal) pair: models
-    that differ only in mixer arguments (`deltanet_negeig` beside
-    `deltanet`) have those arguments tested in the layer tests, and need not
-    pay for the whole-model tests twice."""
+    """Registered model names, one per (mixer class, causal, block type,
+    output table) combination: models that differ only in mixer arguments
+    (`deltanet_negeig` beside `deltanet`) or activation (`gpt2` beside
+    `gpt`) have those tested in the layer tests, and need not pay for the
+    whole-model tests twice; `pythia`'s parallel blocks and untied output
+    are whole-model matters."""
     from kerasseq.models import MODELS
 
     seen = set()
     names = []
     for name, spec in MODELS.items():
-        key = (spec.mixer, spec.causal)
+        key = (
+            spec.mixer,
+            spec.causal,
+            spec.backbone_args.get("block_type"),
+            spec.head_args.get("tie_embeddings", True),
+        )
         if key not in seen:
             seen.add(key)
             names.append(name)

@@ -62,6 +62,11 @@ _BACKBONE_ARGS = (
     "mlp_ratio",
     "dropout",
     "layer_norm_epsilon",
+    "block_type",
+    "normalization",
+    "activation",
+    "embedding_norm",
+    "final_norm",
     "dtype",
 )
 
@@ -80,6 +85,12 @@ class ModelSpec:
         mlp_ratio: MLP width as a multiple of `hidden_dim`, chosen so that
             parameter counts match across models.
         description: one line for listings.
+        backbone_args: other backbone arguments (block type, norm,
+            activation) of an architecture with pretrained checkpoints.
+        head_args: head arguments of the architecture (`tie_embeddings`).
+        pretrained: the Hugging Face `model_type` whose checkpoints this
+            name loads (`--init_from`); such models join the comparisons
+            only when named (`COMPARED_MODELS` leaves them out).
     """
 
     mixer: type
@@ -89,6 +100,9 @@ class ModelSpec:
     position_embedding: str = "none"
     mlp_ratio: float = 4
     description: str = ""
+    backbone_args: dict = dataclasses.field(default_factory=dict)
+    head_args: dict = dataclasses.field(default_factory=dict)
+    pretrained: str = None
 
 
 MODELS = {}
@@ -364,7 +378,59 @@ register_model(
     ),
 )
 
+# architectures of pretrained checkpoints (kerasseq.pretrained.from_hf),
+# from scratch at the presets' sizes or fine-tuned with --init_from
+register_model(
+    "gpt2",
+    ModelSpec(
+        SoftmaxAttention,
+        mixer_args={"causal": True},
+        preset_args=ATTENTION_HEADS,
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        backbone_args={"activation": "gelu_approximate"},
+        pretrained="gpt2",
+        description="GPT-2 (and DistilGPT-2): GPT with GELU's tanh "
+        "approximation",
+    ),
+)
+register_model(
+    "distilgpt2",
+    ModelSpec(
+        SoftmaxAttention,
+        mixer_args={"causal": True},
+        preset_args=ATTENTION_HEADS,
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        backbone_args={"activation": "gelu_approximate"},
+        pretrained="gpt2",
+        description="DistilGPT-2: GPT-2's architecture (its checkpoints "
+        "have 6 layers)",
+    ),
+)
+register_model(
+    "pythia",
+    ModelSpec(
+        SoftmaxAttention,
+        mixer_args={"causal": True, "rotary_fraction": 0.25},
+        preset_args=ATTENTION_HEADS,
+        causal=True,
+        position_embedding="none",
+        mlp_ratio=4,
+        backbone_args={"block_type": "parallel"},
+        head_args={"tie_embeddings": False},
+        pretrained="gpt_neox",
+        description="Pythia (GPT-NeoX): parallel attention and MLP, rotary "
+        "positions on a quarter of each head, untied output",
+    ),
+)
+
 MODEL_NAMES = tuple(MODELS)
+# the models every-model comparisons and tests run: the pretrained
+# architectures above differ from gpt only in details their checkpoints fix
+COMPARED_MODELS = tuple(n for n, s in MODELS.items() if s.pretrained is None)
 
 
 def _check_name(kind, value, allowed):
@@ -409,6 +475,8 @@ def model_config(name, task, preset="small", **overrides):
     merged = {
         "mlp_ratio": spec.mlp_ratio,
         "position_embedding": spec.position_embedding,
+        **spec.backbone_args,
+        **spec.head_args,
         **PRESETS[preset],
         **spec.mixer_args,
         **spec.preset_args.get(preset, {}),

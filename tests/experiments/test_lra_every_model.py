@@ -6,7 +6,7 @@ in a fresh process, as the binaries do."""
 
 import pytest
 
-from kerasseq.models import MODEL_NAMES
+from kerasseq.models import COMPARED_MODELS
 from tests.experiments.test_lra_binary import PAIRS
 from tests.experiments.test_lra_binary import check_parameters_matched
 from tests.experiments.test_lra_binary import run_task
@@ -23,7 +23,7 @@ def test_pixel_task_end_to_end(tmp_path, task):
 def test_every_model_on_every_lra_task(tmp_path, task):
     # each model in a process of its own, as the binary does: one process
     # would keep every model's compiled programs (0.2 to 1 GB each)
-    run_task(tmp_path, task, MODEL_NAMES, fresh_process=True)
+    run_task(tmp_path, task, COMPARED_MODELS, fresh_process=True)
 
 
 @pytest.mark.large

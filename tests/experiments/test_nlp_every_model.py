@@ -5,7 +5,7 @@ models per binary)."""
 import pytest
 
 from kerasseq.data import glue
-from kerasseq.models import MODEL_NAMES
+from kerasseq.models import COMPARED_MODELS
 from kerasseq.models import MODELS
 from tests.experiments.test_glue_binary import run_task as run_glue
 from tests.experiments.test_squad_binary import run_squad
@@ -21,7 +21,7 @@ def test_every_causal_model_on_wikitext(tmp_path):
 
 @pytest.mark.large
 def test_every_model_on_sst2(tmp_path):
-    run_glue(tmp_path, "sst2", MODEL_NAMES)
+    run_glue(tmp_path, "sst2", COMPARED_MODELS)
 
 
 @pytest.mark.large
@@ -32,4 +32,4 @@ def test_every_glue_task(tmp_path, task):
 
 @pytest.mark.large
 def test_every_model_on_squad(tmp_path):
-    run_squad(tmp_path, "1.1", MODEL_NAMES)
+    run_squad(tmp_path, "1.1", COMPARED_MODELS)

@@ -6,7 +6,7 @@ import pytest
 
 from experiments import pixels
 from experiments.common import train
-from kerasseq.models import MODEL_NAMES
+from kerasseq.models import COMPARED_MODELS
 from tests.data.test_pixels import write_cifar
 from tests.data.test_pixels import write_mnist
 from tests.experiments.test_pixels_binary import _config
@@ -24,10 +24,10 @@ def test_every_model_on_every_pixel_task(tmp_path, task):
         tmp_path / "runs",
         data_dir,
         task=task,
-        models=MODEL_NAMES,
+        models=COMPARED_MODELS,
         fresh_process=True,  # as the binary does; see train.run
     )
     results = train.run(config, pixels.make_task_data)
-    assert set(results) == set(MODEL_NAMES)
+    assert set(results) == set(COMPARED_MODELS)
     for result in results.values():
         assert 0 <= result["eval"]["test"]["accuracy"] <= 1

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasseq.models import MODEL_NAMES
+from kerasseq.models import COMPARED_MODELS
 from kerasseq.models import MODELS
 from kerasseq.models import DualEncoderClassifier
 from kerasseq.models import build_model
@@ -221,7 +221,7 @@ def test_build_model_for_every_model():
         key: keras.KerasTensor(value.shape, dtype=str(value.dtype))
         for key, value in _inputs(np.random.default_rng(6)).items()
     }
-    for name in MODEL_NAMES:
+    for name in COMPARED_MODELS:
         model = _build(name)
         assert model.pooling == ("last" if MODELS[name].causal else "mean")
         assert model.intermediate_dim == model.backbone.hidden_dim

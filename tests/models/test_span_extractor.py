@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerasseq.models import MODEL_NAMES
+from kerasseq.models import COMPARED_MODELS
 from kerasseq.models import MODELS
 from kerasseq.models import SpanExtractor
 from kerasseq.models import build_model
@@ -196,7 +196,7 @@ def test_learns_marked_spans():
     assert exact > 0.9, exact
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("name", COMPARED_MODELS)
 def test_build_model_for_every_model(name):
     # symbolic calls here; eager ones for a model of each kind above
     model = _build(name)

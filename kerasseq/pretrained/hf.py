@@ -1,0 +1,242 @@
+"""Reading Hugging Face checkpoints: `config.json` and the weights.
+
+`from_hf(path_or_repo_id)` reads a checkpoint directory (or downloads one
+from the hub when online), picks the converter for its `model_type`, and
+returns the kerasseq model with the weights in place. Each converter module
+(`gpt2.py`, `gpt_neox.py`, ...) defines `convert(checkpoint, task, **kw)`;
+the helpers here take tensors out of the checkpoint and assign them with
+their names and shapes checked, so that a wrong or partial file fails with
+the tensor it is about.
+"""
+
+import dataclasses
+import importlib
+import json
+import os
+
+import numpy as np
+
+# model_type in config.json -> converter module (imported when needed)
+CONVERTERS = {
+    "gpt2": "kerasseq.pretrained.gpt2",
+    "gpt_neox": "kerasseq.pretrained.gpt_neox",
+    "mamba": "kerasseq.pretrained.mamba",
+    "bert": "kerasseq.pretrained.bert",
+    "roberta": "kerasseq.pretrained.bert",
+}
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, partial, or does not fit the model."""
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A Hugging Face checkpoint read into memory.
+
+    Attributes:
+        directory: where its files are.
+        config: `config.json`, as a dict.
+        weights: tensor name -> float32 NumPy array, with any
+            architecture prefix (`transformer.`, `gpt_neox.`, `backbone.`,
+            `bert.`, ...) kept as in the file.
+        used: names taken so far (see `take`).
+    """
+
+    directory: str
+    config: dict
+    weights: dict
+    used: set = dataclasses.field(default_factory=set)
+
+    def has(self, name):
+        return name in self.weights
+
+    def take(self, name, shape=None):
+        """The tensor `name`, checked against `shape` if given."""
+        if name not in self.weights:
+            near = sorted(self.weights)[:8]
+            raise CheckpointError(
+                f"{self.directory}: the weights have no tensor {name!r} "
+                f"(a partial or different checkpoint). They hold "
+                f"{len(self.weights)} tensors, e.g. {near}."
+            )
+        array = self.weights[name]
+        if shape is not None and tuple(array.shape) != tuple(shape):
+            raise CheckpointError(
+                f"{self.directory}: tensor {name!r} has shape "
+                f"{tuple(array.shape)}, but the model built from "
+                f"config.json needs {tuple(shape)}."
+            )
+        self.used.add(name)
+        return array
+
+    def check_all_used(self, ignore=()):
+        """Raises if a tensor was not taken (a layer the converter does not
+        know would be dropped silently). `ignore`: name suffixes that
+        carry no weights (attention-mask buffers, ...)."""
+        left = [
+            name
+            for name in sorted(self.weights)
+            if name not in self.used and not name.endswith(tuple(ignore))
+        ]
+        if left:
+            raise CheckpointError(
+                f"{self.directory}: {len(left)} tensors of the checkpoint "
+                f"have no place in the kerasseq model: {left[:10]}."
+            )
+
+
+def assign(variable, array, name):
+    """Sets a Keras variable from `array`, naming the checkpoint tensor
+    `name` if the shapes differ."""
+    array = np.asarray(array)
+    if tuple(variable.shape) != tuple(array.shape):
+        raise CheckpointError(
+            f"Tensor {name!r} has shape {tuple(array.shape)}, but the "
+            f"kerasseq weight {variable.path!r} has shape "
+            f"{tuple(variable.shape)}."
+        )
+    variable.assign(array.astype(variable.dtype))
+
+
+def _looks_like_repo_id(path):
+    parts = path.split("/")
+    return (
+        not os.path.isabs(path)
+        and not path.startswith(".")
+        and len(parts) <= 2
+        and all(parts)
+    )
+
+
+def _download(repo_id):
+    """The local snapshot of hub repo `repo_id` (config and weights only)."""
+    try:
+        import huggingface_hub
+    except ImportError as error:
+        raise CheckpointError(
+            f"{repo_id!r} is not a local directory, and reading it from the "
+            "Hugging Face hub needs `pip install huggingface_hub`."
+        ) from error
+    try:
+        return huggingface_hub.snapshot_download(
+            repo_id,
+            allow_patterns=["config.json", "*.safetensors", "*.json", "*.txt"],
+        )
+    except Exception as error:  # offline, unknown repo, no access
+        raise CheckpointError(
+            f"{repo_id!r} is not a local directory, and the Hugging Face "
+            f"hub could not give it ({type(error).__name__}: {error}). "
+            "Offline, pass a directory holding config.json and "
+            "model.safetensors."
+        ) from error
+
+
+def resolve(path_or_repo_id):
+    """The local directory of a checkpoint: `path_or_repo_id` itself, or
+    the hub snapshot of a repo id (`"gpt2"`, `"EleutherAI/pythia-70m"`)."""
+    path = os.fspath(path_or_repo_id)
+    if os.path.isdir(path):
+        return path
+    if _looks_like_repo_id(path):
+        return _download(path)
+    raise CheckpointError(
+        f"No checkpoint directory at {path!r} (expected config.json and "
+        f"{' or '.join(WEIGHT_FILES)} there)."
+    )
+
+
+def _read_weights(directory):
+    safetensors_path = os.path.join(directory, "model.safetensors")
+    if os.path.exists(safetensors_path):
+        from safetensors.numpy import load_file
+
+        weights = load_file(safetensors_path)
+    elif os.path.exists(os.path.join(directory, "pytorch_model.bin")):
+        try:
+            import torch
+        except ImportError as error:
+            raise CheckpointError(
+                f"{directory} holds only pytorch_model.bin, which needs "
+                "torch to read. Convert it once where torch is installed: "
+                "`transformers.AutoModel.from_pretrained(DIR)"
+                ".save_pretrained(DIR, safe_serialization=True)` writes "
+                "model.safetensors beside it."
+            ) from error
+        state = torch.load(
+            os.path.join(directory, "pytorch_model.bin"),
+            map_location="cpu",
+            weights_only=True,
+        )
+        weights = {k: v.float().numpy() for k, v in state.items()}
+    else:
+        raise CheckpointError(
+            f"{directory} has no weights: expected "
+            f"{' or '.join(WEIGHT_FILES)} beside config.json."
+        )
+    return {
+        name: np.asarray(array, dtype=np.float32)
+        if np.issubdtype(np.asarray(array).dtype, np.floating)
+        else np.asarray(array)
+        for name, array in weights.items()
+    }
+
+
+def read_checkpoint(path_or_repo_id):
+    """Reads `config.json` and the weights of a checkpoint.
+
+    Returns:
+        A `Checkpoint`.
+
+    Raises:
+        CheckpointError: no such directory (and no hub access), no
+            `config.json`, no weight file.
+    """
+    directory = resolve(path_or_repo_id)
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.exists(config_path):
+        raise CheckpointError(
+            f"{directory} has no config.json (expected config.json and "
+            f"{' or '.join(WEIGHT_FILES)})."
+        )
+    with open(config_path) as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(
+                f"{config_path} is not valid JSON: {error}."
+            ) from error
+    return Checkpoint(directory, config, _read_weights(directory))
+
+
+def converter(model_type):
+    """The converter module of `model_type`."""
+    if model_type not in CONVERTERS:
+        raise CheckpointError(
+            f"Unsupported model_type {model_type!r} in config.json. "
+            f"Supported: {', '.join(sorted(CONVERTERS))}."
+        )
+    return importlib.import_module(CONVERTERS[model_type])
+
+
+def from_hf(path_or_repo_id, task=None, **kwargs):
+    """Builds the kerasseq model of a Hugging Face checkpoint.
+
+    Args:
+        path_or_repo_id: a directory with `config.json` and
+            `model.safetensors` (or `pytorch_model.bin`, read only when
+            torch is installed), or a hub repo id (downloaded when online).
+        task: a kerasseq head (`"causal_lm"`, `"sequence_classification"`,
+            ...). Defaults to the checkpoint's own: `"causal_lm"` for
+            causal LMs, the backbone alone for encoders.
+        **kwargs: head arguments (`num_classes`, ...) and the converter's
+            options.
+
+    Returns:
+        The kerasseq model with the checkpoint's weights.
+    """
+    checkpoint = read_checkpoint(path_or_repo_id)
+    model_type = checkpoint.config.get("model_type")
+    return converter(model_type).convert(checkpoint, task, **kwargs)
