@@ -1,1 +1,5 @@
 """Converters from Hugging Face checkpoints to kerasseq models."""
+
+from kerasseq.pretrained.hf import CheckpointError
+from kerasseq.pretrained.hf import from_hf
+from kerasseq.pretrained.hf import read_checkpoint
