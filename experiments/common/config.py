@@ -47,6 +47,7 @@ class ExperimentConfig:
     overwrite: bool = False
     verbose: int = 2
     fresh_process: bool = False
+    init_from: str = None
 
     def __post_init__(self):
         self.models = tuple(self.models)
@@ -195,6 +196,7 @@ def from_flags(flag_values, family, task_args):
         overwrite=flag_values.overwrite,
         verbose=flag_values.verbose,
         fresh_process=flag_values.fresh_process,
+        init_from=flag_values.init_from,
     )
     check_workdir_writable(config.workdir)
     return config

@@ -70,6 +70,14 @@ def define_shared_flags(tasks, default_task, default_model="gpt"):
     flags.DEFINE_integer(
         "verbose", 2, "Keras fit verbosity (0 silent, 1 bar, 2 a line/epoch)."
     )
+    flags.DEFINE_string(
+        "init_from",
+        None,
+        "Fine-tune from a Hugging Face checkpoint: a directory with "
+        "config.json and model.safetensors (or a hub id, online) of the "
+        "--model's architecture (gpt2/distilgpt2: gpt2; pythia: gpt_neox; "
+        "mamba: mamba). Its sizes replace --preset's.",
+    )
     flags.DEFINE_bool(
         "fresh_process",
         True,

@@ -49,6 +49,9 @@ from kerasseq.data.errors import DataNotFoundError
 from kerasseq.models import build_model
 from kerasseq.models import count_parameters
 from kerasseq.models import model_config
+from kerasseq.pretrained import CheckpointError
+from kerasseq.pretrained import build_from_checkpoint
+from kerasseq.pretrained import check_model_type
 
 _POLICIES = {
     "none": "float32",
@@ -133,6 +136,8 @@ def run(config, make_task_data):
             config.preset,
             **data.model_args_for(name, config),
         )
+        if config.init_from:
+            check_model_type(name, config.init_from)
         check_same_experiment(config, name, resolved)
     all_results = {}
     for name in config.models:
@@ -202,7 +207,7 @@ def run_program(config, make_task_data):
     errors (the message, no traceback), before anything trains."""
     try:
         return run(config, _CheckedTaskData(make_task_data))
-    except SettingsConflict as error:
+    except (SettingsConflict, CheckpointError) as error:
         raise app.UsageError(str(error)) from error
 
 
@@ -333,7 +338,12 @@ def train_and_evaluate(config, name, data, strategy=None):
         total_steps = None
 
     with strategy.scope():
-        model = build_model(name, data.head, config.preset, **overrides)
+        if config.init_from:
+            model = build_from_checkpoint(
+                name, config.init_from, data.head, **overrides
+            )
+        else:
+            model = build_model(name, data.head, config.preset, **overrides)
         model.compile(
             optimizer=_optimizer(config, total_steps),
             loss=data.loss,

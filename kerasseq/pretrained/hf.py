@@ -184,6 +184,25 @@ def _read_weights(directory):
     }
 
 
+def read_config(path_or_repo_id):
+    """`(directory, config.json as a dict)` of a checkpoint, without its
+    weights."""
+    directory = resolve(path_or_repo_id)
+    config_path = os.path.join(directory, "config.json")
+    if not os.path.exists(config_path):
+        raise CheckpointError(
+            f"{directory} has no config.json (expected config.json and "
+            f"{' or '.join(WEIGHT_FILES)})."
+        )
+    with open(config_path) as f:
+        try:
+            return directory, json.load(f)
+        except json.JSONDecodeError as error:
+            raise CheckpointError(
+                f"{config_path} is not valid JSON: {error}."
+            ) from error
+
+
 def read_checkpoint(path_or_repo_id):
     """Reads `config.json` and the weights of a checkpoint.
 
@@ -194,30 +213,22 @@ def read_checkpoint(path_or_repo_id):
         CheckpointError: no such directory (and no hub access), no
             `config.json`, no weight file.
     """
-    directory = resolve(path_or_repo_id)
-    config_path = os.path.join(directory, "config.json")
-    if not os.path.exists(config_path):
-        raise CheckpointError(
-            f"{directory} has no config.json (expected config.json and "
-            f"{' or '.join(WEIGHT_FILES)})."
-        )
-    with open(config_path) as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as error:
-            raise CheckpointError(
-                f"{config_path} is not valid JSON: {error}."
-            ) from error
+    directory, config = read_config(path_or_repo_id)
     return Checkpoint(directory, config, _read_weights(directory))
 
 
-def converter(model_type):
-    """The converter module of `model_type`."""
+def check_supported(model_type):
+    """Raises unless a converter reads checkpoints of `model_type`."""
     if model_type not in CONVERTERS:
         raise CheckpointError(
             f"Unsupported model_type {model_type!r} in config.json. "
             f"Supported: {', '.join(sorted(CONVERTERS))}."
         )
+
+
+def converter(model_type):
+    """The converter module of `model_type`."""
+    check_supported(model_type)
     return importlib.import_module(CONVERTERS[model_type])
 
 
