@@ -93,11 +93,13 @@ def define_tokenizer_flags():
         "tokenizer",
         "bytes",
         list(TOKENIZERS),
-        "bytes: UTF-8 bytes, no files; gpt2: GPT-2's BPE from --tokenizer_dir.",
+        "bytes: UTF-8 bytes, no files; gpt2: GPT-2's BPE from "
+        "--tokenizer_dir; wordpiece: BERT's vocab.txt from --tokenizer_dir "
+        "(classification only).",
     )
     flags.DEFINE_string(
         "tokenizer_dir",
         None,
         "--tokenizer=gpt2: directory with vocab.json + merges.txt or "
-        "encoder.json + vocab.bpe.",
+        "encoder.json + vocab.bpe; --tokenizer=wordpiece: with vocab.txt.",
     )

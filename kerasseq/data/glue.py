@@ -458,8 +458,10 @@ def truncate_longest_first(length_a, length_b, budget):
 def pack(tokenizer, texts_a, texts_b, max_length):
     """Tokenizes texts (or pairs of texts) into fixed-length model inputs.
 
-    Each row is `[end] A [end]`, or `[end] A [end] B [end]` for pairs
-    (`end` = `tokenizer.end_id`): the leading one is the classifier token
+    Each row is `[first] A [end]`, or `[first] A [end] B [end]` for pairs
+    (`end` = `tokenizer.end_id`; `first` = `tokenizer.first_id`, the same
+    token but for WordPiece's `[CLS]`): the leading one is the classifier
+    token
     of models that pool the first position, the final one what causal
     models pool the last position on. Rows longer than `max_length` lose
     tokens from the end of the longer text first
@@ -511,7 +513,7 @@ def pack(tokenizer, texts_a, texts_b, max_length):
     num_rows = len(texts_a)
     encoded = tokenizer.encode_batch(texts_a + (texts_b if is_pair else []))
     budget = max_length - num_special
-    end = tokenizer.end_id
+    first, end = tokenizer.first_id, tokenizer.end_id
     token_ids = np.full((num_rows, max_length), tokenizer.pad_id, np.int32)
     lengths = np.zeros((num_rows,), np.int64)
     num_truncated = 0
@@ -520,10 +522,10 @@ def pack(tokenizer, texts_a, texts_b, max_length):
         if is_pair:
             b = encoded[num_rows + row]
             keep_a, keep_b = truncate_longest_first(len(a), len(b), budget)
-            tokens = [end, *a[:keep_a], end, *b[:keep_b], end]
+            tokens = [first, *a[:keep_a], end, *b[:keep_b], end]
             cut = keep_a < len(a) or keep_b < len(b)
         else:
-            tokens = [end, *a[:budget], end]
+            tokens = [first, *a[:budget], end]
             cut = len(a) > budget
         num_truncated += int(cut)
         token_ids[row, : len(tokens)] = tokens

@@ -496,7 +496,7 @@ def make_windows(
         ids, starts, ends = contexts[examples[index].context]
         q, c = len(question), stop - first
         offset = q + 2
-        token_ids[w, 0] = end_id
+        token_ids[w, 0] = tokenizer.first_id
         token_ids[w, 1 : q + 1] = question
         token_ids[w, q + 1] = end_id
         token_ids[w, offset : offset + c] = ids[first:stop]

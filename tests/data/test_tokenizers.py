@@ -191,5 +191,70 @@ def test_bytes_offsets_of_multibyte_characters():
 
 
 def test_unknown_tokenizer():
-    with pytest.raises(ValueError, match="Valid tokenizers: bytes, gpt2"):
+    with pytest.raises(
+        ValueError, match="Valid tokenizers: bytes, gpt2, wordpiece"
+    ):
+        make_tokenizer("sentencepiece")
+
+
+WORDPIECE_VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "qu", "##ick", "brown",
+    "fox", ".", "jump", "##s", "cafe", "Fox",
+]  # fmt: skip
+
+
+def _write_vocab(directory, vocabulary, lowercase=None):
+    directory.mkdir(exist_ok=True)
+    (directory / "vocab.txt").write_text("\n".join(vocabulary) + "\n")
+    if lowercase is not None:
+        config = {"do_lower_case": lowercase}
+        (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_wordpiece_ids_written_out(tmp_path):
+    tokenizer = make_tokenizer(
+        "wordpiece", _write_vocab(tmp_path, WORDPIECE_VOCAB)
+    )
+    assert tokenizer.vocabulary_size == len(WORDPIECE_VOCAB)
+    assert (tokenizer.pad_id, tokenizer.start_id, tokenizer.end_id) == (
+        0, 2, 3,
+    )  # fmt: skip
+    # lowercased by default (uncased BERT), accents stripped; pieces with ##
+    assert tokenizer.encode_batch(
+        ["The quick brown Fox jumps.", "Café xyz"]
+    ) == [
+        [4, 5, 6, 7, 8, 10, 11, 9],
+        [12, 1],
+    ]
+    assert tokenizer.decode([4, 5, 6, 10, 11]) == "the quick jumps"
+    with pytest.raises(ValueError, match="no byte spans"):
+        tokenizer.encode_with_offsets("the fox")
+
+
+def test_wordpiece_cased_from_tokenizer_config(tmp_path):
+    directory = _write_vocab(tmp_path, WORDPIECE_VOCAB, lowercase=False)
+    tokenizer = make_tokenizer("wordpiece", directory)
+    assert tokenizer.encode("Fox fox") == [13, 8]
+
+
+def test_wordpiece_packs_cls_first(tmp_path):
+    from kerasseq.data.glue import pack
+
+    tokenizer = make_tokenizer(
+        "wordpiece", _write_vocab(tmp_path, WORDPIECE_VOCAB)
+    )
+    inputs, _ = pack(tokenizer, ["the fox"], ["brown"], 8)
+    np.testing.assert_array_equal(
+        inputs["token_ids"][0], [2, 4, 8, 3, 7, 3, 0, 0]
+    )
+
+
+def test_wordpiece_bad_files(tmp_path):
+    with pytest.raises(DataNotFoundError, match="expected vocab.txt"):
+        make_tokenizer("wordpiece", tmp_path)
+    with pytest.raises(ValueError, match="needs --tokenizer_dir"):
         make_tokenizer("wordpiece")
+    directory = _write_vocab(tmp_path / "v", ["[PAD]", "[UNK]", "a"])
+    with pytest.raises(DataFormatError, match=r"no \[CLS\], \[SEP\] token"):
+        make_tokenizer("wordpiece", directory)
