@@ -74,6 +74,8 @@ class BigBirdAttention(SoftmaxAttention):
         - [Zaheer et al., 2020](https://arxiv.org/abs/2007.14062)
     """
 
+    _supports_rotary = False
+
     def __init__(
         self,
         num_heads,

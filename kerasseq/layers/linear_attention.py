@@ -60,6 +60,8 @@ class LinearAttention(SoftmaxAttention):
         - [Katharopoulos et al., 2020](https://arxiv.org/abs/2006.16236)
     """
 
+    _supports_rotary = False
+
     def __init__(
         self,
         num_heads,

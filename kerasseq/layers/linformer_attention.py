@@ -69,6 +69,8 @@ class LinformerAttention(SoftmaxAttention):
         - [Wang et al., 2020](https://arxiv.org/abs/2006.04768)
     """
 
+    _supports_rotary = False
+
     def __init__(
         self,
         num_heads,

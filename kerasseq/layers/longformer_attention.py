@@ -88,6 +88,8 @@ class LongformerAttention(SoftmaxAttention):
         - [Beltagy et al., 2020](https://arxiv.org/abs/2004.05150)
     """
 
+    _supports_rotary = False
+
     def __init__(
         self,
         num_heads,

@@ -84,6 +84,8 @@ class PerformerAttention(SoftmaxAttention):
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
     """
 
+    _supports_rotary = False
+
     def __init__(
         self,
         num_heads,

@@ -65,6 +65,9 @@ class SoftmaxAttention(keras.layers.Layer):
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
     """
 
+    # subclasses that attend their own way turn this off
+    _supports_rotary = True
+
     def __init__(
         self,
         num_heads,
@@ -94,6 +97,11 @@ class SoftmaxAttention(keras.layers.Layer):
             raise ValueError(
                 "Received an invalid value for argument `rotary_base`, "
                 f"expected a positive number, got {rotary_base!r}."
+            )
+        if rotary_fraction and not self._supports_rotary:
+            raise ValueError(
+                f"{type(self).__name__} has no rotary position embedding; "
+                f"got rotary_fraction={rotary_fraction!r} (allowed: 0)."
             )
         super().__init__(**kwargs)
         self.num_heads = num_heads

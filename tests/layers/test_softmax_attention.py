@@ -172,3 +172,10 @@ def test_bad_arguments():
         SoftmaxAttention(num_heads=2, rotary_fraction=1.5)
     with pytest.raises(ValueError, match="`rotary_base`.*got 0"):
         SoftmaxAttention(num_heads=2, rotary_base=0)
+
+
+def test_subclasses_refuse_rotary():
+    from kerasseq.layers import LongformerAttention
+
+    with pytest.raises(ValueError, match="LongformerAttention has no rotary"):
+        LongformerAttention(num_heads=2, rotary_fraction=0.5)
