@@ -52,11 +52,15 @@ def build_from_checkpoint(name, path, task, **overrides):
     """
     check_model_type(name, path)
     checkpoint = read_checkpoint(path)
-    resolved = model_config(name, task, **overrides)
+    # the head's own arguments (`num_classes`, `pooling`, ...); the
+    # checkpoint decides the output table, and the head's dropout keeps its
+    # own name (a bare `dropout` would reach the backbone)
+    head = dict(model_config(name, task, **overrides)["head"])
+    head.pop("tie_embeddings", None)
+    if "dropout" in head:
+        head["head_dropout"] = head.pop("dropout")
     model = converter(checkpoint.config["model_type"]).convert(
-        checkpoint,
-        task,
-        **{k: v for k, v in resolved["head"].items() if k != "tie_embeddings"},
+        checkpoint, task, **head
     )
     backbone = model.backbone if hasattr(model, "backbone") else model
     vocabulary = overrides.get("vocabulary_size")

@@ -1,0 +1,278 @@
+"""GPT-2 and DistilGPT-2 checkpoints (`model_type: "gpt2"`) as kerasseq
+models.
+
+`convert` builds the registry's `"gpt2"` architecture with the sizes of
+`config.json` and fills it from the checkpoint. GPT-2 keeps its linear
+layers as `Conv1D`, whose weights are `(in, out)` like Keras kernels; the
+attention's `c_attn` packs queries, keys and values side by side along the
+output axis, each `num_heads * head_dim` wide, head after head.
+
+Tensor names, with the `transformer.` prefix of `GPT2LMHeadModel` (a bare
+`GPT2Model`, or the original OpenAI files, have none):
+
+    wte.weight                     (V, D)  token_embedding.embeddings
+    wpe.weight                     (P, D)  position_embedding.embeddings
+    h.{i}.ln_1.{weight,bias}       (D,)    blocks[i].mixer_norm
+    h.{i}.attn.c_attn.weight       (D, 3D) mixer.{query,key,value}_kernel
+    h.{i}.attn.c_attn.bias         (3D,)   mixer.{query,key,value}_bias
+    h.{i}.attn.c_proj.weight       (D, D)  mixer.output_kernel (H, K, D)
+    h.{i}.attn.c_proj.bias         (D,)    mixer.output_bias
+    h.{i}.ln_2.{weight,bias}       (D,)    blocks[i].mlp_norm
+    h.{i}.mlp.c_fc.{weight,bias}   (D, F)  blocks[i].mlp_in
+    h.{i}.mlp.c_proj.{weight,bias} (F, D)  blocks[i].mlp_out
+    ln_f.{weight,bias}             (D,)    final_norm
+    lm_head.weight                 (V, D)  wte itself (may be absent), or
+                                           output_embedding when
+                                           tie_word_embeddings is false
+"""
+
+import numpy as np
+
+from kerasseq.models.registry import build_model
+from kerasseq.pretrained.hf import CheckpointError
+from kerasseq.pretrained.hf import assign
+
+ARCHITECTURE = "gpt2"
+
+# activation_function in config.json -> the kerasseq MLP activation
+ACTIVATIONS = {
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+    "gelu": "gelu",
+    "relu": "relu",
+}
+
+# buffers some files keep beside the weights (the causal mask)
+BUFFERS = ("attn.bias", "attn.masked_bias")
+
+PREFIXES = ("transformer.", "")
+
+
+def _require(checkpoint, key, allowed, default):
+    value = checkpoint.config.get(key, default)
+    if value not in allowed:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json has {key}={value!r}, "
+            f"which the kerasseq GPT-2 does not support. Supported: "
+            f"{', '.join(repr(v) for v in allowed)}."
+        )
+    return value
+
+
+def _size(checkpoint, key):
+    value = checkpoint.config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json needs a positive integer "
+            f"{key!r}, got {value!r}."
+        )
+    return value
+
+
+def model_arguments(checkpoint, task):
+    """The `build_model` arguments that `config.json` fixes.
+
+    Args:
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` of GPT-2.
+        task: the kerasseq head.
+
+    Returns:
+        dict of sizes and options for `build_model("gpt2", task, ...)`.
+
+    Raises:
+        CheckpointError: a GPT-2 variant kerasseq does not build
+            (another activation, unscaled or per-layer-scaled attention,
+            cross-attention).
+    """
+    config = checkpoint.config
+    activation = _require(
+        checkpoint, "activation_function", tuple(ACTIVATIONS), "gelu_new"
+    )
+    _require(checkpoint, "scale_attn_weights", (True,), True)
+    _require(checkpoint, "scale_attn_by_inverse_layer_idx", (False,), False)
+    _require(checkpoint, "add_cross_attention", (False,), False)
+    hidden_dim = _size(checkpoint, "n_embd")
+    num_heads = _size(checkpoint, "n_head")
+    if hidden_dim % num_heads:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json has n_embd={hidden_dim}, "
+            f"not a multiple of n_head={num_heads}."
+        )
+    intermediate_dim = config.get("n_inner") or 4 * hidden_dim
+    arguments = {
+        "vocabulary_size": _size(checkpoint, "vocab_size"),
+        "hidden_dim": hidden_dim,
+        "num_layers": _size(checkpoint, "n_layer"),
+        "num_heads": num_heads,
+        "max_sequence_length": _size(checkpoint, "n_positions"),
+        "mlp_ratio": intermediate_dim / hidden_dim,
+        "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
+        "activation": ACTIVATIONS[activation],
+    }
+    if task == "causal_lm":
+        arguments["tie_embeddings"] = config.get("tie_word_embeddings", True)
+    return arguments
+
+
+def _prefix(checkpoint):
+    for prefix in PREFIXES:
+        if checkpoint.has(f"{prefix}wte.weight"):
+            return prefix
+    raise CheckpointError(
+        f"{checkpoint.directory}: no GPT-2 token embedding in the weights "
+        f"(looked for {[p + 'wte.weight' for p in PREFIXES]})."
+    )
+
+
+def _same(array):
+    return [array]
+
+
+def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
+    """Rows (checkpoint tensor, its shape, kerasseq variables, function from
+    the tensor to the variables' values) of one block."""
+    D, H, F = hidden_dim, num_heads, intermediate_dim
+    K = D // H
+    attention, norm1, norm2 = block.mixer, block.mixer_norm, block.mlp_norm
+    mlp_in, mlp_out = block.mlp_in, block.mlp_out
+    qkv_kernels = [
+        attention.query_kernel,
+        attention.key_kernel,
+        attention.value_kernel,
+    ]
+    qkv_biases = [
+        attention.query_bias,
+        attention.key_bias,
+        attention.value_bias,
+    ]
+
+    def qkv(array):
+        # (..., 3D) -> q, k, v, each (..., H, K)
+        parts = np.split(array, 3, axis=-1)
+        return [part.reshape(*part.shape[:-1], H, K) for part in parts]
+
+    def heads_in(array):
+        # (D, D), rows head after head -> (H, K, D)
+        return [array.reshape(H, K, D)]
+
+    # fmt: off
+    return [
+        (f"{name}.ln_1.weight", (D,), [norm1.gamma], _same),
+        (f"{name}.ln_1.bias", (D,), [norm1.beta], _same),
+        (f"{name}.attn.c_attn.weight", (D, 3 * D), qkv_kernels, qkv),
+        (f"{name}.attn.c_attn.bias", (3 * D,), qkv_biases, qkv),
+        (f"{name}.attn.c_proj.weight", (D, D), [attention.output_kernel],
+         heads_in),
+        (f"{name}.attn.c_proj.bias", (D,), [attention.output_bias], _same),
+        (f"{name}.ln_2.weight", (D,), [norm2.gamma], _same),
+        (f"{name}.ln_2.bias", (D,), [norm2.beta], _same),
+        (f"{name}.mlp.c_fc.weight", (D, F), [mlp_in.kernel], _same),
+        (f"{name}.mlp.c_fc.bias", (F,), [mlp_in.bias], _same),
+        (f"{name}.mlp.c_proj.weight", (F, D), [mlp_out.kernel], _same),
+        (f"{name}.mlp.c_proj.bias", (D,), [mlp_out.bias], _same),
+    ]
+    # fmt: on
+
+
+def _load(checkpoint, table):
+    for name, shape, variables, to_values in table:
+        values = to_values(checkpoint.take(name, shape))
+        for variable, value in zip(variables, values, strict=True):
+            assign(variable, value, name)
+
+
+def load_backbone(backbone, checkpoint):
+    """Assigns the checkpoint's weights to a GPT-2 `SequenceBackbone`.
+
+    Args:
+        backbone: the backbone of a model built by `build_model("gpt2",
+            ...)` with `model_arguments(checkpoint, ...)`.
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint`.
+
+    Returns:
+        The prefix of the tensor names (`"transformer."` or `""`).
+    """
+    prefix = _prefix(checkpoint)
+    V, D = backbone.vocabulary_size, backbone.hidden_dim
+    P = backbone.max_sequence_length
+    F = backbone.blocks[0].mlp_in.units
+    H = backbone.blocks[0].mixer.num_heads
+    tokens = backbone.token_embedding.embeddings
+    positions = backbone.position_embedding.embeddings
+    final_norm = backbone.final_norm
+    # fmt: off
+    table = [
+        (f"{prefix}wte.weight", (V, D), [tokens], _same),
+        (f"{prefix}wpe.weight", (P, D), [positions], _same),
+        (f"{prefix}ln_f.weight", (D,), [final_norm.gamma], _same),
+        (f"{prefix}ln_f.bias", (D,), [final_norm.beta], _same),
+    ]
+    # fmt: on
+    for i, block in enumerate(backbone.blocks):
+        table += _block_table(block, f"{prefix}h.{i}", D, H, F)
+    _load(checkpoint, table)
+    return prefix
+
+
+def _load_lm_head(model, checkpoint, prefix, task):
+    name = "lm_head.weight"
+    if task == "causal_lm" and not model.tie_embeddings:
+        table = model.output_embedding.embeddings
+        assign(table, checkpoint.take(name, tuple(table.shape)), name)
+        return
+    if not checkpoint.has(name):
+        return
+    # a tied LM head is wte itself; another head has no use for it
+    lm_head = checkpoint.take(name)
+    wte = f"{prefix}wte.weight"
+    if task == "causal_lm" and not np.array_equal(
+        lm_head, checkpoint.weights[wte]
+    ):
+        raise CheckpointError(
+            f"{checkpoint.directory}: {name!r} differs from {wte!r}, but "
+            "config.json has tie_word_embeddings=true."
+        )
+
+
+def convert(checkpoint, task=None, **kwargs):
+    """Builds the kerasseq GPT-2 of a checkpoint, with its weights.
+
+    Args:
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` with
+            `model_type: "gpt2"` (`GPT2LMHeadModel` or `GPT2Model`).
+        task: `None` or `"causal_lm"` for the language model; another
+            kerasseq head (`"sequence_classification"`, ...) gets the
+            checkpoint's backbone and a freshly initialised head (the LM
+            head is then left out).
+        **kwargs: head arguments (`num_classes`, ...) and other
+            `build_model` overrides that do not change the weights'
+            shapes (`dropout`, `dtype`). `dropout` defaults to the
+            checkpoint's `resid_pdrop`.
+
+    Returns:
+        The task model, a `keras.Model`.
+
+    Raises:
+        CheckpointError: an unsupported configuration, a missing or
+            misshapen tensor, or a tensor the model has no place for.
+    """
+    task = task or "causal_lm"
+    arguments = model_arguments(checkpoint, task)
+    fixed = sorted(set(arguments) & set(kwargs))
+    if fixed:
+        raise CheckpointError(
+            f"{checkpoint.directory}: {fixed} are set by the checkpoint's "
+            "config.json and cannot be overridden."
+        )
+    kwargs.setdefault("dropout", checkpoint.config.get("resid_pdrop", 0.0))
+    try:
+        model = build_model(ARCHITECTURE, task, "small", **arguments, **kwargs)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{checkpoint.directory}: cannot build a GPT-2 {task!r} model: "
+            f"{error}"
+        ) from error
+    prefix = load_backbone(model.backbone, checkpoint)
+    _load_lm_head(model, checkpoint, prefix, task)
+    checkpoint.check_all_used(ignore=BUFFERS)
+    return model

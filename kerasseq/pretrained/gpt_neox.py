@@ -1,0 +1,338 @@
+"""GPT-NeoX and Pythia checkpoints (`model_type: "gpt_neox"`) as kerasseq
+models.
+
+`convert` builds the registry's `"pythia"` architecture with the sizes of
+`config.json` and fills it from the checkpoint. GPT-NeoX's linear layers
+are PyTorch `Linear`s, with weights `(out, in)`: the transpose of a Keras
+kernel. The attention's `query_key_value` packs, for each head in turn,
+that head's query, key and value: its output axis is `(num_heads, 3,
+head_dim)`, not three blocks of `num_heads * head_dim` as GPT-2's.
+
+Tensor names, with the `gpt_neox.` prefix of `GPTNeoXForCausalLM` (a bare
+`GPTNeoXModel` has none):
+
+    embed_in.weight                     (V, D)  token_embedding.embeddings
+    layers.{i}.input_layernorm          (D,)    blocks[i].mixer_norm
+    layers.{i}.attention.query_key_value.weight
+                                        (3D, D) mixer.{query,key,value}_kernel
+    layers.{i}.attention.query_key_value.bias
+                                        (3D,)   mixer.{query,key,value}_bias
+    layers.{i}.attention.dense.weight   (D, D)  mixer.output_kernel (H, K, D)
+    layers.{i}.attention.dense.bias     (D,)    mixer.output_bias
+    layers.{i}.post_attention_layernorm (D,)    blocks[i].mlp_norm
+    layers.{i}.mlp.dense_h_to_4h        (F, D)  blocks[i].mlp_in
+    layers.{i}.mlp.dense_4h_to_h        (D, F)  blocks[i].mlp_out
+    final_layer_norm                    (D,)    final_norm
+    embed_out.weight                    (V, D)  output_embedding.embeddings
+
+(unprefixed `embed_out.weight`; files written by transformers 5 may call it
+`lm_head.weight`).
+
+Blocks are parallel (`use_parallel_residual`, every Pythia) or, without it,
+sequential pre-norm blocks. Rotary position embedding turns the first
+`rotary_pct` of each head's dimensions (`rope_parameters` in files written
+by transformers 5).
+"""
+
+import numpy as np
+
+from kerasseq.models.registry import build_model
+from kerasseq.pretrained.hf import CheckpointError
+from kerasseq.pretrained.hf import assign
+
+ARCHITECTURE = "pythia"
+
+# hidden_act in config.json -> the kerasseq MLP activation
+ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_approximate",
+    "gelu_pytorch_tanh": "gelu_approximate",
+    "relu": "relu",
+}
+
+# buffers some files keep beside the weights (causal mask, frequencies)
+BUFFERS = ("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq")
+
+PREFIXES = ("gpt_neox.", "")
+LM_HEADS = ("embed_out.weight", "lm_head.weight")
+
+
+def _unsupported(checkpoint, setting, allowed):
+    return CheckpointError(
+        f"{checkpoint.directory}: config.json has {setting}, which the "
+        f"kerasseq GPT-NeoX does not support. Supported: {allowed}."
+    )
+
+
+def _rotary(checkpoint):
+    """`(rotary_fraction, rotary_base)` from either way of writing them."""
+    config = checkpoint.config
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise _unsupported(
+            checkpoint, f"rope_type={rope_type!r}", "'default' (no scaling)"
+        )
+    fraction = rope.get("partial_rotary_factor", config.get("rotary_pct"))
+    base = rope.get("rope_theta", config.get("rotary_emb_base"))
+    return (
+        0.25 if fraction is None else fraction,
+        10000.0 if base is None else base,
+    )
+
+
+def _size(checkpoint, key):
+    value = checkpoint.config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json needs a positive integer "
+            f"{key!r}, got {value!r}."
+        )
+    return value
+
+
+def model_arguments(checkpoint, task):
+    """The `build_model` arguments that `config.json` fixes.
+
+    Args:
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` of GPT-NeoX.
+        task: the kerasseq head.
+
+    Returns:
+        dict of sizes and options for `build_model("pythia", task, ...)`.
+
+    Raises:
+        CheckpointError: a variant kerasseq does not build (another
+            activation, scaled rotary embedding, an odd number of rotated
+            dimensions).
+    """
+    config = checkpoint.config
+    activation = config.get("hidden_act", "gelu")
+    if activation not in ACTIVATIONS:
+        raise _unsupported(
+            checkpoint, f"hidden_act={activation!r}", sorted(ACTIVATIONS)
+        )
+    hidden_dim = _size(checkpoint, "hidden_size")
+    num_heads = _size(checkpoint, "num_attention_heads")
+    if hidden_dim % num_heads:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json has hidden_size="
+            f"{hidden_dim}, not a multiple of num_attention_heads="
+            f"{num_heads}."
+        )
+    rotary_fraction, rotary_base = _rotary(checkpoint)
+    rotary_dim = int(hidden_dim // num_heads * rotary_fraction)
+    if rotary_dim % 2:
+        raise _unsupported(
+            checkpoint,
+            f"rotary_pct={rotary_fraction}, which rotates {rotary_dim} "
+            f"of the {hidden_dim // num_heads} dimensions of each head",
+            "an even number of rotated dimensions",
+        )
+    parallel = config.get("use_parallel_residual", True)
+    arguments = {
+        "vocabulary_size": _size(checkpoint, "vocab_size"),
+        "hidden_dim": hidden_dim,
+        "num_layers": _size(checkpoint, "num_hidden_layers"),
+        "num_heads": num_heads,
+        "max_sequence_length": config.get("max_position_embeddings"),
+        "mlp_ratio": _size(checkpoint, "intermediate_size") / hidden_dim,
+        "layer_norm_epsilon": config.get("layer_norm_eps", 1e-5),
+        "activation": ACTIVATIONS[activation],
+        "rotary_fraction": rotary_fraction,
+        "rotary_base": float(rotary_base),
+        "use_bias": config.get("attention_bias", True),
+        "block_type": "parallel" if parallel else "pre_norm",
+    }
+    if task == "causal_lm":
+        arguments["tie_embeddings"] = config.get("tie_word_embeddings", False)
+    return arguments
+
+
+def _prefix(checkpoint):
+    for prefix in PREFIXES:
+        if checkpoint.has(f"{prefix}embed_in.weight"):
+            return prefix
+    raise CheckpointError(
+        f"{checkpoint.directory}: no GPT-NeoX token embedding in the "
+        f"weights (looked for {[p + 'embed_in.weight' for p in PREFIXES]})."
+    )
+
+
+def _same(array):
+    return [array]
+
+
+def _transposed(array):
+    return [array.T]
+
+
+def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
+    """Rows (checkpoint tensor, its shape, kerasseq variables, function from
+    the tensor to the variables' values) of one block."""
+    D, H, F = hidden_dim, num_heads, intermediate_dim
+    K = D // H
+    attention, norm1, norm2 = block.mixer, block.mixer_norm, block.mlp_norm
+    mlp_in, mlp_out = block.mlp_in, block.mlp_out
+    qkv_kernels = [
+        attention.query_kernel,
+        attention.key_kernel,
+        attention.value_kernel,
+    ]
+    qkv_biases = [
+        attention.query_bias,
+        attention.key_bias,
+        attention.value_bias,
+    ]
+
+    def qkv_kernel(array):
+        # (3D, D) = (H, 3, K) x D -> q, k, v, each (D, H, K)
+        array = array.T.reshape(D, H, 3, K)
+        return [array[:, :, j] for j in range(3)]
+
+    def qkv_bias(array):
+        # (3D,) = (H, 3, K) -> q, k, v, each (H, K)
+        array = array.reshape(H, 3, K)
+        return [array[:, j] for j in range(3)]
+
+    def heads_in(array):
+        # (D, D), columns head after head -> (H, K, D)
+        return [array.T.reshape(H, K, D)]
+
+    attn = f"{name}.attention"
+    # fmt: off
+    table = [
+        (f"{name}.input_layernorm.weight", (D,), [norm1.gamma], _same),
+        (f"{name}.input_layernorm.bias", (D,), [norm1.beta], _same),
+        (f"{attn}.query_key_value.weight", (3 * D, D), qkv_kernels,
+         qkv_kernel),
+        (f"{attn}.dense.weight", (D, D), [attention.output_kernel],
+         heads_in),
+        (f"{name}.post_attention_layernorm.weight", (D,), [norm2.gamma],
+         _same),
+        (f"{name}.post_attention_layernorm.bias", (D,), [norm2.beta], _same),
+        (f"{name}.mlp.dense_h_to_4h.weight", (F, D), [mlp_in.kernel],
+         _transposed),
+        (f"{name}.mlp.dense_h_to_4h.bias", (F,), [mlp_in.bias], _same),
+        (f"{name}.mlp.dense_4h_to_h.weight", (D, F), [mlp_out.kernel],
+         _transposed),
+        (f"{name}.mlp.dense_4h_to_h.bias", (D,), [mlp_out.bias], _same),
+    ]
+    if attention.use_bias:
+        table += [
+            (f"{attn}.query_key_value.bias", (3 * D,), qkv_biases, qkv_bias),
+            (f"{attn}.dense.bias", (D,), [attention.output_bias], _same),
+        ]
+    # fmt: on
+    return table
+
+
+def _load(checkpoint, table):
+    for name, shape, variables, to_values in table:
+        values = to_values(checkpoint.take(name, shape))
+        for variable, value in zip(variables, values, strict=True):
+            assign(variable, value, name)
+
+
+def load_backbone(backbone, checkpoint):
+    """Assigns the checkpoint's weights to a GPT-NeoX `SequenceBackbone`.
+
+    Args:
+        backbone: the backbone of a model built by `build_model("pythia",
+            ...)` with `model_arguments(checkpoint, ...)`.
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint`.
+
+    Returns:
+        The prefix of the tensor names (`"gpt_neox."` or `""`).
+    """
+    prefix = _prefix(checkpoint)
+    V, D = backbone.vocabulary_size, backbone.hidden_dim
+    F = backbone.blocks[0].mlp_in.units
+    H = backbone.blocks[0].mixer.num_heads
+    tokens = backbone.token_embedding.embeddings
+    final_norm = backbone.final_norm
+    # fmt: off
+    table = [
+        (f"{prefix}embed_in.weight", (V, D), [tokens], _same),
+        (f"{prefix}final_layer_norm.weight", (D,), [final_norm.gamma],
+         _same),
+        (f"{prefix}final_layer_norm.bias", (D,), [final_norm.beta], _same),
+    ]
+    # fmt: on
+    for i, block in enumerate(backbone.blocks):
+        table += _block_table(block, f"{prefix}layers.{i}", D, H, F)
+    _load(checkpoint, table)
+    return prefix
+
+
+def _load_lm_head(model, checkpoint, prefix, task):
+    present = [name for name in LM_HEADS if checkpoint.has(name)]
+    if len(present) > 1:
+        raise CheckpointError(
+            f"{checkpoint.directory}: the weights hold two LM heads, "
+            f"{present}; expected one."
+        )
+    untied = task == "causal_lm" and not model.tie_embeddings
+    if untied:
+        # named in the error when missing
+        name = present[0] if present else LM_HEADS[0]
+        table = model.output_embedding.embeddings
+        assign(table, checkpoint.take(name, tuple(table.shape)), name)
+        return
+    if not present:
+        return
+    # a tied LM head is embed_in itself; another head has no use for it
+    lm_head = checkpoint.take(present[0])
+    embed_in = checkpoint.weights[f"{prefix}embed_in.weight"]
+    if task == "causal_lm" and not np.array_equal(lm_head, embed_in):
+        raise CheckpointError(
+            f"{checkpoint.directory}: {present[0]!r} differs from "
+            f"{prefix + 'embed_in.weight'!r}, but config.json has "
+            "tie_word_embeddings=true."
+        )
+
+
+def convert(checkpoint, task=None, **kwargs):
+    """Builds the kerasseq GPT-NeoX (Pythia) of a checkpoint, with its
+    weights.
+
+    Args:
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` with
+            `model_type: "gpt_neox"` (`GPTNeoXForCausalLM` or
+            `GPTNeoXModel`).
+        task: `None` or `"causal_lm"` for the language model; another
+            kerasseq head (`"sequence_classification"`, ...) gets the
+            checkpoint's backbone and a freshly initialised head (the LM
+            head is then left out).
+        **kwargs: head arguments (`num_classes`, ...) and other
+            `build_model` overrides that do not change the weights'
+            shapes (`dropout`, `dtype`). `dropout` defaults to the
+            checkpoint's `hidden_dropout` (0 for Pythia).
+
+    Returns:
+        The task model, a `keras.Model`.
+
+    Raises:
+        CheckpointError: an unsupported configuration, a missing or
+            misshapen tensor, or a tensor the model has no place for.
+    """
+    task = task or "causal_lm"
+    arguments = model_arguments(checkpoint, task)
+    fixed = sorted(set(arguments) & set(kwargs))
+    if fixed:
+        raise CheckpointError(
+            f"{checkpoint.directory}: {fixed} are set by the checkpoint's "
+            "config.json and cannot be overridden."
+        )
+    kwargs.setdefault("dropout", checkpoint.config.get("hidden_dropout", 0.0))
+    try:
+        model = build_model(ARCHITECTURE, task, "small", **arguments, **kwargs)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{checkpoint.directory}: cannot build a GPT-NeoX {task!r} "
+            f"model: {error}"
+        ) from error
+    prefix = load_backbone(model.backbone, checkpoint)
+    _load_lm_head(model, checkpoint, prefix, task)
+    checkpoint.check_all_used(ignore=BUFFERS)
+    return model
