@@ -2,7 +2,9 @@
 checkpoint of its architecture, and the errors for one that does not fit."""
 
 import json
+import os
 
+import keras
 import numpy as np
 from safetensors.numpy import save_file
 
@@ -68,3 +70,60 @@ def test_unsupported_and_missing_checkpoints(tmp_path):
         f"--workdir={tmp_path / 'runs'}",
     )
     assert_usage_error(result, "No checkpoint directory")
+
+
+FIXTURES = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "fixtures", "hf"
+)
+MQAR = (
+    "--task=mqar",
+    "--num_kv_pairs=2",
+    "--train_seq_len=16,16",
+    "--eval_seq_len=16,16",
+    "--num_train_examples=32",
+    "--num_eval_examples=8",
+    "--steps=2",
+    "--eval_every=2",
+    "--batch_size=8",
+    "--wandb_mode=disabled",
+)
+
+
+def test_gpt2_fine_tunes_from_a_checkpoint(tmp_path):
+    # the fixture's vocabulary has 100 tokens: MQAR over 100 tokens fits it
+    checkpoint = os.path.join(FIXTURES, "gpt2")
+    result = run_binary(
+        "synthetic",
+        *MQAR,
+        "--vocab_size=100",
+        "--model=gpt2",
+        f"--init_from={checkpoint}",
+        f"--workdir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "mqar" / "gpt2"
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["train_steps"] == 2
+    assert json.loads((run_dir / "config.json").read_text())["init_from"]
+    # the trained model has the checkpoint's sizes, not the preset's
+    model = keras.saving.load_model(run_dir / "model.keras")
+    backbone = model.backbone
+    assert (backbone.hidden_dim, backbone.num_layers) == (32, 2)
+    assert backbone.blocks[0].activation == "gelu_approximate"
+
+
+def test_a_vocabulary_that_is_not_the_checkpoints_is_refused(tmp_path):
+    checkpoint = os.path.join(FIXTURES, "gpt2")
+    result = run_binary(
+        "synthetic",
+        *MQAR,
+        "--vocab_size=64",
+        "--model=gpt2",
+        f"--init_from={checkpoint}",
+        f"--workdir={tmp_path}",
+    )
+    assert_usage_error(
+        result,
+        "has a vocabulary of 100 tokens, but the task's tokenizer has 64",
+    )
+    assert not (tmp_path / "mqar" / "gpt2" / "model.keras").exists()
