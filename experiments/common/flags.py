@@ -76,7 +76,8 @@ def define_shared_flags(tasks, default_task, default_model="gpt"):
         "Fine-tune from a Hugging Face checkpoint: a directory with "
         "config.json and model.safetensors (or a hub id, online) of the "
         "--model's architecture (gpt2/distilgpt2: gpt2; pythia: gpt_neox; "
-        "mamba: mamba). Its sizes replace --preset's.",
+        "mamba: mamba; transformer: bert, roberta). Its sizes replace "
+        "--preset's.",
     )
     flags.DEFINE_bool(
         "fresh_process",

@@ -88,9 +88,12 @@ class ModelSpec:
         backbone_args: other backbone arguments (block type, norm,
             activation) of an architecture with pretrained checkpoints.
         head_args: head arguments of the architecture (`tie_embeddings`).
-        pretrained: the Hugging Face `model_type` whose checkpoints this
-            name loads (`--init_from`); such models join the comparisons
-            only when named (`COMPARED_MODELS` leaves them out).
+        checkpoints: the Hugging Face `model_type`s whose checkpoints
+            this name loads (`--init_from`, `kerasseq.pretrained`); the
+            checkpoint then fixes the sizes and block layout.
+        compared: whether every-model comparisons and tests run it
+            (`COMPARED_MODELS`); the architectures registered for their
+            checkpoints differ from `gpt` only in details those fix.
     """
 
     mixer: type
@@ -102,7 +105,8 @@ class ModelSpec:
     description: str = ""
     backbone_args: dict = dataclasses.field(default_factory=dict)
     head_args: dict = dataclasses.field(default_factory=dict)
-    pretrained: str = None
+    checkpoints: tuple = ()
+    compared: bool = True
 
 
 MODELS = {}
@@ -144,6 +148,8 @@ register_model(
         causal=False,
         position_embedding="learned",
         mlp_ratio=4,
+        # its checkpoints are post-norm, with a norm on the embeddings
+        checkpoints=("bert", "roberta"),
         description="BERT-style Transformer: bidirectional softmax attention",
     ),
 )
@@ -166,6 +172,8 @@ register_model(
         # the Mamba mixer holds about 7 d^2 weights; an MLP of ratio 2.5
         # brings a block within 7% of GPT's at every preset
         mlp_ratio=2.5,
+        # its checkpoints have RMS norms and no MLP
+        checkpoints=("mamba",),
         description="Mamba-1 selective state-space blocks",
     ),
 )
@@ -390,7 +398,8 @@ register_model(
         position_embedding="learned",
         mlp_ratio=4,
         backbone_args={"activation": "gelu_approximate"},
-        pretrained="gpt2",
+        checkpoints=("gpt2",),
+        compared=False,
         description="GPT-2 (and DistilGPT-2): GPT with GELU's tanh "
         "approximation",
     ),
@@ -405,7 +414,8 @@ register_model(
         position_embedding="learned",
         mlp_ratio=4,
         backbone_args={"activation": "gelu_approximate"},
-        pretrained="gpt2",
+        checkpoints=("gpt2",),
+        compared=False,
         description="DistilGPT-2: GPT-2's architecture (its checkpoints "
         "have 6 layers)",
     ),
@@ -421,7 +431,8 @@ register_model(
         mlp_ratio=4,
         backbone_args={"block_type": "parallel"},
         head_args={"tie_embeddings": False},
-        pretrained="gpt_neox",
+        checkpoints=("gpt_neox",),
+        compared=False,
         description="Pythia (GPT-NeoX): parallel attention and MLP, rotary "
         "positions on a quarter of each head, untied output",
     ),
@@ -430,7 +441,7 @@ register_model(
 MODEL_NAMES = tuple(MODELS)
 # the models every-model comparisons and tests run: the pretrained
 # architectures above differ from gpt only in details their checkpoints fix
-COMPARED_MODELS = tuple(n for n, s in MODELS.items() if s.pretrained is None)
+COMPARED_MODELS = tuple(n for n, s in MODELS.items() if s.compared)
 
 
 def _check_name(kind, value, allowed):

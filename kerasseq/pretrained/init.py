@@ -15,7 +15,7 @@ _CHECKED = ("vocabulary_size", "max_sequence_length")
 
 def loaders_of(model_type):
     """Registered model names whose checkpoints have `model_type`."""
-    return [n for n, s in MODELS.items() if s.pretrained == model_type]
+    return [n for n, s in MODELS.items() if model_type in s.checkpoints]
 
 
 def check_model_type(name, path):
@@ -24,7 +24,7 @@ def check_model_type(name, path):
     directory, config = read_config(path)
     model_type = config.get("model_type")
     check_supported(model_type)
-    if MODELS[name].pretrained != model_type:
+    if model_type not in MODELS[name].checkpoints:
         raise CheckpointError(
             f"--init_from={directory} is a {model_type!r} "
             f"checkpoint, which model {name!r} cannot load. Models that "
@@ -38,7 +38,7 @@ def build_from_checkpoint(name, path, task, **overrides):
     checkpoint; a new head is initialised as `build_model` would).
 
     Args:
-        name: a registered model whose `ModelSpec.pretrained` is the
+        name: a registered model whose `ModelSpec.checkpoints` hold the
             checkpoint's `model_type`.
         path: checkpoint directory (or hub id, online).
         task: a kerasseq head.
