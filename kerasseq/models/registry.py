@@ -31,6 +31,7 @@ from kerasseq.layers.quasi_lstm import QuasiLSTM
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.models.causal_lm import CausalLM
 from kerasseq.models.dual_encoder_classifier import DualEncoderClassifier
+from kerasseq.models.recurrent_gpt2 import RecurrentGPT2
 from kerasseq.models.sequence_backbone import SequenceBackbone
 from kerasseq.models.sequence_classifier import SequenceClassifier
 from kerasseq.models.span_extractor import SpanExtractor
@@ -94,6 +95,8 @@ class ModelSpec:
         compared: whether every-model comparisons and tests run it
             (`COMPARED_MODELS`); the architectures registered for their
             checkpoints differ from `gpt` only in details those fix.
+        heads: per task, a head class that replaces `HEADS[task]` for
+            this model (`RecurrentGPT2` for `"causal_lm"`).
     """
 
     mixer: type
@@ -107,6 +110,7 @@ class ModelSpec:
     head_args: dict = dataclasses.field(default_factory=dict)
     checkpoints: tuple = ()
     compared: bool = True
+    heads: dict = dataclasses.field(default_factory=dict)
 
 
 MODELS = {}
@@ -421,6 +425,25 @@ register_model(
     ),
 )
 register_model(
+    "recurrent_gpt2",
+    ModelSpec(
+        SoftmaxAttention,
+        mixer_args={"causal": True},
+        preset_args=ATTENTION_HEADS,
+        causal=True,
+        position_embedding="learned",
+        mlp_ratio=4,
+        backbone_args={"activation": "gelu_approximate"},
+        head_args={"segment_length": 128},
+        heads={"causal_lm": RecurrentGPT2},
+        checkpoints=("gpt2",),
+        compared=False,
+        description="GPT-2 over segments of 128 tokens, a GRU state carried "
+        "from each segment's top layer to the next one's embeddings "
+        "(gated, closed at initialisation)",
+    ),
+)
+register_model(
     "pythia",
     ModelSpec(
         SoftmaxAttention,
@@ -461,6 +484,10 @@ def _arg_names(cls):
     }
 
 
+def _head(spec, task):
+    return spec.heads.get(task, HEADS[task])
+
+
 def model_config(name, task, preset="small", **overrides):
     """Returns the arguments `build_model` would use, split by part.
 
@@ -473,7 +500,7 @@ def model_config(name, task, preset="small", **overrides):
     _check_name("preset", preset, PRESETS)
     spec = MODELS[name]
     mixer_names = _arg_names(spec.mixer)
-    head_names = _arg_names(HEADS[task]) - {"backbone"}
+    head_names = _arg_names(_head(spec, task)) - {"backbone"}
     head_names.discard("dropout")
     head_names.add("head_dropout")
     allowed = mixer_names | set(_BACKBONE_ARGS) | head_names
@@ -498,6 +525,12 @@ def model_config(name, task, preset="small", **overrides):
         merged.setdefault("pooling", "last" if spec.causal else "mean")
     if merged["position_embedding"] == "learned":
         merged.setdefault("max_sequence_length", DEFAULT_MAX_SEQUENCE_LENGTH)
+    if "segment_length" in head_names and "segment_length" not in overrides:
+        # segments no longer than the task's sequences
+        merged["segment_length"] = min(
+            merged["segment_length"],
+            merged.get("max_sequence_length", merged["segment_length"]),
+        )
     if "max_length" in mixer_names and "max_sequence_length" in merged:
         # a mixer with weights per position (Linformer) covers the
         # backbone's length unless told otherwise
@@ -547,7 +580,8 @@ def build_model(name, task, preset="small", **overrides):
     backbone = SequenceBackbone(
         mixer=mixer, **config["backbone"], name=f"{name}_backbone"
     )
-    return HEADS[task](backbone, **config["head"], name=f"{name}_{task}")
+    head = _head(spec, task)
+    return head(backbone, **config["head"], name=f"{name}_{task}")
 
 
 def count_parameters(model):

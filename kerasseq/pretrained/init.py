@@ -57,11 +57,22 @@ def build_from_checkpoint(name, path, task, **overrides):
     # own name (a bare `dropout` would reach the backbone)
     head = dict(model_config(name, task, **overrides)["head"])
     head.pop("tie_embeddings", None)
-    if "dropout" in head:
-        head["head_dropout"] = head.pop("dropout")
-    model = converter(checkpoint.config["model_type"]).convert(
-        checkpoint, task, **head
-    )
+    wrapper = MODELS[name].heads.get(task)
+    if wrapper is not None:
+        # a head of the model's own around the checkpoint's backbone
+        # (RecurrentGPT2 around GPT-2's): load the plain model, then wrap
+        plain = converter(checkpoint.config["model_type"]).convert(
+            checkpoint, task
+        )
+        model = wrapper(plain.backbone, **head, name=f"{name}_{task}")
+        length = head.get("segment_length")
+    else:
+        if "dropout" in head:
+            head["head_dropout"] = head.pop("dropout")
+        model = converter(checkpoint.config["model_type"]).convert(
+            checkpoint, task, **head
+        )
+        length = overrides.get("max_sequence_length")
     backbone = model.backbone if hasattr(model, "backbone") else model
     vocabulary = overrides.get("vocabulary_size")
     if vocabulary is not None and vocabulary != backbone.vocabulary_size:
@@ -71,7 +82,6 @@ def build_from_checkpoint(name, path, task, **overrides):
             f"has {vocabulary}. Use the checkpoint's tokenizer (for GPT-2: "
             f"--tokenizer=gpt2 --tokenizer_dir={checkpoint.directory})."
         )
-    length = overrides.get("max_sequence_length")
     limit = backbone.max_sequence_length
     if (
         length is not None

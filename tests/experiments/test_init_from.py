@@ -6,10 +6,15 @@ import os
 
 import keras
 import numpy as np
+import pytest
+from absl import app
 from safetensors.numpy import save_file
 
+from experiments import synthetic
+from experiments.common import train
 from tests.experiments.binaries import assert_usage_error
 from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 SYNTHETIC = (
     "--task=bit_parity",
@@ -52,24 +57,32 @@ def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert not (tmp_path / "runs" / "bit_parity" / "mamba").exists()
 
 
+def _run(tmp_path, model, init_from, **task):
+    """`train.run_program` in this process (the usage-error paths)."""
+    task = {"train_seq_len": "6,8", "eval_seq_len": ["8,8"], **task}
+    name = "mqar" if "vocab_size" in task else "bit_parity"
+    task_args = synthetic.make_task_args(
+        name, num_train_examples=32, num_eval_examples=8, **task
+    )
+    config = small_config(
+        "synthetic",
+        name,
+        (model,),
+        task_args,
+        tmp_path / "runs",
+        None,
+        init_from=str(init_from),
+        batch_size=8,
+    )
+    return train.run_program(config, synthetic.make_task_data)
+
+
 def test_unsupported_and_missing_checkpoints(tmp_path):
     checkpoint = _checkpoint(tmp_path / "t5", "t5")
-    result = run_binary(
-        "synthetic",
-        *SYNTHETIC,
-        "--model=gpt2",
-        f"--init_from={checkpoint}",
-        f"--workdir={tmp_path / 'runs'}",
-    )
-    assert_usage_error(result, "Unsupported model_type 't5'")
-    result = run_binary(
-        "synthetic",
-        *SYNTHETIC,
-        "--model=gpt2",
-        f"--init_from={tmp_path / 'absent' / 'dir'}",
-        f"--workdir={tmp_path / 'runs'}",
-    )
-    assert_usage_error(result, "No checkpoint directory")
+    with pytest.raises(app.UsageError, match="Unsupported model_type 't5'"):
+        _run(tmp_path, "gpt2", checkpoint)
+    with pytest.raises(app.UsageError, match="No checkpoint directory"):
+        _run(tmp_path, "gpt2", tmp_path / "absent" / "dir")
 
 
 FIXTURES = os.path.join(
@@ -114,16 +127,43 @@ def test_gpt2_fine_tunes_from_a_checkpoint(tmp_path):
 
 def test_a_vocabulary_that_is_not_the_checkpoints_is_refused(tmp_path):
     checkpoint = os.path.join(FIXTURES, "gpt2")
-    result = run_binary(
-        "synthetic",
-        *MQAR,
-        "--vocab_size=64",
-        "--model=gpt2",
-        f"--init_from={checkpoint}",
-        f"--workdir={tmp_path}",
+    with pytest.raises(
+        app.UsageError,
+        match="vocabulary of 100 tokens, but the task's tokenizer has 64",
+    ):
+        _run(tmp_path, "gpt2", checkpoint, vocab_size=64, num_kv_pairs=2)
+    assert not (tmp_path / "runs" / "mqar" / "gpt2" / "model.keras").exists()
+
+
+def test_recurrent_gpt2_starts_as_the_checkpoints_gpt2(tmp_path):
+    # the gate starts closed: each segment's logits are GPT-2's on that
+    # segment alone
+    from kerasseq.models import RecurrentGPT2
+    from kerasseq.pretrained import build_from_checkpoint
+    from kerasseq.pretrained import from_hf
+
+    checkpoint = os.path.join(FIXTURES, "gpt2")
+    model = build_from_checkpoint(
+        "recurrent_gpt2",
+        checkpoint,
+        "causal_lm",
+        vocabulary_size=100,
+        max_sequence_length=16,
+        segment_length=8,
     )
-    assert_usage_error(
-        result,
-        "has a vocabulary of 100 tokens, but the task's tokenizer has 64",
+    assert isinstance(model, RecurrentGPT2)
+    gpt2 = from_hf(checkpoint)
+    ids = np.random.default_rng(0).integers(0, 100, (2, 16)).astype("int32")
+    mask = np.ones((2, 16), bool)
+    logits = keras.ops.convert_to_numpy(
+        model({"token_ids": ids, "padding_mask": mask})
     )
-    assert not (tmp_path / "mqar" / "gpt2" / "model.keras").exists()
+    for start in (0, 8):
+        segment = {
+            "token_ids": ids[:, start : start + 8],
+            "padding_mask": mask[:, start : start + 8],
+        }
+        expected = keras.ops.convert_to_numpy(gpt2(segment))
+        np.testing.assert_allclose(
+            logits[:, start : start + 8], expected, atol=1e-5
+        )

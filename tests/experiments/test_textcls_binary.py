@@ -1,8 +1,13 @@
 import json
 
+import pytest
+from absl import app
+
+from experiments import textcls as textcls_binary
+from experiments.common import train
 from tests.data.test_textcls import write_folder
-from tests.experiments.binaries import assert_usage_error
 from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 SMALL = (
     "--preset=tiny",
@@ -38,16 +43,17 @@ def test_folder_classification_end_to_end(tmp_path):
     assert report["validation"]["examples"] == 2
 
 
-def test_usage_errors(tmp_path):
-    result = run_binary(
-        "textcls", *SMALL, f"--data_dir={tmp_path}", "--test_fraction=1.5"
-    )
-    assert_usage_error(result, "--test_fraction must be in [0, 1)")
+def test_bad_settings_and_missing_data(tmp_path):
+    with pytest.raises(ValueError, match="--test_fraction must be in"):
+        textcls_binary.make_task_args(test_fraction=1.5)
     (tmp_path / "empty").mkdir()
-    result = run_binary(
+    config = small_config(
         "textcls",
-        *SMALL,
-        f"--data_dir={tmp_path / 'empty'}",
-        f"--workdir={tmp_path / 'runs'}",
+        "folder",
+        ("gpt",),
+        textcls_binary.make_task_args(max_length=16),
+        tmp_path / "runs",
+        tmp_path / "empty",
     )
-    assert_usage_error(result, "0 class subdirectories")
+    with pytest.raises(app.UsageError, match="0 class subdirectories"):
+        train.run_program(config, textcls_binary.make_task_data)
