@@ -92,6 +92,9 @@ class ModelSpec:
         checkpoints: the Hugging Face `model_type`s whose checkpoints
             this name loads (`--init_from`, `kerasseq.pretrained`); the
             checkpoint then fixes the sizes and block layout.
+        warm_starts: the `model_type`s of encoder checkpoints this model
+            starts from as the BigBird and Longformer authors did (BERT's
+            weights copied, positions tiled to the longer length).
         compared: whether every-model comparisons and tests run it
             (`COMPARED_MODELS`); the architectures registered for their
             checkpoints differ from `gpt` only in details those fix.
@@ -109,6 +112,7 @@ class ModelSpec:
     backbone_args: dict = dataclasses.field(default_factory=dict)
     head_args: dict = dataclasses.field(default_factory=dict)
     checkpoints: tuple = ()
+    warm_starts: tuple = ()
     compared: bool = True
     heads: dict = dataclasses.field(default_factory=dict)
 
@@ -328,6 +332,8 @@ register_model(
         causal=False,
         position_embedding="learned",
         mlp_ratio=4,
+        checkpoints=("big_bird",),
+        warm_starts=("bert", "roberta"),
         description="BigBird encoder: block-sparse attention (window, "
         "global and random blocks)",
     ),
@@ -346,6 +352,8 @@ register_model(
         # local and global projections hold 7 d^2; an MLP of ratio 2.5
         # adds 5 d^2, GPT's 12 d^2 in all
         mlp_ratio=2.5,
+        checkpoints=("longformer",),
+        warm_starts=("bert", "roberta"),
         description="Longformer encoder: sliding-window attention and a "
         "global first token",
     ),

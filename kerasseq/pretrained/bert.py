@@ -53,6 +53,8 @@ tanh pooler first and RoBERTa's has a tanh layer of its own, so no
 classifier maps exactly and the kerasseq head starts fresh.
 """
 
+import numpy as np
+
 from kerasseq.models.registry import HEADS
 from kerasseq.models.registry import build_model
 from kerasseq.pretrained.hf import CheckpointError
@@ -87,7 +89,7 @@ def _config_value(checkpoint, key):
     return value
 
 
-def _check_supported(checkpoint):
+def check_supported(checkpoint):
     config = checkpoint.config
     where = f"{checkpoint.directory}/config.json"
     position_type = config.get("position_embedding_type", "absolute")
@@ -116,9 +118,10 @@ def _check_supported(checkpoint):
         )
 
 
-def _position_offset(checkpoint):
+def position_offset(checkpoint):
     """The table row of kerasseq's position 0."""
-    if checkpoint.config["model_type"] != "roberta":
+    # Longformer numbers its positions as RoBERTa does
+    if checkpoint.config["model_type"] not in ("roberta", "longformer"):
         return 0
     return _config_value(checkpoint, "pad_token_id") + 1
 
@@ -177,7 +180,7 @@ def _load_dense(checkpoint, name, dense):
     assign(dense.bias, bias, f"{name}.bias")
 
 
-def _load_attention(checkpoint, name, mixer):
+def load_attention(checkpoint, name, mixer):
     hidden_dim, heads, head_dim = mixer.query_kernel.shape
     width = heads * head_dim
     for part in ("query", "key", "value"):
@@ -196,16 +199,36 @@ def _load_attention(checkpoint, name, mixer):
     assign(mixer.output_bias, bias, f"{tensor}.bias")
 
 
-def _load_embeddings(checkpoint, prefix, backbone, offset):
+def tile_rows(rows, length):
+    """`length` rows: `rows` repeated from the first (rows 0..P-1, 0..P-1,
+    ...), as Longformer and BigBird extend a BERT position table."""
+    repeats = -(-length // len(rows))
+    return np.concatenate([rows] * repeats)[:length]
+
+
+def _load_embeddings(checkpoint, prefix, backbone, offset, tile=False):
+    """The embeddings; with `tile`, the position table's usable rows (from
+    `offset`) are repeated to the model's `max_sequence_length`."""
     name = f"{prefix}embeddings"
     table = backbone.token_embedding.embeddings
     words = checkpoint.take(f"{name}.word_embeddings.weight", table.shape)
     assign(table, words, f"{name}.word_embeddings.weight")
     positions = backbone.position_embedding.embeddings
     length, hidden_dim = positions.shape
-    rows = checkpoint.take(
-        f"{name}.position_embeddings.weight", (offset + length, hidden_dim)
-    )
+    if tile:
+        rows = checkpoint.take(f"{name}.position_embeddings.weight")
+        if rows.ndim != 2 or rows.shape[1] != hidden_dim:
+            raise CheckpointError(
+                f"{checkpoint.directory}: tensor "
+                f"{name + '.position_embeddings.weight'!r} has shape "
+                f"{rows.shape}, but the model needs (positions, "
+                f"{hidden_dim})."
+            )
+        rows = np.concatenate([rows[:offset], tile_rows(rows[offset:], length)])
+    else:
+        rows = checkpoint.take(
+            f"{name}.position_embeddings.weight", (offset + length, hidden_dim)
+        )
     types = checkpoint.take(f"{name}.token_type_embeddings.weight")
     if types.ndim != 2 or types.shape[1] != hidden_dim:
         raise CheckpointError(
@@ -219,7 +242,7 @@ def _load_embeddings(checkpoint, prefix, backbone, offset):
     _load_norm(checkpoint, f"{name}.LayerNorm", backbone.embedding_norm)
 
 
-def _drop_heads(checkpoint, prefix):
+def drop_heads(checkpoint, prefix):
     """Reads the tensors of the heads kerasseq does not map, leaving
     them out."""
     heads = (f"{prefix}{POOLER}", *TASK_HEADS)
@@ -267,17 +290,35 @@ def convert(checkpoint, task=None, **head_args):
             f"{checkpoint.directory}: model_type {model_type!r} is not "
             f"one of {', '.join(PREFIXES)}."
         )
+    _check_task(model_type, task)
+    check_supported(checkpoint)
+    fixed, offset = encoder_settings(checkpoint)
+    model = build(checkpoint, "transformer", task, fixed, head_args)
+    backbone = model.backbone
+    prefix = encoder_prefix(checkpoint, PREFIXES[model_type])
+    load_encoder(checkpoint, prefix, backbone, offset)
+    drop_heads(checkpoint, prefix)
+    checkpoint.check_all_used(ignore=IGNORED)
+    return backbone if task is None else model
+
+
+def _check_task(model_type, task):
     if task is not None and task not in HEADS:
         raise CheckpointError(
             f"Unknown task {task!r} for a {model_type} checkpoint. Valid "
             f"tasks: {', '.join(sorted(HEADS))} (or None for the encoder)."
         )
-    _check_supported(checkpoint)
+
+
+def encoder_settings(checkpoint):
+    """`(fixed, offset)`: the `build_model` arguments config.json fixes for
+    a BERT-style post-norm encoder, and the position-table row of
+    kerasseq's position 0."""
     config = checkpoint.config
     hidden_dim = _config_value(checkpoint, "hidden_size")
     num_heads = _config_value(checkpoint, "num_attention_heads")
     intermediate = _config_value(checkpoint, "intermediate_size")
-    offset = _position_offset(checkpoint)
+    offset = position_offset(checkpoint)
     positions = _config_value(checkpoint, "max_position_embeddings")
     if positions <= offset:
         raise CheckpointError(
@@ -304,6 +345,15 @@ def convert(checkpoint, task=None, **head_args):
         "use_bias": True,
         "causal": False,
     }
+    return fixed, offset
+
+
+def build(checkpoint, name, task, fixed, head_args, mixer_args=None):
+    """The registered model `name` (a `task` model; with `task=None` one
+    whose backbone is the encoder) with the settings `fixed`, the mixer's
+    `mixer_args` and the head's `head_args`."""
+    model_type = checkpoint.config.get("model_type")
+    fixed = {**fixed, **(mixer_args or {})}
     if task is None:
         unused = sorted(set(head_args) - {"dtype"})
         if unused:
@@ -316,32 +366,41 @@ def convert(checkpoint, task=None, **head_args):
         overrides = {**head_args, "num_classes": 1}
     else:
         build_task = task
-        overrides = _head_overrides(task, head_args, fixed, config)
+        overrides = _head_overrides(task, head_args, fixed, checkpoint.config)
     try:
-        model = build_model(
-            "transformer", build_task, "small", **fixed, **overrides
-        )
+        return build_model(name, build_task, "small", **fixed, **overrides)
     except ValueError as error:
         raise CheckpointError(
             f"{checkpoint.directory}: cannot build a {model_type} "
             f"{build_task!r} model: {error}"
         ) from error
-    backbone = model.backbone
 
-    prefix = PREFIXES[model_type]
-    if not any(name.startswith(prefix) for name in checkpoint.weights):
-        prefix = ""
-    _load_embeddings(checkpoint, prefix, backbone, offset)
+
+def encoder_prefix(checkpoint, prefix):
+    """`prefix` if the encoder's tensors carry it (task checkpoints), else
+    the empty one."""
+    if any(name.startswith(prefix) for name in checkpoint.weights):
+        return prefix
+    return ""
+
+
+def load_encoder(
+    checkpoint, prefix, backbone, offset, tile=False, attention_loader=None
+):
+    """Assigns the embeddings and post-norm blocks of a BERT-style encoder
+    (names under `prefix`) to `backbone`. `tile`: repeat the position rows
+    to the backbone's length. `attention_loader(checkpoint, name, mixer)`:
+    how each layer's attention (`{prefix}encoder.layer.{i}.attention`)
+    loads; by default BERT's query, key, value and output."""
+    attention_loader = attention_loader or load_attention
+    _load_embeddings(checkpoint, prefix, backbone, offset, tile=tile)
     for i, block in enumerate(backbone.blocks):
         layer = f"{prefix}encoder.layer.{i}"
         attention = f"{layer}.attention"
-        _load_attention(checkpoint, attention, block.mixer)
+        attention_loader(checkpoint, attention, block.mixer)
         _load_norm(
             checkpoint, f"{attention}.output.LayerNorm", block.mixer_norm
         )
         _load_dense(checkpoint, f"{layer}.intermediate.dense", block.mlp_in)
         _load_dense(checkpoint, f"{layer}.output.dense", block.mlp_out)
         _load_norm(checkpoint, f"{layer}.output.LayerNorm", block.mlp_norm)
-    _drop_heads(checkpoint, prefix)
-    checkpoint.check_all_used(ignore=IGNORED)
-    return backbone if task is None else model

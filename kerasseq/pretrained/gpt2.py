@@ -28,9 +28,9 @@ Tensor names, with the `transformer.` prefix of `GPT2LMHeadModel` (a bare
 
 import numpy as np
 
-from kerasseq.models.registry import build_model
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import assign
+from kerasseq.pretrained.hf import build_checked
 
 ARCHITECTURE = "gpt2"
 
@@ -244,9 +244,8 @@ def convert(checkpoint, task=None, **kwargs):
             kerasseq head (`"sequence_classification"`, ...) gets the
             checkpoint's backbone and a freshly initialised head (the LM
             head is then left out).
-        **kwargs: head arguments (`num_classes`, ...) and other
-            `build_model` overrides that do not change the weights'
-            shapes (`dropout`, `dtype`). `dropout` defaults to the
+        **kwargs: head arguments (`num_classes`, `pooling`, `dropout`: the
+            head's) and `dtype`. The backbone's dropout is the
             checkpoint's `resid_pdrop`.
 
     Returns:
@@ -258,20 +257,8 @@ def convert(checkpoint, task=None, **kwargs):
     """
     task = task or "causal_lm"
     arguments = model_arguments(checkpoint, task)
-    fixed = sorted(set(arguments) & set(kwargs))
-    if fixed:
-        raise CheckpointError(
-            f"{checkpoint.directory}: {fixed} are set by the checkpoint's "
-            "config.json and cannot be overridden."
-        )
-    kwargs.setdefault("dropout", checkpoint.config.get("resid_pdrop", 0.0))
-    try:
-        model = build_model(ARCHITECTURE, task, "small", **arguments, **kwargs)
-    except ValueError as error:
-        raise CheckpointError(
-            f"{checkpoint.directory}: cannot build a GPT-2 {task!r} model: "
-            f"{error}"
-        ) from error
+    arguments["dropout"] = checkpoint.config.get("resid_pdrop", 0.0)
+    model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
     prefix = load_backbone(model.backbone, checkpoint)
     _load_lm_head(model, checkpoint, prefix, task)
     checkpoint.check_all_used(ignore=BUFFERS)

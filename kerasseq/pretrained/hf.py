@@ -23,6 +23,8 @@ CONVERTERS = {
     "mamba": "kerasseq.pretrained.mamba",
     "bert": "kerasseq.pretrained.bert",
     "roberta": "kerasseq.pretrained.bert",
+    "longformer": "kerasseq.pretrained.longformer",
+    "big_bird": "kerasseq.pretrained.bigbird",
 }
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -99,6 +101,39 @@ def assign(variable, array, name):
             f"{tuple(variable.shape)}."
         )
     variable.assign(array.astype(variable.dtype))
+
+
+def build_checked(checkpoint, name, task, fixed, head_args):
+    """`build_model(name, task, **fixed, **head_args)` for a converter.
+
+    `fixed` holds what config.json decides (sizes, layout, the backbone's
+    dropout); `head_args` what the caller gives the head (`num_classes`,
+    `pooling`, `dropout`: the head's own, passed on as `head_dropout`) and
+    options that leave the weights alone (`dtype`).
+
+    Raises:
+        CheckpointError: `head_args` sets what config.json fixes, or the
+            registry refuses the arguments.
+    """
+    from kerasseq.models.registry import build_model
+
+    head_args = dict(head_args)
+    if "dropout" in head_args:
+        head_args["head_dropout"] = head_args.pop("dropout")
+    clash = sorted(set(head_args) & set(fixed))
+    if clash:
+        raise CheckpointError(
+            f"{checkpoint.directory}: {clash} are fixed by the checkpoint's "
+            f"config.json and cannot be passed to a {task!r} model loaded "
+            "from it."
+        )
+    try:
+        return build_model(name, task, "small", **fixed, **head_args)
+    except ValueError as error:
+        raise CheckpointError(
+            f"{checkpoint.directory}: cannot build a {name!r} {task!r} model "
+            f"from it: {error}"
+        ) from error
 
 
 def _looks_like_repo_id(path):

@@ -8,6 +8,7 @@ from kerasseq.pretrained.hf import check_supported
 from kerasseq.pretrained.hf import converter
 from kerasseq.pretrained.hf import read_checkpoint
 from kerasseq.pretrained.hf import read_config
+from kerasseq.pretrained.warm_start import warm_start
 
 # backbone settings a task fixes, checked against the checkpoint's model
 _CHECKED = ("vocabulary_size", "max_sequence_length")
@@ -15,7 +16,11 @@ _CHECKED = ("vocabulary_size", "max_sequence_length")
 
 def loaders_of(model_type):
     """Registered model names whose checkpoints have `model_type`."""
-    return [n for n, s in MODELS.items() if model_type in s.checkpoints]
+    return [
+        n
+        for n, s in MODELS.items()
+        if model_type in s.checkpoints + s.warm_starts
+    ]
 
 
 def check_model_type(name, path):
@@ -24,7 +29,8 @@ def check_model_type(name, path):
     directory, config = read_config(path)
     model_type = config.get("model_type")
     check_supported(model_type)
-    if model_type not in MODELS[name].checkpoints:
+    spec = MODELS[name]
+    if model_type not in spec.checkpoints + spec.warm_starts:
         raise CheckpointError(
             f"--init_from={directory} is a {model_type!r} "
             f"checkpoint, which model {name!r} cannot load. Models that "
@@ -57,8 +63,22 @@ def build_from_checkpoint(name, path, task, **overrides):
     # own name (a bare `dropout` would reach the backbone)
     head = dict(model_config(name, task, **overrides)["head"])
     head.pop("tie_embeddings", None)
-    wrapper = MODELS[name].heads.get(task)
-    if wrapper is not None:
+    if "dropout" in head:
+        head["head_dropout"] = head.pop("dropout")
+    spec = MODELS[name]
+    wrapper = spec.heads.get(task)
+    length = overrides.get("max_sequence_length")
+    if checkpoint.config.get("model_type") in spec.warm_starts:
+        # a BERT-style encoder grown into this model's attention, at the
+        # task's length (positions tiled)
+        model = warm_start(
+            path,
+            name,
+            task,
+            max_sequence_length=length,
+            **{**spec.mixer_args, **head},
+        )
+    elif wrapper is not None:
         # a head of the model's own around the checkpoint's backbone
         # (RecurrentGPT2 around GPT-2's): load the plain model, then wrap
         plain = converter(checkpoint.config["model_type"]).convert(
@@ -67,12 +87,9 @@ def build_from_checkpoint(name, path, task, **overrides):
         model = wrapper(plain.backbone, **head, name=f"{name}_{task}")
         length = head.get("segment_length")
     else:
-        if "dropout" in head:
-            head["head_dropout"] = head.pop("dropout")
         model = converter(checkpoint.config["model_type"]).convert(
             checkpoint, task, **head
         )
-        length = overrides.get("max_sequence_length")
     backbone = model.backbone if hasattr(model, "backbone") else model
     vocabulary = overrides.get("vocabulary_size")
     if vocabulary is not None and vocabulary != backbone.vocabulary_size:

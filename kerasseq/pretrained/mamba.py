@@ -47,9 +47,9 @@ import keras
 import numpy as np
 
 from kerasseq.models.registry import HEADS
-from kerasseq.models.registry import build_model
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import assign
+from kerasseq.pretrained.hf import build_checked
 
 # the prefix of MambaForCausalLM's backbone tensors (MambaModel has none)
 PREFIX = "backbone."
@@ -74,21 +74,6 @@ def _check_supported(checkpoint):
             "kerasseq.layers.Mamba gates and activates with SiLU only "
             "(hidden_act 'silu')."
         )
-
-
-def _head_overrides(task, head_args, fixed):
-    """`head_args` (the head's own arguments, as `from_hf` takes them) as
-    `build_model` overrides, refusing what config.json fixes."""
-    args = dict(head_args)
-    if "dropout" in args:
-        args["head_dropout"] = args.pop("dropout")
-    clash = sorted(set(args) & set(fixed))
-    if clash:
-        raise CheckpointError(
-            f"{clash} are fixed by the checkpoint's config.json and cannot "
-            f"be passed to a {task!r} model loaded from it."
-        )
-    return args
 
 
 def _load_dense(checkpoint, name, dense):
@@ -213,14 +198,7 @@ def convert(checkpoint, task=None, **head_args):
     }
     if task == "causal_lm":
         fixed["tie_embeddings"] = tied
-    overrides = _head_overrides(task, head_args, fixed)
-    try:
-        model = build_model("mamba", task, "small", **fixed, **overrides)
-    except ValueError as error:
-        raise CheckpointError(
-            f"{checkpoint.directory}: cannot build a Mamba {task!r} model: "
-            f"{error}"
-        ) from error
+    model = build_checked(checkpoint, "mamba", task, fixed, head_args)
     backbone = model.backbone
 
     prefix = PREFIX if any(map(_is_prefixed, checkpoint.weights)) else ""

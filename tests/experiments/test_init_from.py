@@ -167,3 +167,33 @@ def test_recurrent_gpt2_starts_as_the_checkpoints_gpt2(tmp_path):
         np.testing.assert_allclose(
             logits[:, start : start + 8], expected, atol=1e-5
         )
+
+
+@pytest.mark.parametrize("name", ["longformer", "bigbird"])
+def test_longformer_and_bigbird_warm_start_from_bert(name):
+    # BERT's 64 positions tiled to the task's 160; the registry's mixer
+    from kerasseq.pretrained import build_from_checkpoint
+
+    model = build_from_checkpoint(
+        name,
+        os.path.join(FIXTURES, "bert"),
+        "sequence_classification",
+        vocabulary_size=100,
+        max_sequence_length=160,
+        num_classes=3,
+    )
+    backbone = model.backbone
+    assert (
+        type(backbone.blocks[0].mixer).__name__
+        == {
+            "longformer": "LongformerAttention",
+            "bigbird": "BigBirdAttention",
+        }[name]
+    )
+    assert backbone.block_type == "post_norm"
+    table = keras.ops.convert_to_numpy(backbone.position_embedding.embeddings)
+    assert table.shape[0] == 160
+    np.testing.assert_array_equal(table[64:128], table[:64])
+    ids = np.random.default_rng(0).integers(0, 100, (2, 160)).astype("int32")
+    logits = model({"token_ids": ids, "padding_mask": np.ones((2, 160), bool)})
+    assert tuple(logits.shape) == (2, 3)

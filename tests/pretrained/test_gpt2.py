@@ -190,7 +190,7 @@ def test_unsupported_configuration_is_refused(tmp_path, key, value, message):
 
 def test_sizes_come_from_the_checkpoint_only():
     with pytest.raises(
-        CheckpointError, match=r"\['hidden_dim'\] are set by the checkpoint"
+        CheckpointError, match=r"\['hidden_dim'\] are fixed by the checkpoint"
     ):
         from_hf(FIXTURE, hidden_dim=64)
 

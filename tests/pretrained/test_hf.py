@@ -99,7 +99,8 @@ def test_unsupported_model_type_lists_the_supported(tmp_path):
     _write(tmp_path, {"model_type": "t5"}, {"w": np.zeros(2, "f4")})
     with pytest.raises(
         hf.CheckpointError,
-        match="Unsupported model_type 't5'.*Supported: bert, gpt2, gpt_neox",
+        match="Unsupported model_type .t5.*Supported: bert, big_bird, gpt2, "
+        "gpt_neox, longformer, mamba, roberta",
     ):
         hf.from_hf(tmp_path)
 

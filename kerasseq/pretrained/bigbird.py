@@ -1,0 +1,109 @@
+"""Hugging Face BigBird encoders (`model_type: "big_bird"`) as kerasseq's
+registered `bigbird` model.
+
+A BigBird checkpoint is BERT (see `bert.py`: the same tensor names, with
+the prefix `bert.` in task checkpoints, position 0 at row 0) whose
+self-attention is block-sparse: `block_size` tokens per block, the first
+and last blocks global, sliding neighbour blocks, and `num_random_blocks`
+random blocks per block row. The attention weights are BERT's `query`,
+`key`, `value` and `output.dense`, which are `BigBirdAttention`'s too;
+`attention_type: "original_full"` checkpoints load onto the registered
+`transformer` (full `SoftmaxAttention`) instead.
+
+What is exact:
+
+- Up to `(5 + 2 * num_random_blocks) * block_size` tokens both
+  transformers and kerasseq's `BigBirdAttention` (with its 2 global
+  blocks) use full attention: the outputs match.
+- Longer inputs use the block-sparse pattern in both, but the random
+  blocks differ: kerasseq draws them from `seed`, whereas transformers
+  draws them with NumPy's global generator in training and, in eval mode
+  (since 4.x), uses block 0 for every random block (no randomness at
+  inference). The global and sliding blocks are the same, the random
+  ones are not, so outputs there differ.
+- `rescale_embeddings: true` (multiplying the word embeddings by
+  `sqrt(hidden_size)`, as in Pegasus-style checkpoints) and
+  `use_bias: false` are refused; token types are folded as in `bert.py`.
+"""
+
+from kerasseq.pretrained import bert
+from kerasseq.pretrained.hf import CheckpointError
+
+PREFIX = "bert."
+TASK_HEADS = ("qa_classifier.",)
+IGNORED = bert.IGNORED
+
+
+def _mixer_args(checkpoint, seed):
+    config = checkpoint.config
+    where = f"{checkpoint.directory}/config.json"
+    attention_type = config.get("attention_type", "block_sparse")
+    if attention_type == "original_full":
+        return "transformer", {}
+    if attention_type != "block_sparse":
+        raise CheckpointError(
+            f"{where}: attention_type={attention_type!r} is neither "
+            "'block_sparse' nor 'original_full'."
+        )
+    return "bigbird", {
+        "block_size": bert._config_value(checkpoint, "block_size"),
+        "num_global_blocks": 2,
+        "num_random_blocks": bert._config_value(
+            checkpoint, "num_random_blocks"
+        ),
+        "seed": seed,
+    }
+
+
+def convert(checkpoint, task=None, seed=0, **head_args):
+    """Builds kerasseq's `bigbird` from a BigBird checkpoint.
+
+    Args:
+        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` with `model_type`
+            `"big_bird"` (`BigBirdModel` or a task checkpoint, whose head
+            is left out).
+        task: `None` for the `SequenceBackbone`, or a kerasseq head
+            initialised afresh (see `bert.convert`).
+        seed: the seed of `BigBirdAttention`'s random blocks.
+        **head_args: the head's arguments, as in `bert.convert`.
+
+    Returns:
+        The backbone, or the task model, with the checkpoint's weights.
+
+    Raises:
+        CheckpointError: a tensor missing, misshapen or left over, or a
+            setting kerasseq cannot represent.
+    """
+    config = checkpoint.config
+    model_type = config.get("model_type")
+    if model_type != "big_bird":
+        raise CheckpointError(
+            f"{checkpoint.directory}: model_type {model_type!r} is not "
+            "'big_bird'."
+        )
+    bert._check_task(model_type, task)
+    bert.check_supported(checkpoint)
+    where = f"{checkpoint.directory}/config.json"
+    if config.get("rescale_embeddings"):
+        raise CheckpointError(
+            f"{where}: rescale_embeddings is true; kerasseq's embeddings "
+            "are not scaled."
+        )
+    if not config.get("use_bias", True):
+        raise CheckpointError(
+            f"{where}: use_bias is false; kerasseq loads BigBird with "
+            "biased query, key and value projections only."
+        )
+    fixed, offset = bert.encoder_settings(checkpoint)
+    name, mixer_args = _mixer_args(checkpoint, seed)
+    if name == "bigbird":
+        del fixed["causal"]  # BigBirdAttention is bidirectional only
+    model = bert.build(checkpoint, name, task, fixed, head_args, mixer_args)
+    prefix = bert.encoder_prefix(checkpoint, PREFIX)
+    bert.load_encoder(checkpoint, prefix, model.backbone, offset)
+    bert.drop_heads(checkpoint, prefix)
+    for name in list(checkpoint.weights):
+        if name.startswith(TASK_HEADS):
+            checkpoint.take(name)
+    checkpoint.check_all_used(ignore=IGNORED)
+    return model.backbone if task is None else model
