@@ -7,6 +7,25 @@ from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
 
 
+def check_generate_args(token_ids, max_new_tokens, temperature):
+    """Checks `generate`'s arguments; returns the prompts as int32."""
+    check_positive_int("max_new_tokens", max_new_tokens)
+    is_number = isinstance(temperature, (int, float))
+    if isinstance(temperature, bool) or not is_number or temperature < 0:
+        raise ValueError(
+            "Received an invalid value for argument `temperature`, "
+            f"expected a non-negative float, got {temperature!r}."
+        )
+    token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
+    if len(token_ids.shape) != 2 or token_ids.shape[1] == 0:
+        raise ValueError(
+            "Received an invalid value for argument `token_ids`, "
+            "expected a non-empty int array (batch_size, prompt_len), "
+            f"got shape {tuple(token_ids.shape)}."
+        )
+    return token_ids
+
+
 @keras.saving.register_keras_serializable(package="kerasseq")
 class CausalLM(Task):
     """Predicts the next token at every position; generates text.
@@ -94,19 +113,7 @@ class CausalLM(Task):
         Returns:
             int32 array `(batch_size, prompt_len + max_new_tokens)`.
         """
-        check_positive_int("max_new_tokens", max_new_tokens)
-        if temperature < 0:
-            raise ValueError(
-                "Received an invalid value for argument `temperature`, "
-                f"expected a non-negative float, got {temperature!r}."
-            )
-        token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
-        if len(token_ids.shape) != 2 or token_ids.shape[1] == 0:
-            raise ValueError(
-                "Received an invalid value for argument `token_ids`, "
-                "expected a non-empty int array (batch_size, prompt_len), "
-                f"got shape {tuple(token_ids.shape)}."
-            )
+        token_ids = check_generate_args(token_ids, max_new_tokens, temperature)
         batch_size, prompt_len = token_ids.shape
         total = prompt_len + max_new_tokens
         backbone = self.backbone

@@ -13,6 +13,7 @@ from keras import ops
 
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
+from kerasseq.models.causal_lm import check_generate_args
 from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
 
@@ -411,20 +412,7 @@ class RecurrentGPT2(Task):
         Returns:
             int32 array `(batch_size, prompt_len + max_new_tokens)`.
         """
-        check_positive_int("max_new_tokens", max_new_tokens)
-        is_number = isinstance(temperature, (int, float))
-        if isinstance(temperature, bool) or not is_number or temperature < 0:
-            raise ValueError(
-                "Received an invalid value for argument `temperature`, "
-                f"expected a non-negative float, got {temperature!r}."
-            )
-        token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
-        if len(token_ids.shape) != 2 or token_ids.shape[1] == 0:
-            raise ValueError(
-                "Received an invalid value for argument `token_ids`, "
-                "expected a non-empty int array (batch_size, prompt_len), "
-                f"got shape {tuple(token_ids.shape)}."
-            )
+        token_ids = check_generate_args(token_ids, max_new_tokens, temperature)
         batch_size, prompt_len = token_ids.shape
         total = prompt_len + max_new_tokens
         if self._step_function is None:

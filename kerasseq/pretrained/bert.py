@@ -56,9 +56,10 @@ classifier maps exactly and the kerasseq head starts fresh.
 import numpy as np
 
 from kerasseq.models.registry import HEADS
-from kerasseq.models.registry import build_model
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import assign
+from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import check_not_fixed
 
 # model_type -> prefix of the encoder's tensors in task checkpoints
 PREFIXES = {"bert": "bert.", "roberta": "roberta."}
@@ -126,18 +127,10 @@ def position_offset(checkpoint):
     return _config_value(checkpoint, "pad_token_id") + 1
 
 
-def _head_overrides(task, head_args, fixed, config):
-    """`head_args` (the head's own arguments, as `from_hf` takes them) as
-    `build_model` overrides, refusing what config.json fixes."""
+def _head_defaults(task, head_args, config):
+    """`head_args` with the defaults of an encoder checkpoint's head:
+    first-token pooling, and as many classes as config.json's labels."""
     args = dict(head_args)
-    if "dropout" in args:
-        args["head_dropout"] = args.pop("dropout")
-    clash = sorted(set(args) & set(fixed))
-    if clash:
-        raise CheckpointError(
-            f"{clash} are fixed by the checkpoint's config.json and cannot "
-            f"be passed to a {task!r} model loaded from it."
-        )
     if task == "sequence_classification":
         # the first token is BERT's [CLS] and RoBERTa's <s>
         args.setdefault("pooling", "first")
@@ -352,7 +345,6 @@ def build(checkpoint, name, task, fixed, head_args, mixer_args=None):
     """The registered model `name` (a `task` model; with `task=None` one
     whose backbone is the encoder) with the settings `fixed`, the mixer's
     `mixer_args` and the head's `head_args`."""
-    model_type = checkpoint.config.get("model_type")
     fixed = {**fixed, **(mixer_args or {})}
     if task is None:
         unused = sorted(set(head_args) - {"dtype"})
@@ -362,18 +354,16 @@ def build(checkpoint, name, task, fixed, head_args, mixer_args=None):
                 "encoder is loaded alone."
             )
         # build_model always puts a head on; the backbone is its first part
-        build_task = "sequence_classification"
-        overrides = {**head_args, "num_classes": 1}
-    else:
-        build_task = task
-        overrides = _head_overrides(task, head_args, fixed, checkpoint.config)
-    try:
-        return build_model(name, build_task, "small", **fixed, **overrides)
-    except ValueError as error:
-        raise CheckpointError(
-            f"{checkpoint.directory}: cannot build a {model_type} "
-            f"{build_task!r} model: {error}"
-        ) from error
+        return build_checked(
+            checkpoint,
+            name,
+            "sequence_classification",
+            fixed,
+            {**head_args, "num_classes": 1},
+        )
+    check_not_fixed(checkpoint, task, fixed, head_args)
+    head_args = _head_defaults(task, head_args, checkpoint.config)
+    return build_checked(checkpoint, name, task, fixed, head_args)
 
 
 def encoder_prefix(checkpoint, prefix):

@@ -31,6 +31,7 @@ import numpy as np
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import assign
 from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import load_table
 
 ARCHITECTURE = "gpt2"
 
@@ -174,13 +175,6 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     # fmt: on
 
 
-def _load(checkpoint, table):
-    for name, shape, variables, to_values in table:
-        values = to_values(checkpoint.take(name, shape))
-        for variable, value in zip(variables, values, strict=True):
-            assign(variable, value, name)
-
-
 def load_backbone(backbone, checkpoint):
     """Assigns the checkpoint's weights to a GPT-2 `SequenceBackbone`.
 
@@ -210,7 +204,7 @@ def load_backbone(backbone, checkpoint):
     # fmt: on
     for i, block in enumerate(backbone.blocks):
         table += _block_table(block, f"{prefix}h.{i}", D, H, F)
-    _load(checkpoint, table)
+    load_table(checkpoint, table)
     return prefix
 
 

@@ -39,6 +39,7 @@ import numpy as np
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import assign
 from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import load_table
 
 ARCHITECTURE = "pythia"
 
@@ -227,13 +228,6 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     return table
 
 
-def _load(checkpoint, table):
-    for name, shape, variables, to_values in table:
-        values = to_values(checkpoint.take(name, shape))
-        for variable, value in zip(variables, values, strict=True):
-            assign(variable, value, name)
-
-
 def load_backbone(backbone, checkpoint):
     """Assigns the checkpoint's weights to a GPT-NeoX `SequenceBackbone`.
 
@@ -261,7 +255,7 @@ def load_backbone(backbone, checkpoint):
     # fmt: on
     for i, block in enumerate(backbone.blocks):
         table += _block_table(block, f"{prefix}layers.{i}", D, H, F)
-    _load(checkpoint, table)
+    load_table(checkpoint, table)
     return prefix
 
 

@@ -103,6 +103,26 @@ def assign(variable, array, name):
     variable.assign(array.astype(variable.dtype))
 
 
+def load_table(checkpoint, table):
+    """Assigns a converter's table: rows `(tensor name, its shape,
+    [kerasseq variables], function from the tensor to their values)`."""
+    for name, shape, variables, to_values in table:
+        values = to_values(checkpoint.take(name, shape))
+        for variable, value in zip(variables, values, strict=True):
+            assign(variable, value, name)
+
+
+def check_not_fixed(checkpoint, task, fixed, head_args):
+    """Raises if `head_args` sets what config.json fixes (`fixed`)."""
+    clash = sorted(set(head_args) & set(fixed))
+    if clash:
+        raise CheckpointError(
+            f"{checkpoint.directory}: {clash} are fixed by the checkpoint's "
+            f"config.json and cannot be passed to a {task!r} model loaded "
+            "from it."
+        )
+
+
 def build_checked(checkpoint, name, task, fixed, head_args):
     """`build_model(name, task, **fixed, **head_args)` for a converter.
 
@@ -120,13 +140,7 @@ def build_checked(checkpoint, name, task, fixed, head_args):
     head_args = dict(head_args)
     if "dropout" in head_args:
         head_args["head_dropout"] = head_args.pop("dropout")
-    clash = sorted(set(head_args) & set(fixed))
-    if clash:
-        raise CheckpointError(
-            f"{checkpoint.directory}: {clash} are fixed by the checkpoint's "
-            f"config.json and cannot be passed to a {task!r} model loaded "
-            "from it."
-        )
+    check_not_fixed(checkpoint, task, fixed, head_args)
     try:
         return build_model(name, task, "small", **fixed, **head_args)
     except ValueError as error:
