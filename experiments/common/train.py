@@ -51,7 +51,7 @@ from kerasseq.models import count_parameters
 from kerasseq.models import model_config
 from kerasseq.pretrained import CheckpointError
 from kerasseq.pretrained import build_from_checkpoint
-from kerasseq.pretrained import check_model_type
+from kerasseq.pretrained import check_checkpoint
 
 _POLICIES = {
     "none": "float32",
@@ -130,14 +130,7 @@ def run(config, make_task_data):
     # bad override or a clash with an earlier experiment fails here, before
     # any model trains
     for name in config.models:
-        resolved = model_config(
-            name,
-            data.head,
-            config.preset,
-            **data.model_args_for(name, config),
-        )
-        if config.init_from:
-            check_model_type(name, config.init_from)
+        resolved = resolve_model(config, name, data)
         check_same_experiment(config, name, resolved)
     all_results = {}
     for name in config.models:
@@ -265,6 +258,22 @@ _BOOKKEEPING = (
 )
 
 
+def resolve_model(config, name, data):
+    """The arguments model `name` is built with, as its run records them:
+    `model_config`'s, or with `--init_from` the checkpoint's config.json
+    and what the task and `--model_args` set beside it (checked from
+    config.json, before any weights are read).
+
+    Raises:
+        ValueError: an argument the model does not take (a
+            `CheckpointError` for one the checkpoint fixes).
+    """
+    overrides = data.model_args_for(name, config)
+    if config.init_from:
+        return check_checkpoint(name, config.init_from, data.head, **overrides)
+    return model_config(name, data.head, config.preset, **overrides)
+
+
 def _run_record(config, name, resolved):
     """What `config.json` holds, as JSON values (tuples become lists)."""
     record = {**config.to_dict(), "model": name, "model_config": resolved}
@@ -314,7 +323,7 @@ def train_and_evaluate(config, name, data, strategy=None):
     """
     run_dir = config.run_dir(name)
     overrides = data.model_args_for(name, config)
-    resolved = model_config(name, data.head, config.preset, **overrides)
+    resolved = resolve_model(config, name, data)
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path) and not config.overwrite:
         logging.info("%s: results exist at %s, reusing.", name, results_path)

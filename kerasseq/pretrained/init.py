@@ -8,6 +8,7 @@ from kerasseq.pretrained.hf import check_supported
 from kerasseq.pretrained.hf import converter
 from kerasseq.pretrained.hf import read_checkpoint
 from kerasseq.pretrained.hf import read_config
+from kerasseq.pretrained.warm_start import mixer_names
 from kerasseq.pretrained.warm_start import warm_start
 
 # backbone settings a task fixes, checked against the checkpoint's model
@@ -38,6 +39,69 @@ def check_model_type(name, path):
         )
 
 
+def _head_arguments(parts):
+    """The head's arguments of `model_config`, with the head's dropout
+    under its own name (a bare `dropout` would reach the backbone)."""
+    head = dict(parts["head"])
+    head.pop("tie_embeddings", None)  # the checkpoint decides the output
+    if "dropout" in head:
+        head["head_dropout"] = head.pop("dropout")
+    return head
+
+
+def _free_mixer_arguments(name, parts, warm):
+    """The mixer's arguments a warm start leaves to the caller (Longformer's
+    window, BigBird's blocks); none for a converted checkpoint, whose
+    config.json decides its attention."""
+    if not warm:
+        return {}
+    free = mixer_names(name)
+    return {k: v for k, v in parts["mixer"].items() if k in free}
+
+
+def check_checkpoint(name, path, task, **overrides):
+    """What `build_from_checkpoint` checks from config.json alone, before
+    any weights are read: the architecture, the vocabulary, and that
+    `overrides` set nothing the checkpoint fixes.
+
+    Returns:
+        dict of the arguments the model gets beside the checkpoint's: the
+        head's (`num_classes`, `pooling`, ...) and, for a warm start, the
+        mixer's (`window`, `block_size`, ...); with `checkpoint`, the
+        checkpoint's config.json (a run's record of its model).
+
+    Raises:
+        CheckpointError: as `build_from_checkpoint`.
+    """
+    check_model_type(name, path)
+    directory, config = read_config(path)
+    spec = MODELS[name]
+    warm = config.get("model_type") in spec.warm_starts
+    try:
+        parts = model_config(name, task, **overrides)
+    except ValueError as error:
+        raise CheckpointError(str(error)) from error
+    head = _head_arguments(parts)
+    mixer = _free_mixer_arguments(name, parts, warm)
+    fixed = sorted(set(overrides) - set(head) - set(mixer) - set(_CHECKED))
+    if fixed:
+        raise CheckpointError(
+            f"{fixed} cannot be set for model {name!r} loaded from "
+            f"{directory}: its config.json fixes them. What can be set: "
+            f"{', '.join(sorted({*head, *mixer}))}."
+        )
+    vocabulary = overrides.get("vocabulary_size")
+    if vocabulary is not None and vocabulary != config.get("vocab_size"):
+        raise CheckpointError(
+            f"The checkpoint at {directory} has a vocabulary of "
+            f"{config.get('vocab_size')} tokens, but the task's tokenizer "
+            f"has {vocabulary}. Use the checkpoint's tokenizer (for GPT-2: "
+            f"--tokenizer=gpt2 --tokenizer_dir={directory}; for BERT: "
+            f"--tokenizer=wordpiece --tokenizer_dir={directory})."
+        )
+    return {"head": head, "mixer": mixer, "checkpoint": config}
+
+
 def build_from_checkpoint(name, path, task, **overrides):
     """The task model of registered model `name` with the weights of the
     checkpoint at `path` (its architecture and sizes come from the
@@ -50,21 +114,18 @@ def build_from_checkpoint(name, path, task, **overrides):
         task: a kerasseq head.
         **overrides: what the task's data fixes (`vocabulary_size`,
             `max_sequence_length`, `num_classes`, ...): the vocabulary
-            must be the checkpoint's, the length within its positions.
+            must be the checkpoint's, the length within its positions. The
+            head's arguments (`pooling`, `head_dropout`, ...) and, for a
+            warm start, the mixer's (Longformer's `window`, BigBird's
+            `block_size`, ...) can be set; what config.json fixes cannot.
 
     Raises:
-        CheckpointError: another architecture, or a vocabulary or length
-            the checkpoint does not have.
+        CheckpointError: another architecture, a vocabulary or length the
+            checkpoint does not have, or an override of what it fixes.
     """
-    check_model_type(name, path)
+    arguments = check_checkpoint(name, path, task, **overrides)
     checkpoint = read_checkpoint(path)
-    # the head's own arguments (`num_classes`, `pooling`, ...); the
-    # checkpoint decides the output table, and the head's dropout keeps its
-    # own name (a bare `dropout` would reach the backbone)
-    head = dict(model_config(name, task, **overrides)["head"])
-    head.pop("tie_embeddings", None)
-    if "dropout" in head:
-        head["head_dropout"] = head.pop("dropout")
+    head = arguments["head"]
     spec = MODELS[name]
     wrapper = spec.heads.get(task)
     length = overrides.get("max_sequence_length")
@@ -76,7 +137,8 @@ def build_from_checkpoint(name, path, task, **overrides):
             name,
             task,
             max_sequence_length=length,
-            **{**spec.mixer_args, **head},
+            **arguments["mixer"],
+            **head,
         )
     elif wrapper is not None:
         # a head of the model's own around the checkpoint's backbone
@@ -91,14 +153,6 @@ def build_from_checkpoint(name, path, task, **overrides):
             checkpoint, task, **head
         )
     backbone = model.backbone if hasattr(model, "backbone") else model
-    vocabulary = overrides.get("vocabulary_size")
-    if vocabulary is not None and vocabulary != backbone.vocabulary_size:
-        raise CheckpointError(
-            f"The checkpoint at {checkpoint.directory} has a vocabulary of "
-            f"{backbone.vocabulary_size} tokens, but the task's tokenizer "
-            f"has {vocabulary}. Use the checkpoint's tokenizer (for GPT-2: "
-            f"--tokenizer=gpt2 --tokenizer_dir={checkpoint.directory})."
-        )
     limit = backbone.max_sequence_length
     if (
         length is not None

@@ -33,7 +33,9 @@ NAMES = ("longformer", "bigbird")
 FIXED_MIXER = ("num_heads", "head_dim", "use_bias", "causal", "dropout")
 
 
-def _mixer_names(name):
+def mixer_names(name):
+    """The mixer arguments of model `name` a warm start leaves free (the
+    checkpoint's config.json fixes the heads and sizes)."""
     params = inspect.signature(MODELS[name].mixer.__init__).parameters
     return set(params) - {"self", "kwargs", *FIXED_MIXER}
 
@@ -94,13 +96,9 @@ def warm_start(
         fixed["max_sequence_length"] = max_sequence_length
     if name == "bigbird":
         del fixed["causal"]  # BigBirdAttention is bidirectional only
-    mixer_names = _mixer_names(name)
-    mixer_args = {
-        k: v for k, v in mixer_and_head_args.items() if k in mixer_names
-    }
-    head_args = {
-        k: v for k, v in mixer_and_head_args.items() if k not in mixer_names
-    }
+    free = mixer_names(name)
+    mixer_args = {k: v for k, v in mixer_and_head_args.items() if k in free}
+    head_args = {k: v for k, v in mixer_and_head_args.items() if k not in free}
     model = bert.build(checkpoint, name, task, fixed, head_args, mixer_args)
     prefix = bert.encoder_prefix(checkpoint, bert.PREFIXES[model_type])
     loader = _longformer_attention if name == "longformer" else None

@@ -132,7 +132,82 @@ def test_a_vocabulary_that_is_not_the_checkpoints_is_refused(tmp_path):
         match="vocabulary of 100 tokens, but the task's tokenizer has 64",
     ):
         _run(tmp_path, "gpt2", checkpoint, vocab_size=64, num_kv_pairs=2)
-    assert not (tmp_path / "runs" / "mqar" / "gpt2" / "model.keras").exists()
+    # refused from config.json, before the run directory is written
+    assert not (tmp_path / "runs" / "mqar" / "gpt2").exists()
+
+
+def test_model_args_the_checkpoint_fixes_are_refused(tmp_path):
+    # a preset size or --model_args would otherwise be dropped silently,
+    # and the run's config.json would record sizes the model does not have
+    checkpoint = os.path.join(FIXTURES, "gpt2")
+    config = small_config(
+        "synthetic",
+        "mqar",
+        ("gpt2",),
+        synthetic.make_task_args(
+            "mqar",
+            num_train_examples=32,
+            num_eval_examples=8,
+            train_seq_len="16,16",
+            eval_seq_len=["16,16"],
+            vocab_size=100,
+            num_kv_pairs=2,
+        ),
+        tmp_path / "runs",
+        None,
+        init_from=checkpoint,
+        batch_size=8,
+        model_args={"num_layers": 4, "head_dropout": 0.2},
+    )
+    with pytest.raises(
+        app.UsageError, match=r"\['num_layers'\] cannot be set .*config.json"
+    ):
+        train.run_program(config, synthetic.make_task_data)
+    assert not (tmp_path / "runs" / "mqar" / "gpt2").exists()
+
+
+def test_a_warm_start_takes_the_attention_arguments(tmp_path):
+    # --model_args=window=... reaches the Longformer grown from BERT, and
+    # the run records the checkpoint's config.json as its model
+    from experiments.common.train import resolve_model
+    from kerasseq.pretrained import build_from_checkpoint
+
+    checkpoint = os.path.join(FIXTURES, "bert")
+    model = build_from_checkpoint(
+        "longformer",
+        checkpoint,
+        "sequence_classification",
+        vocabulary_size=100,
+        max_sequence_length=24,
+        num_classes=3,
+        window=4,
+        num_global_tokens=2,
+    )
+    mixer = model.backbone.blocks[0].mixer
+    assert (mixer.window, mixer.num_global_tokens) == (4, 2)
+    data = train.TaskData(
+        head="sequence_classification",
+        make_train=None,
+        evals={},
+        model_args={"vocabulary_size": 100, "num_classes": 3},
+        loss=None,
+        make_metrics=list,
+        primary_metric="accuracy",
+    )
+    config = small_config(
+        "textcls",
+        "folder",
+        ("longformer",),
+        {},
+        tmp_path,
+        None,
+        init_from=checkpoint,
+        model_args={"window": 4},
+    )
+    resolved = resolve_model(config, "longformer", data)
+    assert resolved["mixer"]["window"] == 4
+    assert resolved["checkpoint"]["model_type"] == "bert"
+    assert resolved["head"]["num_classes"] == 3
 
 
 def test_recurrent_gpt2_starts_as_the_checkpoints_gpt2(tmp_path):
