@@ -5,8 +5,12 @@ import json
 import os
 import tempfile
 
+from experiments.common.distribute import STRATEGIES
 from kerasseq.models import MODEL_NAMES
 from kerasseq.models import PRESETS
+
+MIXED_PRECISION = ("none", "bfloat16", "float16")
+LEARNING_RATE_SCALING = ("none", "linear")
 
 
 @dataclasses.dataclass
@@ -20,8 +24,12 @@ class ExperimentConfig:
         preset: model size preset.
         model_args: overrides of the preset, passed to `build_model`.
         task_args: the family's own options (sequence lengths, ...).
-        learning_rate: peak learning rate for the global batch; no implicit
-            scaling with the number of replicas.
+        learning_rate: peak learning rate for the global batch
+            (`batch_size`, split across the replicas).
+        learning_rate_scaling: `"none"` trains at `learning_rate` on any
+            number of replicas; `"linear"` at `learning_rate` times the
+            number of replicas (Goyal et al., 2017). Results record the
+            rate used.
         Others: see `experiments/common/flags.py`.
     """
 
@@ -43,6 +51,8 @@ class ExperimentConfig:
     data_dir: str = None
     wandb_mode: str = "offline"
     strategy: str = "auto"
+    virtual_devices: int = 0
+    learning_rate_scaling: str = "none"
     mixed_precision: str = "none"
     overwrite: bool = False
     verbose: int = 2
@@ -85,6 +95,20 @@ class ExperimentConfig:
             raise ValueError(
                 f"--weight_decay must be >= 0, got {self.weight_decay}."
             )
+        for name, value, allowed in (
+            ("strategy", self.strategy, STRATEGIES),
+            ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
+            (
+                "learning_rate_scaling",
+                self.learning_rate_scaling,
+                LEARNING_RATE_SCALING,
+            ),
+        ):
+            if value not in allowed:
+                raise ValueError(
+                    f"Unknown --{name}={value!r}; valid: {', '.join(allowed)}."
+                )
+        check_count("virtual_devices", self.virtual_devices, 0)
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ValueError(
                 f"--data_dir {self.data_dir!r} is not a directory."
@@ -192,6 +216,8 @@ def from_flags(flag_values, family, task_args):
         data_dir=flag_values.data_dir,
         wandb_mode=flag_values.wandb_mode,
         strategy=flag_values.strategy,
+        virtual_devices=flag_values.virtual_devices,
+        learning_rate_scaling=flag_values.learning_rate_scaling,
         mixed_precision=flag_values.mixed_precision,
         overwrite=flag_values.overwrite,
         verbose=flag_values.verbose,

@@ -7,10 +7,11 @@ model, defines its own task flags, and turns the parsed flags into an
 
 from absl import flags
 
+from experiments.common.config import LEARNING_RATE_SCALING
+from experiments.common.config import MIXED_PRECISION
+from experiments.common.distribute import STRATEGIES
 from kerasseq.data.tokenizers import TOKENIZERS
 
-STRATEGIES = ("auto", "default", "mirrored")
-MIXED_PRECISION = ("none", "bfloat16", "float16")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
@@ -54,7 +55,26 @@ def define_shared_flags(tasks, default_task, default_model="gpt"):
         "Weights & Biases mode; offline needs no account or network.",
     )
     flags.DEFINE_enum(
-        "strategy", "auto", list(STRATEGIES), "tf.distribute strategy."
+        "strategy",
+        "auto",
+        list(STRATEGIES),
+        "Where to train: tf.distribute (default, mirrored, multi_worker "
+        "from TF_CONFIG, tpu) on TensorFlow, keras.distribution "
+        "(data_parallel, model_parallel) on JAX; auto uses every local "
+        "accelerator (see experiments/common/distribute.py).",
+    )
+    flags.DEFINE_integer(
+        "virtual_devices",
+        0,
+        "Split the CPU into this many logical devices (to try a strategy "
+        "without accelerators; 0 leaves the devices as found).",
+    )
+    flags.DEFINE_enum(
+        "learning_rate_scaling",
+        "none",
+        list(LEARNING_RATE_SCALING),
+        "none: --learning_rate as given, whatever the replicas; linear: "
+        "multiplied by the number of replicas.",
     )
     flags.DEFINE_enum(
         "mixed_precision",

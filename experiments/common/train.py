@@ -43,7 +43,11 @@ from absl import logging
 from experiments.common import results as results_lib
 from experiments.common.callbacks import EpochTimer
 from experiments.common.callbacks import WandbLogger
+from experiments.common.distribute import DistributionError
+from experiments.common.distribute import check_batch_size
 from experiments.common.distribute import get_strategy
+from experiments.common.distribute import is_chief
+from experiments.common.distribute import uses_collectives
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.models import build_model
@@ -113,6 +117,18 @@ class TaskData:
         }
 
 
+# strategies whose devices one process holds for the whole run (a TPU, a
+# cluster's collectives): its models train in that process, one by one
+_SHARED_STRATEGIES = ("multi_worker", "tpu")
+
+
+def _worker_dir():
+    """Where a multi-worker cluster's non-chief worker writes: a hidden
+    directory of the workdir, one per worker."""
+    task = json.loads(os.environ["TF_CONFIG"])["task"]
+    return f".{task['type']}{task['index']}"
+
+
 def run(config, make_task_data):
     """Trains and evaluates every model of `config`; returns their results.
 
@@ -124,7 +140,14 @@ def run(config, make_task_data):
         dict model name -> results dict (as written to `results.json`).
     """
     keras.mixed_precision.set_global_policy(_POLICIES[config.mixed_precision])
-    strategy = get_strategy(config.strategy)
+    strategy = get_strategy(config.strategy, config.virtual_devices)
+    check_batch_size(config.batch_size, strategy)
+    if not is_chief():
+        # a multi-worker cluster's other workers train in step with the
+        # chief and keep their files (checkpoints included) to themselves
+        config = dataclasses.replace(
+            config, workdir=os.path.join(config.workdir, _worker_dir())
+        )
     data = make_task_data(config)
     # resolve every model's arguments and check its run directory first: a
     # bad override or a clash with an earlier experiment fails here, before
@@ -134,7 +157,11 @@ def run(config, make_task_data):
         check_same_experiment(config, name, resolved)
     all_results = {}
     for name in config.models:
-        if config.fresh_process and len(config.models) > 1:
+        if (
+            config.fresh_process
+            and len(config.models) > 1
+            and config.strategy not in _SHARED_STRATEGIES
+        ):
             all_results[name] = _train_in_fresh_process(
                 config, name, make_task_data
             )
@@ -157,8 +184,10 @@ def run(config, make_task_data):
 def _train_one(config, name, make_task_data):
     """What a fresh process runs: the task data and one model's training."""
     keras.mixed_precision.set_global_policy(_POLICIES[config.mixed_precision])
+    # before the data: virtual devices are set before TensorFlow starts
+    strategy = get_strategy(config.strategy, config.virtual_devices)
     data = make_task_data(config)
-    return train_and_evaluate(config, name, data, get_strategy(config.strategy))
+    return train_and_evaluate(config, name, data, strategy)
 
 
 def _train_in_fresh_process(config, name, make_task_data):
@@ -200,19 +229,27 @@ def run_program(config, make_task_data):
     errors (the message, no traceback), before anything trains."""
     try:
         return run(config, _CheckedTaskData(make_task_data))
-    except (SettingsConflict, CheckpointError) as error:
+    except (SettingsConflict, CheckpointError, DistributionError) as error:
         raise app.UsageError(str(error)) from error
 
 
-def _optimizer(config, total_steps):
-    learning_rate = config.learning_rate
+def learning_rate_for(config, strategy):
+    """The peak learning rate: `--learning_rate`, times the number of
+    replicas with `--learning_rate_scaling=linear`."""
+    if config.learning_rate_scaling == "linear":
+        return config.learning_rate * strategy.num_replicas_in_sync
+    return config.learning_rate
+
+
+def _optimizer(config, total_steps, peak):
+    learning_rate = peak
     if total_steps:
         warmup = min(config.warmup_steps, total_steps)
         learning_rate = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else config.learning_rate,
+            initial_learning_rate=0.0 if warmup else peak,
             decay_steps=max(total_steps - warmup, 1),
             alpha=0.1,
-            warmup_target=config.learning_rate if warmup else None,
+            warmup_target=peak if warmup else None,
             warmup_steps=warmup,
         )
     optimizer = keras.optimizers.AdamW(
@@ -253,6 +290,7 @@ _BOOKKEEPING = (
     "overwrite",
     "strategy",
     "verbose",
+    "virtual_devices",
     "wandb_mode",
     "workdir",
 )
@@ -316,51 +354,10 @@ def check_same_experiment(config, name, resolved):
         )
 
 
-def train_and_evaluate(config, name, data, strategy=None):
-    """Trains one model, evaluates it and writes its run directory.
-
-    `run` has checked the run directory with `check_same_experiment`.
-    """
-    run_dir = config.run_dir(name)
-    overrides = data.model_args_for(name, config)
-    resolved = resolve_model(config, name, data)
-    results_path = os.path.join(run_dir, "results.json")
-    if os.path.exists(results_path) and not config.overwrite:
-        logging.info("%s: results exist at %s, reusing.", name, results_path)
-        with open(results_path) as f:
-            return json.load(f)
-    os.makedirs(run_dir, exist_ok=True)
-    strategy = strategy or get_strategy(config.strategy)
-    keras.utils.set_random_seed(config.seed)
-    _write_json(
-        os.path.join(run_dir, "config.json"),
-        _run_record(config, name, resolved),
-    )
-
-    if config.steps:
-        steps_per_epoch = min(config.eval_every, config.steps)
-        epochs = math.ceil(config.steps / steps_per_epoch)
-        train = data.make_train().repeat()
-        total_steps = steps_per_epoch * epochs
-    else:
-        steps_per_epoch, epochs, train = None, config.epochs, data.make_train()
-        total_steps = None
-
-    with strategy.scope():
-        if config.init_from:
-            model = build_from_checkpoint(
-                name, config.init_from, data.head, **overrides
-            )
-        else:
-            model = build_model(name, data.head, config.preset, **overrides)
-        model.compile(
-            optimizer=_optimizer(config, total_steps),
-            loss=data.loss,
-            weighted_metrics=data.make_metrics(),
-            jit_compile=True,
-        )
-    parameters = count_parameters(model)
-
+def _fit_and_evaluate(
+    config, name, data, model, run_dir, steps_per_epoch, epochs, train
+):
+    """`model.fit` with the run's callbacks, then every eval split."""
     metrics_path = os.path.join(run_dir, "metrics.csv")
     callbacks = [
         EpochTimer(),
@@ -398,6 +395,62 @@ def train_and_evaluate(config, name, data, strategy=None):
         evals[split] = model.evaluate(dataset, return_dict=True, verbose=0)
         if data.score is not None:
             evals[split].update(data.score(model, split, run_dir))
+    return history, evals
+
+
+def train_and_evaluate(config, name, data, strategy=None):
+    """Trains one model, evaluates it and writes its run directory.
+
+    `run` has checked the run directory with `check_same_experiment`.
+    """
+    run_dir = config.run_dir(name)
+    overrides = data.model_args_for(name, config)
+    resolved = resolve_model(config, name, data)
+    results_path = os.path.join(run_dir, "results.json")
+    if os.path.exists(results_path) and not config.overwrite:
+        logging.info("%s: results exist at %s, reusing.", name, results_path)
+        with open(results_path) as f:
+            return json.load(f)
+    os.makedirs(run_dir, exist_ok=True)
+    strategy = strategy or get_strategy(config.strategy, config.virtual_devices)
+    keras.utils.set_random_seed(config.seed)
+    _write_json(
+        os.path.join(run_dir, "config.json"),
+        _run_record(config, name, resolved),
+    )
+
+    if config.steps:
+        steps_per_epoch = min(config.eval_every, config.steps)
+        epochs = math.ceil(config.steps / steps_per_epoch)
+        train = data.make_train().repeat()
+        total_steps = steps_per_epoch * epochs
+    else:
+        steps_per_epoch, epochs, train = None, config.epochs, data.make_train()
+        total_steps = None
+
+    # XLA compiles the whole train step, except across replicas that
+    # TensorFlow's collectives join (Keras's own choice under tf.distribute)
+    jit_compile = not uses_collectives(strategy)
+    learning_rate = learning_rate_for(config, strategy)
+    # on JAX the distribution lays out the variables as they are made and
+    # the batches as fit and evaluate read them, so all of it is in scope
+    with strategy.scope():
+        if config.init_from:
+            model = build_from_checkpoint(
+                name, config.init_from, data.head, **overrides
+            )
+        else:
+            model = build_model(name, data.head, config.preset, **overrides)
+        model.compile(
+            optimizer=_optimizer(config, total_steps, learning_rate),
+            loss=data.loss,
+            weighted_metrics=data.make_metrics(),
+            jit_compile=jit_compile,
+        )
+        parameters = count_parameters(model)
+        history, evals = _fit_and_evaluate(
+            config, name, data, model, run_dir, steps_per_epoch, epochs, train
+        )
     model.save(os.path.join(run_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.history.items() if v}
     results = {
@@ -406,8 +459,11 @@ def train_and_evaluate(config, name, data, strategy=None):
         "family": config.family,
         "preset": config.preset,
         "parameters": parameters,
+        "replicas": strategy.num_replicas_in_sync,
+        "jit_compile": jit_compile,
+        "learning_rate": learning_rate,
         "train_steps": total_steps,
-        "train_time_s": _train_time(metrics_path),
+        "train_time_s": _train_time(os.path.join(run_dir, "metrics.csv")),
         "data": data.report,
         "final_train": {k: float(v) for k, v in last.items()},
         "eval": {

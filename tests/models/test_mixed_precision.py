@@ -35,7 +35,7 @@ def test_mixed_precision_trains_without_nan(name, policy, jit_compile):
         )
         before = [w.copy() for w in model.get_weights()]
         history = model.fit(
-            inputs, _labels(task, inputs), batch_size=4, epochs=3, verbose=0
+            inputs, _labels(task, inputs), batch_size=4, epochs=20, verbose=0
         )
         assert np.all(np.isfinite(history.history["loss"])), history.history
         variables = model.trainable_variables
