@@ -69,7 +69,14 @@ def test_large_tests_are_tagged_large():
         if target["kind"] != "py_test":
             continue
         with open(os.path.join(ROOT, target["main"])) as f:
-            marked = bool(re.search(r"^@pytest\.mark\.large", f.read(), re.M))
+            marked = bool(
+                re.search(
+                    r"^(@pytest\.mark\.large|pytestmark = \[?\s*"
+                    r"pytest\.mark\.large)",
+                    f.read(),
+                    re.M,
+                )
+            )
         assert marked == ("large" in target["tags"]), target["main"]
 
 
