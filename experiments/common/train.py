@@ -354,8 +354,28 @@ def check_same_experiment(config, name, resolved):
         )
 
 
+def full_batches(evals, batch_size):
+    """The eval datasets in whole batches of `batch_size`, and how many
+    examples each split leaves out at its end.
+
+    Across several replicas every batch must split evenly (JAX shards it;
+    a TPU compiles one shape), so there the last, smaller batch of each
+    split is dropped, as for training, and the results say how many
+    examples that was.
+    """
+    whole, dropped = {}, {}
+    for split, dataset in evals.items():
+        count = sum(
+            int(keras.ops.shape(keras.tree.flatten(batch[1])[0])[0])
+            for batch in dataset
+        )
+        whole[split] = dataset.rebatch(batch_size, drop_remainder=True)
+        dropped[split] = count % batch_size
+    return whole, dropped
+
+
 def _fit_and_evaluate(
-    config, name, data, model, run_dir, steps_per_epoch, epochs, train
+    config, name, data, evals, model, run_dir, steps_per_epoch, epochs, train
 ):
     """`model.fit` with the run's callbacks, then every eval split."""
     metrics_path = os.path.join(run_dir, "metrics.csv")
@@ -376,7 +396,7 @@ def _fit_and_evaluate(
                 {**config.to_dict(), "model": name},
             )
         )
-    validation = next(iter(data.evals.values()), None)
+    validation = next(iter(evals.values()), None)
     history = model.fit(
         train,
         steps_per_epoch=steps_per_epoch,
@@ -386,8 +406,8 @@ def _fit_and_evaluate(
         verbose=config.verbose,
     )
 
-    evals = {}
-    for split, dataset in data.evals.items():
+    datasets, evals = evals, {}
+    for split, dataset in datasets.items():
         # a step compiled for this split: splits differ in length, and a
         # reused step would be retraced with the length unknown, which the
         # scan kernels (static loop bounds, as XLA and TPUs want) refuse
@@ -432,6 +452,9 @@ def train_and_evaluate(config, name, data, strategy=None):
     # TensorFlow's collectives join (Keras's own choice under tf.distribute)
     jit_compile = not uses_collectives(strategy)
     learning_rate = learning_rate_for(config, strategy)
+    eval_datasets, dropped = data.evals, None
+    if strategy.num_replicas_in_sync > 1:
+        eval_datasets, dropped = full_batches(data.evals, config.batch_size)
     # on JAX the distribution lays out the variables as they are made and
     # the batches as fit and evaluate read them, so all of it is in scope
     with strategy.scope():
@@ -449,7 +472,15 @@ def train_and_evaluate(config, name, data, strategy=None):
         )
         parameters = count_parameters(model)
         history, evals = _fit_and_evaluate(
-            config, name, data, model, run_dir, steps_per_epoch, epochs, train
+            config,
+            name,
+            data,
+            eval_datasets,
+            model,
+            run_dir,
+            steps_per_epoch,
+            epochs,
+            train,
         )
     model.save(os.path.join(run_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.history.items() if v}
@@ -469,6 +500,7 @@ def train_and_evaluate(config, name, data, strategy=None):
         "eval": {
             s: {k: float(v) for k, v in m.items()} for s, m in evals.items()
         },
+        **({"eval_examples_dropped": dropped} if dropped else {}),
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     _write_json(results_path, results)

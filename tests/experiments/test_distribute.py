@@ -213,3 +213,17 @@ def test_a_binary_refuses_a_strategy_it_cannot_run(tmp_path, monkeypatch):
     with pytest.raises(app.UsageError, match="TF_CONFIG is not set"):
         train.run_program(config, synthetic.make_task_data)
     assert not (tmp_path / "runs" / "bit_parity").exists()
+
+
+def test_evaluation_on_several_replicas_keeps_whole_batches():
+    from kerasseq.data.batching import array_dataset
+
+    inputs = {"token_ids": np.arange(11 * 3).reshape(11, 3)}
+    dataset = array_dataset(inputs, np.arange(11), 4, seed=0)
+    whole, dropped = train.full_batches({"test": dataset}, 4)
+    sizes = [len(labels) for _, labels in whole["test"]]
+    assert sizes == [4, 4]
+    assert dropped == {"test": 3}
+    # the same examples, in order, less the last three
+    labels = np.concatenate([labels for _, labels in whole["test"]])
+    np.testing.assert_array_equal(labels, np.arange(8))
