@@ -98,6 +98,8 @@ def test_warm_start_from_minilm_beats_training_from_scratch(tmp_path, name):
     print(f"{name}: test accuracy {accuracy}")
     # the same architecture: only the starting weights differ
     assert warm["parameters"] == scratch["parameters"]
-    # 5 classes, the largest 23% of the articles
-    assert accuracy["warm"] > 0.9, accuracy
-    assert accuracy["warm"] > accuracy["scratch"] + 0.1, accuracy
+    # 5 classes, the largest 23% of the articles; BBC News is easy enough
+    # that the model from scratch reaches about 0.9 in 200 steps, and
+    # pretraining removes most of the errors left
+    assert accuracy["warm"] > 0.95, accuracy
+    assert 1 - accuracy["warm"] < 0.5 * (1 - accuracy["scratch"]), accuracy
