@@ -149,43 +149,23 @@ def test_a_batch_that_does_not_split_across_replicas_is_refused():
         distribute.check_batch_size(10, _Replicas(4))
 
 
+def _config(tmp_path, **kw):
+    return small_config(
+        "synthetic", "bit_parity", ("gpt",), {}, tmp_path, None, **kw
+    )
+
+
 def test_learning_rate_scaling_is_explicit(tmp_path):
-    config = small_config(
-        "synthetic", "bit_parity", ("gpt",), {}, tmp_path, None
-    )
+    config = _config(tmp_path)
     assert train.learning_rate_for(config, _Replicas(4)) == config.learning_rate
-    linear = small_config(
-        "synthetic",
-        "bit_parity",
-        ("gpt",),
-        {},
-        tmp_path,
-        None,
-        learning_rate_scaling="linear",
-    )
+    linear = _config(tmp_path, learning_rate_scaling="linear")
     assert train.learning_rate_for(linear, _Replicas(4)) == pytest.approx(
         4 * config.learning_rate
     )
     with pytest.raises(ValueError, match="Unknown --learning_rate_scaling"):
-        small_config(
-            "synthetic",
-            "bit_parity",
-            ("gpt",),
-            {},
-            tmp_path,
-            None,
-            learning_rate_scaling="sqrt",
-        )
+        _config(tmp_path, learning_rate_scaling="sqrt")
     with pytest.raises(ValueError, match="Unknown --strategy='horovod'"):
-        small_config(
-            "synthetic",
-            "bit_parity",
-            ("gpt",),
-            {},
-            tmp_path,
-            None,
-            strategy="horovod",
-        )
+        _config(tmp_path, strategy="horovod")
 
 
 @pytest.mark.skipif(
