@@ -207,3 +207,24 @@ def test_evaluation_on_several_replicas_keeps_whole_batches():
     # the same examples, in order, less the last three
     labels = np.concatenate([labels for _, labels in whole["test"]])
     np.testing.assert_array_equal(labels, np.arange(8))
+
+
+def test_float16_training_scales_its_loss(tmp_path):
+    # --mixed_precision=float16: the policy the run sets makes compile wrap
+    # the run's optimizer in dynamic loss scaling; float32 variables
+    from kerasseq.models import build_model
+
+    keras.mixed_precision.set_global_policy(train._POLICIES["float16"])
+    try:
+        model = build_model("mamba", "causal_lm", "tiny", vocabulary_size=16)
+        model.compile(
+            optimizer=train._optimizer(_config(tmp_path), 10, 1e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        assert isinstance(
+            model.optimizer, keras.optimizers.LossScaleOptimizer
+        )
+        assert model.weights
+        assert all(v.dtype == "float32" for v in model.weights)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
