@@ -142,7 +142,7 @@ def run(config, make_task_data):
     keras.mixed_precision.set_global_policy(_POLICIES[config.mixed_precision])
     strategy = get_strategy(config.strategy, config.virtual_devices)
     check_batch_size(config.batch_size, strategy)
-    if not is_chief():
+    if config.strategy == "multi_worker" and not is_chief():
         # a multi-worker cluster's other workers train in step with the
         # chief and keep their files (checkpoints included) to themselves
         config = dataclasses.replace(
