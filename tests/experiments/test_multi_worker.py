@@ -142,6 +142,10 @@ def test_a_killed_worker_resumes_from_its_checkpoint(tmp_path):
     _wait(workers, workdir)
     epochs = _epochs(run_dir)
     resumed = epochs[len(done) :]
+    print(
+        f"killed after {len(done)} epochs of 2 steps; resumed at epoch "
+        f"{resumed[0]}, finished at {resumed[-1]}"
+    )
     assert resumed[0] > 0, epochs  # not trained again from the start
     assert resumed[-1] == steps // 2 - 1
     results = json.loads(open(os.path.join(run_dir, "results.json")).read())
