@@ -44,7 +44,7 @@ run: $(RUNTIME_STAMP)
 	  --workdir=runs/default --wandb_mode=offline
 
 # the backend-agnostic tests run again on JAX (skipped where jax is missing)
-JAX_TESTS := tests/ops tests/layers tests/models
+JAX_TESTS := tests/ops tests/layers tests/models tests/pretrained
 HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
 
 test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
