@@ -209,27 +209,18 @@ def _load_embeddings(checkpoint, prefix, backbone, offset, tile=False):
     positions = backbone.position_embedding.embeddings
     length, hidden_dim = positions.shape
     if tile:
-        rows = checkpoint.take(f"{name}.position_embeddings.weight")
-        if rows.ndim != 2 or rows.shape[1] != hidden_dim:
-            raise CheckpointError(
-                f"{checkpoint.directory}: tensor "
-                f"{name + '.position_embeddings.weight'!r} has shape "
-                f"{rows.shape}, but the model needs (positions, "
-                f"{hidden_dim})."
-            )
+        # as many positions as the checkpoint has, repeated to the length
+        rows = checkpoint.take(
+            f"{name}.position_embeddings.weight", (None, hidden_dim)
+        )
         rows = np.concatenate([rows[:offset], tile_rows(rows[offset:], length)])
     else:
         rows = checkpoint.take(
             f"{name}.position_embeddings.weight", (offset + length, hidden_dim)
         )
-    types = checkpoint.take(f"{name}.token_type_embeddings.weight")
-    if types.ndim != 2 or types.shape[1] != hidden_dim:
-        raise CheckpointError(
-            f"{checkpoint.directory}: tensor "
-            f"{name + '.token_type_embeddings.weight'!r} has shape "
-            f"{types.shape}, but the model needs (type_vocab_size, "
-            f"{hidden_dim})."
-        )
+    types = checkpoint.take(
+        f"{name}.token_type_embeddings.weight", (None, hidden_dim)
+    )
     # token type 0 at every position, the only type kerasseq inputs have
     assign(positions, rows[offset:] + types[0], f"{name}.position_embeddings")
     _load_norm(checkpoint, f"{name}.LayerNorm", backbone.embedding_norm)
@@ -277,14 +268,7 @@ def convert(checkpoint, task=None, **head_args):
     >>> classifier = kerasseq.pretrained.from_hf(
     ...     "roberta-base", task="sequence_classification", num_classes=2)
     """
-    model_type = checkpoint.config.get("model_type")
-    if model_type not in PREFIXES:
-        raise CheckpointError(
-            f"{checkpoint.directory}: model_type {model_type!r} is not "
-            f"one of {', '.join(PREFIXES)}."
-        )
-    _check_task(model_type, task)
-    check_supported(checkpoint)
+    model_type = check_encoder(checkpoint, tuple(PREFIXES), task)
     fixed, offset = encoder_settings(checkpoint)
     model = build(checkpoint, "transformer", task, fixed, head_args)
     backbone = model.backbone
@@ -293,6 +277,26 @@ def convert(checkpoint, task=None, **head_args):
     drop_heads(checkpoint, prefix)
     checkpoint.check_all_used(ignore=IGNORED)
     return backbone if task is None else model
+
+
+def check_encoder(checkpoint, model_types, task, purpose=""):
+    """The checkpoint's `model_type`, once checked: one of `model_types`,
+    `task` a kerasseq head (or None), and settings kerasseq represents.
+    `purpose` ends the message of a wrong model_type."""
+    model_type = checkpoint.config.get("model_type")
+    if model_type not in model_types:
+        expected = (
+            repr(model_types[0])
+            if len(model_types) == 1
+            else f"one of {', '.join(model_types)}"
+        )
+        raise CheckpointError(
+            f"{checkpoint.directory}: model_type {model_type!r} is not "
+            f"{expected}{purpose}."
+        )
+    _check_task(model_type, task)
+    check_supported(checkpoint)
+    return model_type
 
 
 def _check_task(model_type, task):

@@ -75,14 +75,7 @@ def convert(checkpoint, task=None, seed=0, **head_args):
             setting kerasseq cannot represent.
     """
     config = checkpoint.config
-    model_type = config.get("model_type")
-    if model_type != "big_bird":
-        raise CheckpointError(
-            f"{checkpoint.directory}: model_type {model_type!r} is not "
-            "'big_bird'."
-        )
-    bert._check_task(model_type, task)
-    bert.check_supported(checkpoint)
+    bert.check_encoder(checkpoint, ("big_bird",), task)
     where = f"{checkpoint.directory}/config.json"
     if config.get("rescale_embeddings"):
         raise CheckpointError(

@@ -56,7 +56,8 @@ class Checkpoint:
         return name in self.weights
 
     def take(self, name, shape=None):
-        """The tensor `name`, checked against `shape` if given."""
+        """The tensor `name`, checked against `shape` if given (`None` in
+        `shape`: any size along that axis)."""
         if name not in self.weights:
             near = sorted(self.weights)[:8]
             raise CheckpointError(
@@ -65,11 +66,18 @@ class Checkpoint:
                 f"{len(self.weights)} tensors, e.g. {near}."
             )
         array = self.weights[name]
-        if shape is not None and tuple(array.shape) != tuple(shape):
+        if shape is not None and (
+            array.ndim != len(shape)
+            or any(
+                n not in (None, m)
+                for n, m in zip(shape, array.shape, strict=True)
+            )
+        ):
+            needed = tuple("any" if n is None else n for n in shape)
             raise CheckpointError(
                 f"{self.directory}: tensor {name!r} has shape "
                 f"{tuple(array.shape)}, but the model built from "
-                f"config.json needs {tuple(shape)}."
+                f"config.json needs {needed}."
             )
         self.used.add(name)
         return array

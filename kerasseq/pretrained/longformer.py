@@ -125,14 +125,7 @@ def convert(checkpoint, task=None, num_global_tokens=1, **head_args):
             setting kerasseq cannot represent (windows that differ between
             layers, an odd window, relative positions).
     """
-    model_type = checkpoint.config.get("model_type")
-    if model_type != "longformer":
-        raise CheckpointError(
-            f"{checkpoint.directory}: model_type {model_type!r} is not "
-            "'longformer'."
-        )
-    bert._check_task(model_type, task)
-    bert.check_supported(checkpoint)
+    bert.check_encoder(checkpoint, ("longformer",), task)
     fixed, offset = bert.encoder_settings(checkpoint)
     mixer_args = {
         "window": _window(checkpoint),

@@ -82,15 +82,12 @@ def warm_start(
             f"Unknown model {name!r} to warm-start; valid: {', '.join(NAMES)}."
         )
     checkpoint = read_checkpoint(path)
-    model_type = checkpoint.config.get("model_type")
-    if model_type not in bert.PREFIXES:
-        raise CheckpointError(
-            f"{checkpoint.directory}: model_type {model_type!r} is not "
-            f"one of {', '.join(bert.PREFIXES)}; {name} is warm-started "
-            "from a BERT-style encoder."
-        )
-    bert._check_task(model_type, task)
-    bert.check_supported(checkpoint)
+    model_type = bert.check_encoder(
+        checkpoint,
+        tuple(bert.PREFIXES),
+        task,
+        f"; {name} is warm-started from a BERT-style encoder",
+    )
     fixed, offset = bert.encoder_settings(checkpoint)
     if max_sequence_length is not None:
         fixed["max_sequence_length"] = max_sequence_length

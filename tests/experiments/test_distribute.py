@@ -221,9 +221,7 @@ def test_float16_training_scales_its_loss(tmp_path):
             optimizer=train._optimizer(_config(tmp_path), 10, 1e-3),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
-        assert isinstance(
-            model.optimizer, keras.optimizers.LossScaleOptimizer
-        )
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
         assert model.weights
         assert all(v.dtype == "float32" for v in model.weights)
     finally:

@@ -157,6 +157,8 @@ def test_missing_tensor_is_named(tmp_path, model_type, name):
         ("bert", "encoder.layer.1.attention.output.dense.bias", (16,)),
         ("roberta", "roberta.embeddings.position_embeddings.weight", (63, 32)),
         ("roberta", "roberta.encoder.layer.0.output.dense.weight", (64, 32)),
+        # any number of types, but the model's width
+        ("bert", "embeddings.token_type_embeddings.weight", (2, 16)),
     ],
 )
 def test_misshapen_tensor_is_named(tmp_path, model_type, name, shape):
@@ -246,3 +248,18 @@ def test_sequence_classifier_trains_one_step():
     assert any(
         not np.allclose(a, b) for a, b in zip(before, after, strict=True)
     )
+
+
+def test_a_warm_start_names_a_position_table_of_another_width(tmp_path):
+    # tiled positions may have any number of rows, but the model's width
+    from kerasseq.pretrained.warm_start import warm_start
+
+    name = "embeddings.position_embeddings.weight"
+
+    def narrow(weights):
+        weights[name] = np.zeros((64, 16), "float32")
+
+    with pytest.raises(
+        CheckpointError, match=rf"'{name}' has shape \(64, 16\).*\('any', 32\)"
+    ):
+        warm_start(_variant(tmp_path, "bert", narrow), "longformer")
