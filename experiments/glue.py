@@ -14,9 +14,11 @@ the mean of its metrics, and their average) is printed and saved as
         --tokenizer_dir=/path/to/gpt2
 
 `--data_dir` holds GLUE's release layout (`SST-2/train.tsv`, ...; see
-`kerasseq/data/glue.py`); without it a prepared TensorFlow Datasets copy is
-used. Sentence pairs are packed as `[end] A [end] B [end]`; causal models
-classify from the last position, bidirectional ones from the mean.
+`kerasseq/data/glue.py`); without it TensorFlow Datasets' `glue/<task>` is
+used, downloaded and prepared the first time (`--download=never` reads a
+prepared copy only). Sentence pairs are packed as `[end] A [end] B [end]`;
+causal models classify from the last position, bidirectional ones from the
+mean.
 """
 
 import dataclasses
@@ -103,7 +105,9 @@ def make_task_data(config):
     )
     make_dataset, labels, report = {}, {}, {}
     for split in spec.splits:
-        examples = glue.load_glue(config.task, split, config.data_dir)
+        examples = glue.load_glue(
+            config.task, split, config.data_dir, config.download
+        )
         limit = args[
             "num_train_examples" if split == "train" else "num_eval_examples"
         ]

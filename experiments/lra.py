@@ -14,15 +14,18 @@ depth, steps, batch size, learning rate, warm-up, weight decay; see
 `kerasseq.data.lra.SPECS`). A flag given on the command line replaces the
 task's value; `--preset` replaces LRA's model sizes by the preset's. Data
 comes from `--data_dir` in the formats of LRA's release (see
-`kerasseq/data/lra.py`) or from prepared TensorFlow Datasets copies; ListOps
-and Pathfinder can instead be drawn by the built-in generators
-(`--generate`), into `--data_dir` or `WORKDIR/<task>/data`, never over
-existing files.
+`kerasseq/data/lra.py`); without it, ListOps and Pathfinder are drawn by
+the built-in generators into `WORKDIR/<task>/data` (`--generate` draws
+them into `--data_dir`, never over existing files), Text and Image come
+from TensorFlow Datasets (`imdb_reviews`, `cifar10`, downloaded the first
+time), and `--download=lra_release` fetches LRA's release archive (about
+7.7 GB, into kerasseq's cache) for ListOps, Retrieval and Pathfinder.
 """
 
 import dataclasses
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -56,7 +59,10 @@ def define_flags():
     """Defines this binary's flags (only when it runs as the program, so
     that tests can import it beside the other binaries)."""
     define_shared_flags(
-        lra.TASKS + ("all",), default_task="listops", default_model="gpt"
+        lra.TASKS + ("all",),
+        default_task="listops",
+        default_model="gpt",
+        download_modes=config_lib.download_modes("lra"),
     )
     flags.DEFINE_integer(
         "max_length",
@@ -79,7 +85,8 @@ def define_flags():
         "generate",
         False,
         "listops, pathfinder: draw the data with the built-in generator "
-        "when --data_dir (or WORKDIR/<task>/data) has none.",
+        "when --data_dir (or WORKDIR/<task>/data) has none (without "
+        "--data_dir and with --download=auto they are drawn anyway).",
     )
     flags.DEFINE_integer(
         "num_generated",
@@ -183,6 +190,22 @@ def make_task_args(
     return args
 
 
+def wants_generator(task, generate, data_dir, download):
+    """Whether `task`'s data is drawn by the built-in generator: when
+    `--generate` asks, or for ListOps and Pathfinder when no data is given
+    (no `--data_dir`, `--download=auto`)."""
+    if task not in GENERATED_SIZES:
+        return False
+    if download == "lra_release":
+        if generate:
+            raise ValueError(
+                "--generate draws the data, --download=lra_release fetches "
+                "LRA's release: give one of them."
+            )
+        return False
+    return bool(generate) or (data_dir is None and download == "auto")
+
+
 def task_config(base, task, task_args, given):
     """The config of one task: LRA's setup for it, except what `given`
     (the names of flags set on the command line) overrides.
@@ -259,6 +282,12 @@ def ensure_generated(config):
         return directory
     os.makedirs(directory, exist_ok=True)
     total = config.task_args["num_generated"]
+    print(
+        f"Drawing {total:,} {config.task} examples with the built-in "
+        f"generator (seed {config.seed}) into {directory}; later runs read "
+        "them there.",
+        file=sys.stderr,
+    )
     if config.task == "listops":
         args = config.task_args
         evals = max(1, int(total * LISTOPS_EVAL_FRACTION))
@@ -269,6 +298,7 @@ def ensure_generated(config):
             args["listops_max_args"],
             args["listops_min_length"],
             args["max_length"],
+            progress=True,
         )
         for split, examples in splits.items():
             path = os.path.join(directory, listops.SPLIT_FILES[split])
@@ -279,6 +309,7 @@ def ensure_generated(config):
             total,
             config.seed,
             contour_length=pathfinder.CONTOUR_LENGTHS[difficulty],
+            progress=True,
         )
         pathfinder.write(directory, images, labels, difficulty=difficulty)
     with open(record_path, "w") as f:
@@ -304,6 +335,12 @@ def load_splits(config):
     data_dir = config.data_dir
     if args.get("generate"):
         data_dir = ensure_generated(config)
+    elif config.download == "lra_release" and task in lra.RELEASE_TASKS:
+        data_dir = lra.release_dir(
+            task, args.get("pathfinder_difficulty", "curv_baseline")
+        )
+    # TensorFlow Datasets' downloads (text, image) go with any mode but never
+    download = "never" if config.download == "never" else "auto"
     if task == "listops":
         return {
             s: lra.load_listops(data_dir, s, max_length)
@@ -326,12 +363,12 @@ def load_splits(config):
             "test": data.take(slice(second, None)),
         }
     load = lra.load_text if task == "text" else lra.load_image
-    splits = {"train": load(data_dir, "train", max_length)}
+    splits = {"train": load(data_dir, "train", max_length, download)}
     if args["validation_size"]:
         splits["train"], splits["val"] = _hold_out(
             splits["train"], args["validation_size"], task
         )
-    splits["test"] = load(data_dir, "test", max_length)
+    splits["test"] = load(data_dir, "test", max_length, download)
     return splits
 
 
@@ -426,7 +463,9 @@ def main(argv):
                 FLAGS.validation_size
                 if FLAGS.task != "all" or task in ("text", "image")
                 else None,
-                FLAGS.generate and task in GENERATED_SIZES,
+                wants_generator(
+                    task, FLAGS.generate, FLAGS.data_dir, FLAGS.download
+                ),
                 FLAGS.num_generated,
                 FLAGS.listops_max_depth,
                 FLAGS.listops_max_args,

@@ -7,11 +7,12 @@ results go to `WORKDIR/<task>/<model>/` and a comparison table.
     python -m experiments.pixels --task=smnist --model=lru,mamba \
         --data_dir=/path/to/mnist --preset=small --steps=2000
 
-`--data_dir` holds the official files (MNIST IDX, CIFAR-10 python
-batches; see `kerasseq/data/pixels.py`); without it a prepared TensorFlow
-Datasets copy is used. psMNIST's permutation is drawn from `--seed` and
-saved as `WORKDIR/psmnist/permutation.npy` (or read from
-`--permutation_file`).
+`--data_dir` holds the official files (MNIST IDX, CIFAR-10 python batches;
+see `kerasseq/data/pixels.py`); without it TensorFlow Datasets' `mnist` or
+`cifar10` is used, downloaded and prepared the first time
+(`--download=never` reads a prepared copy only). psMNIST's permutation is
+drawn from `--seed` and saved as `WORKDIR/psmnist/permutation.npy` (or read
+from `--permutation_file`).
 """
 
 import os
@@ -128,8 +129,12 @@ def make_task_data(config):
     task, args = config.task, config.task_args
     spec = pixels.task_spec(task)
     permutation = task_permutation(config) if task == "psmnist" else None
-    images, labels = pixels.load_images(task, "train", config.data_dir)
-    test_images, test_labels = pixels.load_images(task, "test", config.data_dir)
+    images, labels = pixels.load_images(
+        task, "train", config.data_dir, config.download
+    )
+    test_images, test_labels = pixels.load_images(
+        task, "test", config.data_dir, config.download
+    )
     held_out = args["validation_size"]
     if held_out >= len(images):
         raise ValueError(

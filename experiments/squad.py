@@ -14,10 +14,11 @@ the official exact-match and F1 rules. Results go to
         --data_dir=/path/to/squad --tokenizer=gpt2 \
         --tokenizer_dir=/path/to/gpt2
 
-`--data_dir` holds the official files (`train-v1.1.json`,
-`dev-v1.1.json`, or the v2.0 ones); without it a prepared TensorFlow
-Datasets copy is used. Examples whose answer is not in their context are
-skipped and counted in `results.json` (`data`).
+`--data_dir` holds the official files (`train-v1.1.json`, `dev-v1.1.json`,
+or the v2.0 ones); without it TensorFlow Datasets' `squad/v1.1` or
+`squad/v2.0` is used, downloaded and prepared the first time
+(`--download=never` reads a prepared copy only). Examples whose answer is
+not in their context are skipped and counted in `results.json` (`data`).
 """
 
 import dataclasses
@@ -143,7 +144,7 @@ def make_task_data(config):
     examples, windows, report = {}, {}, {}
     for split in squad.SPLITS:
         split_examples, counts = squad.load_squad(
-            args["version"], split, config.data_dir
+            args["version"], split, config.data_dir, config.download
         )
         limit = args[
             "num_train_examples" if split == "train" else "num_eval_examples"

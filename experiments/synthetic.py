@@ -38,7 +38,7 @@ TASK_FLAGS = {
     ),
 }
 
-define_shared_flags(synthetic.TASKS, default_task="mqar")
+define_shared_flags(synthetic.TASKS, default_task="mqar", download_modes=None)
 flags.DEFINE_string(
     "train_seq_len",
     None,

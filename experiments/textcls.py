@@ -34,7 +34,9 @@ TASKS = ("folder",)
 
 def define_flags():
     """Defines this binary's flags (only when it runs as the program)."""
-    define_shared_flags(TASKS, default_task="folder", default_model="gpt")
+    define_shared_flags(
+        TASKS, default_task="folder", default_model="gpt", download_modes=None
+    )
     define_tokenizer_flags()
     flags.DEFINE_integer("max_length", 256, "Tokens per example (cut).")
     flags.DEFINE_float(

@@ -12,9 +12,11 @@ reports perplexity per token and per word. Results go to
         --tokenizer_dir=/path/to/gpt2 --seq_len=256 --sample
 
 `--data_dir` holds `wiki.{train,valid,test}.raw` or the official archive
-`wikitext-2-raw-v1.zip`. `--sample` prints (and saves as `samples.txt`) a
-continuation of `--sample_prompt` by each trained model, through
-`CausalLM.generate`.
+`wikitext-2-raw-v1.zip`; without it the official archive is downloaded once
+(4.5 MiB, SHA-256 checked) into kerasseq's cache (`KERASSEQ_CACHE`, default
+`~/.cache/kerasseq`) and read there. `--sample` prints (and saves as
+`samples.txt`) a continuation of `--sample_prompt` by each trained model,
+through `CausalLM.generate`.
 """
 
 import functools
@@ -133,7 +135,7 @@ def make_task_data(config):
     seq_len = args["seq_len"]
     streams, words = {}, {}
     for split in ("train",) + EVAL_SPLITS:
-        text = wikitext.read_split(config.data_dir, split)
+        text = wikitext.read_split(config.data_dir, split, config.download)
         stream = wikitext.tokenize_stream(tokenizer, text)
         limit = args[
             "num_train_tokens" if split == "train" else "num_eval_tokens"

@@ -6,11 +6,20 @@ import os
 import tempfile
 
 from experiments.common.distribute import STRATEGIES
+from kerasseq.data import download as download_lib
 from kerasseq.models import MODEL_NAMES
 from kerasseq.models import PRESETS
 
 MIXED_PRECISION = ("none", "bfloat16", "float16")
 LEARNING_RATE_SCALING = ("none", "linear")
+# what --download may say in each family (the others: auto, never);
+# lra_release fetches LRA's release archive, several GB, only when asked
+FAMILY_DOWNLOAD_MODES = {"lra": download_lib.MODES + ("lra_release",)}
+
+
+def download_modes(family):
+    """The values `--download` takes in the binary of `family`."""
+    return FAMILY_DOWNLOAD_MODES.get(family, download_lib.MODES)
 
 
 @dataclasses.dataclass
@@ -30,6 +39,9 @@ class ExperimentConfig:
             number of replicas; `"linear"` at `learning_rate` times the
             number of replicas (Goyal et al., 2017). Results record the
             rate used.
+        download: what may be downloaded when `data_dir` is not given:
+            `"auto"` (what is missing), `"never"`, or in the LRA binary
+            `"lra_release"` (LRA's release archive as well).
         Others: see `experiments/common/flags.py`.
     """
 
@@ -49,6 +61,7 @@ class ExperimentConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 0
     data_dir: str = None
+    download: str = "auto"
     wandb_mode: str = "offline"
     strategy: str = "auto"
     virtual_devices: int = 0
@@ -112,6 +125,18 @@ class ExperimentConfig:
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ValueError(
                 f"--data_dir {self.data_dir!r} is not a directory."
+            )
+        allowed = download_modes(self.family)
+        if self.download not in allowed:
+            raise ValueError(
+                f"Unknown --download={self.download!r}; valid: "
+                f"{', '.join(allowed)}."
+            )
+        if self.download == "lra_release" and self.data_dir is not None:
+            raise ValueError(
+                "--download=lra_release reads LRA's release from kerasseq's "
+                f"cache, and --data_dir={self.data_dir!r} names local files: "
+                "give one of them."
             )
 
     def run_dir(self, model):
@@ -214,6 +239,8 @@ def from_flags(flag_values, family, task_args):
         weight_decay=flag_values.weight_decay,
         warmup_steps=flag_values.warmup_steps,
         data_dir=flag_values.data_dir,
+        # binaries without downloads (synthetic, textcls) have no flag
+        download=getattr(flag_values, "download", "auto"),
         wandb_mode=flag_values.wandb_mode,
         strategy=flag_values.strategy,
         virtual_devices=flag_values.virtual_devices,

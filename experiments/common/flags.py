@@ -10,13 +10,18 @@ from absl import flags
 from experiments.common.config import LEARNING_RATE_SCALING
 from experiments.common.config import MIXED_PRECISION
 from experiments.common.distribute import STRATEGIES
+from kerasseq.data.download import MODES
 from kerasseq.data.tokenizers import TOKENIZERS
 
 WANDB_MODES = ("offline", "online", "disabled")
 
 
-def define_shared_flags(tasks, default_task, default_model="gpt"):
-    """Defines the flags every binary takes (see DESIGN.md)."""
+def define_shared_flags(
+    tasks, default_task, default_model="gpt", download_modes=MODES
+):
+    """Defines the flags every binary takes (see DESIGN.md); `--download`
+    with the values `download_modes`, or none if it is `None` (binaries
+    that download nothing)."""
     flags.DEFINE_string(
         "model",
         default_model,
@@ -46,8 +51,27 @@ def define_shared_flags(tasks, default_task, default_model="gpt"):
         "warmup_steps", 0, "Linear warm-up steps before cosine decay."
     )
     flags.DEFINE_string(
-        "data_dir", None, "Local data files (task-dependent layout)."
+        "data_dir",
+        None,
+        "Local data files (task-dependent layout); when given, only they "
+        "are read and nothing is downloaded.",
     )
+    if download_modes is not None:
+        flags.DEFINE_enum(
+            "download",
+            "auto",
+            list(download_modes),
+            "Without --data_dir: auto downloads what is missing (TensorFlow "
+            "Datasets into TFDS_DATA_DIR, other archives into "
+            "KERASSEQ_CACHE, default ~/.cache/kerasseq) and reads it from "
+            "there next time; never reads only what is on this machine."
+            + (
+                " lra_release also fetches LRA's release archive (about "
+                "7.7 GB) for listops, retrieval and pathfinder."
+                if "lra_release" in download_modes
+                else ""
+            ),
+        )
     flags.DEFINE_enum(
         "wandb_mode",
         "offline",

@@ -285,6 +285,7 @@ def _train_time(metrics_path):
 # experiment.
 _BOOKKEEPING = (
     "data_dir",
+    "download",
     "fresh_process",
     "models",
     "overwrite",

@@ -9,3 +9,9 @@ class DataNotFoundError(FileNotFoundError):
 class DataFormatError(ValueError):
     """A data file is not in the format it should be; the message names the
     file (and line, for text formats)."""
+
+
+class DownloadError(DataNotFoundError):
+    """Data could not be downloaded: the network is unreachable, every
+    source refused, or the transfer broke off; the message says which, and
+    how to go on."""

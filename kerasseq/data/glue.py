@@ -18,11 +18,12 @@ GLUE's test files have no labels: the splits are `train` and the
 validation split(s) of `GlueTask.eval_splits`.
 
 Data comes from `data_dir` in the layout of GLUE's release (what the
-standard download script writes), or from a TensorFlow Datasets copy
-already prepared on this machine (`glue/cola`, ...). Nothing here
-downloads; without data `load_glue` fails at once naming the files it
-expected. Local layout, in `data_dir/<Directory>/` or in `data_dir` itself
-(pointing at one task's folder):
+standard download script writes), or without it from TensorFlow Datasets
+(`glue/cola`, ...), which downloads and prepares a task the first time
+(`download="auto"`). Without data `load_glue` fails at once naming the
+files it expected, and offline that the network was unreachable. Local
+layout, in `data_dir/<Directory>/` or in `data_dir` itself (pointing at
+one task's folder):
 
     train.tsv, dev.tsv                   every task but MNLI
     train.tsv, dev_matched.tsv,
@@ -59,7 +60,7 @@ import numpy as np
 
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
-from kerasseq.data.sources import load_prepared
+from kerasseq.data.sources import load_tfds
 from kerasseq.layers.validation import check_choice
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
@@ -388,7 +389,7 @@ def _from_prepared(spec, split, found):
 # === Loading ===
 
 
-def load_glue(task, split, data_dir=None):
+def load_glue(task, split, data_dir=None, download="auto"):
     """One split of a GLUE task, as text and labels.
 
     Args:
@@ -397,8 +398,11 @@ def load_glue(task, split, data_dir=None):
             (`"validation"`; MNLI: `"validation_matched"`,
             `"validation_mismatched"`).
         data_dir: a directory with GLUE's release folders (`CoLA/`,
-            `MNLI/`, ...), or one task's folder; `None` to look for a
-            prepared TFDS copy only.
+            `MNLI/`, ...), or one task's folder; only its files are read.
+            `None`: TensorFlow Datasets' copy (`glue/<task>`).
+        download: without `data_dir`, `"auto"` lets TensorFlow Datasets
+            download and prepare the task the first time; `"never"` reads
+            a prepared copy only.
 
     Returns:
         A `GlueExamples`.
@@ -406,30 +410,34 @@ def load_glue(task, split, data_dir=None):
     Raises:
         ValueError: an unknown task or split (there is no `"test"`: GLUE's
             test files have no labels).
-        DataNotFoundError: neither local files nor a prepared TFDS copy.
+        DataNotFoundError: no local files, or no TFDS copy and none could
+            be downloaded (the message says why).
         DataFormatError: a malformed file, naming file and line.
     """
     spec = task_spec(task)
     check_split(spec, split)
-    paths = local_paths(spec, split, data_dir) if data_dir else ()
-    for path in paths:
-        if os.path.isfile(path):
-            return read_glue_tsv(spec, path)
-    keys = spec.tfds_features + ("label",)
-    found = load_prepared(spec.tfds_name, split, keys)
-    if found is not None:
-        return _from_prepared(spec, split, found)
     if data_dir:
-        expected = f"{paths[0]} or {paths[1]}"
-    else:
-        first, second = local_paths(spec, split, "<data_dir>")
-        expected = f"{first} or {second} (no data_dir was given)"
-    raise DataNotFoundError(
-        f"No GLUE {spec.directory} {split} data: expected {expected} "
-        "(GLUE's release layout, as its download script writes it), or a "
-        f"prepared TensorFlow Datasets copy of {spec.tfds_name!r} (`tfds "
-        f"build {spec.tfds_name}` on a machine with network)."
+        paths = local_paths(spec, split, data_dir)
+        for path in paths:
+            if os.path.isfile(path):
+                return read_glue_tsv(spec, path)
+        raise DataNotFoundError(
+            f"No GLUE {spec.directory} {split} data in --data_dir="
+            f"{data_dir!r}: expected {paths[0]} or {paths[1]} (GLUE's "
+            "release layout, as its download script writes it). Without "
+            f"--data_dir, TensorFlow Datasets' {spec.tfds_name!r} is used "
+            "(downloaded the first time)."
+        )
+    first, second = local_paths(spec, split, "<data_dir>")
+    missing = (
+        f"No GLUE {spec.directory} {split} data: no --data_dir (GLUE's "
+        f"release layout: {first} or {second}) and no prepared TensorFlow "
+        f"Datasets copy of {spec.tfds_name!r} (`tfds build "
+        f"{spec.tfds_name}` on a machine with network prepares one)."
     )
+    keys = spec.tfds_features + ("label",)
+    found = load_tfds(spec.tfds_name, split, keys, download, missing)
+    return _from_prepared(spec, split, found)
 
 
 # === Packing texts into model inputs ===

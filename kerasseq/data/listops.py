@@ -33,6 +33,7 @@ import numpy as np
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
+from kerasseq.data.sources import progress_bar
 from kerasseq.ops.checks import check_int
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -130,6 +131,7 @@ def generate(
     max_args=10,
     min_length=500,
     max_length=2000,
+    progress=False,
 ):
     """Draws disjoint splits of ListOps expressions.
 
@@ -141,6 +143,7 @@ def generate(
         max_args: most children of one list (at least 2).
         min_length, max_length: bounds on the expression length (digits,
             operators and `]`), both included.
+        progress: show a progress bar on stderr.
 
     Returns:
         dict split name -> list of `(source, value)` pairs, `source` in
@@ -153,6 +156,7 @@ def generate(
     total = sum(sizes.values())
     seen, examples = set(), []
     draws, max_draws = 0, 1000 * total + 100_000
+    bar = progress_bar(total, "listops", progress)
     while len(examples) < total:
         draws += 1
         if draws > max_draws:
@@ -170,6 +174,8 @@ def generate(
             continue
         seen.add(source)
         examples.append((source, _value(tree)))
+        bar.update()
+    bar.close()
     splits, start = {}, 0
     for split, size in sizes.items():
         splits[split] = examples[start : start + size]
@@ -251,7 +257,8 @@ def missing_message(data_dir):
     return (
         f"No ListOps data in --data_dir={data_dir!r}: expected {names} "
         "there or in listops-1000/ below it (LRA's release), or pass "
-        "--generate to draw them with the built-in generator."
+        "--generate to draw them with the built-in generator (without "
+        "--data_dir they are drawn into WORKDIR/listops/data)."
     )
 
 

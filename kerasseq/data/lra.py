@@ -17,16 +17,18 @@ arrays (`max_length` columns, padded on the right, longer inputs cut as
 LRA's pipeline cuts them) and labels.
 
 Data comes from `--data_dir` in the formats of LRA's release and of the
-datasets' official archives, or from a TensorFlow Datasets copy already
-prepared on this machine (text: `imdb_reviews`, image: `cifar10`). Nothing
-here downloads; without data a loader fails at once naming the files it
-expected. Local layouts:
+datasets' official archives, or without it from TensorFlow Datasets (text:
+`imdb_reviews`, image: `cifar10`), which downloads and prepares a dataset
+the first time (`download="auto"`), or from LRA's release archive
+(`release_dir`: ListOps, retrieval, Pathfinder; about 7.7 GB, fetched only
+when asked for). Without data a loader fails at once naming the files it
+expected and, offline, that the network was unreachable. Local layouts:
 
     listops:    basic_train.tsv, basic_val.tsv, basic_test.tsv (or in
                 listops-1000/)
     text:       aclImdb/{train,test}/{pos,neg}/*.txt (the official IMDB
                 archive), in data_dir or data_dir/aclImdb
-    retrieval:  new_aan_pair.{train,eval,test}.tsv (or in tsv_data/): rows
+    retrieval:  new_aan_pairs.{train,eval,test}.tsv (or in tsv_data/): rows
                 of label, id1, id2, text1, text2, tab-separated, no header
     image:      CIFAR-10 python batches (see `kerasseq.data.pixels`)
     pathfinder: pathfinder32/<difficulty>/{metadata,imgs}
@@ -39,13 +41,14 @@ import os
 
 import numpy as np
 
+from kerasseq.data import download as download_lib
 from kerasseq.data import listops
 from kerasseq.data import pathfinder
 from kerasseq.data import pixels
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
-from kerasseq.data.sources import load_prepared
+from kerasseq.data.sources import load_tfds
 from kerasseq.layers.validation import check_choice
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
@@ -151,9 +154,9 @@ SPECS = {
 }  # fmt: skip
 
 RETRIEVAL_FILES = {
-    "train": "new_aan_pair.train.tsv",
-    "val": "new_aan_pair.eval.tsv",
-    "test": "new_aan_pair.test.tsv",
+    "train": "new_aan_pairs.train.tsv",
+    "val": "new_aan_pairs.eval.tsv",
+    "test": "new_aan_pairs.test.tsv",
 }
 IMDB_LABELS = ("neg", "pos")
 
@@ -233,30 +236,34 @@ def _imdb_from_files(root, split):
     return texts, np.asarray(labels, np.int64)
 
 
-def load_text(data_dir, split, max_length):
-    """IMDB reviews (`train` or `test`) as bytes."""
-    root = _imdb_root(data_dir) if data_dir else None
-    if root is not None:
+def load_text(data_dir, split, max_length, download="auto"):
+    """IMDB reviews (`train` or `test`) as bytes: from `data_dir` (only),
+    or without it from TensorFlow Datasets' `imdb_reviews` (downloaded the
+    first time with `download="auto"`)."""
+    layout = (
+        "aclImdb/train/pos/*.txt, aclImdb/train/neg/*.txt, "
+        "aclImdb/test/pos/*.txt and aclImdb/test/neg/*.txt (the official "
+        "archive, in data_dir or data_dir/aclImdb)"
+    )
+    if data_dir:
+        root = _imdb_root(data_dir)
+        if root is None:
+            raise DataNotFoundError(
+                f"No IMDB reviews in --data_dir={data_dir!r}. Expected "
+                f"{layout}. Without --data_dir, TensorFlow Datasets' "
+                "'imdb_reviews' is used (downloaded the first time)."
+            )
         texts, labels = _imdb_from_files(root, split)
     else:
-        found = (
-            None
-            if data_dir
-            else load_prepared("imdb_reviews", split, ("text", "label"))
+        texts, labels = load_tfds(
+            "imdb_reviews",
+            split,
+            ("text", "label"),
+            download,
+            f"No IMDB reviews: no --data_dir (holding {layout}) and no "
+            "prepared TensorFlow Datasets copy of 'imdb_reviews' (`tfds "
+            "build imdb_reviews` on a machine with network prepares one).",
         )
-        if found is None:
-            place = (
-                f"in --data_dir={data_dir!r}" if data_dir else "(no --data_dir)"
-            )
-            raise DataNotFoundError(
-                f"No IMDB reviews {place}. Expected aclImdb/train/pos/*.txt, "
-                "aclImdb/train/neg/*.txt, aclImdb/test/pos/*.txt and "
-                "aclImdb/test/neg/*.txt (the official archive, in data_dir "
-                "or data_dir/aclImdb), or a prepared TensorFlow Datasets copy "
-                "of 'imdb_reviews' (`tfds build imdb_reviews` on a machine "
-                "with network)."
-            )
-        texts, labels = found
     ids, mask = encode_bytes(list(texts), max_length)
     return TokenData(
         {"token_ids": ids, "padding_mask": mask}, np.asarray(labels, np.int64)
@@ -310,10 +317,12 @@ def load_retrieval(data_dir, split, max_length):
         path = find_file(data_dir, RETRIEVAL_FILES[split], ("tsv_data",))
     if path is None:
         names = ", ".join(RETRIEVAL_FILES.values())
+        place = f"in --data_dir={data_dir!r}" if data_dir else "(no --data_dir)"
         raise DataNotFoundError(
-            f"No AAN retrieval data in --data_dir={data_dir!r}: expected "
-            f"{names} there or in tsv_data/ below it (LRA's release, "
-            "lra_release/tsv_data)."
+            f"No AAN retrieval data {place}: expected {names} in --data_dir "
+            "or in tsv_data/ below it (LRA's release, lra_release/tsv_data), "
+            "or --download=lra_release to fetch LRA's release (about 7.7 GB) "
+            "into kerasseq's cache."
         )
     texts_1, texts_2, labels = read_retrieval_tsv(path)
     ids_1, mask_1 = encode_bytes(texts_1, max_length)
@@ -353,8 +362,10 @@ def pixel_tokens(images, labels, max_length):
     )
 
 
-def load_image(data_dir, split, max_length):
-    images, labels = pixels.load_images("scifar", split, data_dir)
+def load_image(data_dir, split, max_length, download="auto"):
+    """CIFAR-10 (`train` or `test`) in grayscale, from `data_dir` (only) or
+    TensorFlow Datasets' `cifar10`."""
+    images, labels = pixels.load_images("scifar", split, data_dir, download)
     return pixel_tokens(to_grayscale(images), labels, max_length)
 
 
@@ -365,3 +376,62 @@ def load_pathfinder(data_dir, max_length, difficulty="curv_baseline"):
     """All Pathfinder examples of a difficulty (the caller splits them)."""
     images, labels = pathfinder.load(data_dir, difficulty)
     return pixel_tokens(images, labels, max_length)
+
+
+# === LRA's release archive ===
+
+RELEASE = download_lib.Archive(
+    filename="lra_release.gz",
+    urls=("https://storage.googleapis.com/long-range-arena/lra_release.gz",),
+    description="Long Range Arena's release (lra_release.gz, about 7.7 GB)",
+)
+RELEASE_TASKS = ("listops", "retrieval", "pathfinder")
+
+
+def release_folders(task, difficulty="curv_baseline"):
+    """The folders of LRA's release that `task` reads."""
+    check_choice("task", task, RELEASE_TASKS)
+    if task == "listops":
+        return ("listops-1000",)
+    if task == "retrieval":
+        return ("tsv_data",)
+    return (f"pathfinder32/{difficulty}",)
+
+
+def release_dir(task, difficulty="curv_baseline"):
+    """A folder holding `task`'s files from LRA's release, in the layout
+    the loaders read (`listops-1000/`, `tsv_data/`, `pathfinder32/`).
+
+    The archive is downloaded into kerasseq's cache the first time (about
+    7.7 GB: the size is announced first, the progress shown, an
+    interrupted download resumed), and the task's folders are extracted
+    from it once, beside it, into `lra_release/`. The publishers give no
+    checksum: the archive's gzip CRC-32 and length are checked as it is
+    read.
+    """
+    folders = release_folders(task, difficulty)
+    destination = os.path.join(download_lib.cache_dir(), "lra_release")
+    marker = os.path.join(
+        destination, "." + "-".join(f.replace("/", "_") for f in folders)
+    )
+    if os.path.exists(marker):
+        return destination
+    path = download_lib.fetch(
+        RELEASE,
+        announce=(
+            f"Downloading {RELEASE.description} to "
+            f"{os.path.join(download_lib.cache_dir(), RELEASE.filename)}: "
+            "this takes a while; if it is cut off, the same command "
+            "continues where it stopped."
+        ),
+    )
+    os.makedirs(destination, exist_ok=True)
+    count = download_lib.extract_folders(path, folders, destination)
+    if not count:
+        raise DataFormatError(
+            f"{path} holds no files below {', '.join(folders)}: not LRA's "
+            "release. Delete it and run again to download it anew."
+        )
+    with open(marker, "w") as f:
+        f.write(f"{count} files\n")
+    return destination

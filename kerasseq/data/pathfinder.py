@@ -67,6 +67,7 @@ import tensorflow as tf
 
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
+from kerasseq.data.sources import progress_bar
 from kerasseq.ops.checks import check_int
 
 DIFFICULTIES = (
@@ -270,6 +271,7 @@ def generate(
     marker_radius=1.5,
     min_marker_distance=5,
     contour_value=200,
+    progress=False,
 ):
     """Draws Pathfinder images and labels (see the module docstring).
 
@@ -290,6 +292,7 @@ def generate(
             marker centres.
         contour_value: brightness of the contours, 1 to 254 (the markers
             are 255).
+        progress: show a progress bar on stderr.
 
     Returns:
         `(images, labels)`: uint8 `(N, image_size, image_size)` and int64
@@ -340,6 +343,7 @@ def generate(
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_examples) % 2).astype(np.int64)
     images = np.zeros((num_examples, image_size, image_size), np.uint8)
+    bar = progress_bar(num_examples, "pathfinder", progress)
     for i, label in enumerate(labels):
         for _ in range(_TRIES_PER_IMAGE):
             image = _draw_image(rng, label, settings)
@@ -355,6 +359,8 @@ def generate(
                 "ask for shorter or fewer contours or a larger image."
             )
         images[i] = image
+        bar.update()
+    bar.close()
     return images, labels
 
 

@@ -6,9 +6,10 @@ sequential CIFAR-10, one pixel per step.
     scifar:  32 x 32 CIFAR-10 images as 1024 steps of 3 features (RGB)
 
 Pixels are scaled to [0, 1]. Data comes from local files in the official
-formats (`--data_dir`) or from a TensorFlow Datasets copy already prepared
-on this machine; with neither, the loaders fail at once and name the files
-they expected. Nothing here downloads.
+formats (`--data_dir`), or without them from TensorFlow Datasets (`mnist`,
+`cifar10`), which downloads and prepares a dataset the first time
+(`download="auto"`). Without data the loaders fail at once, naming the
+files they expected and, offline, that the network was unreachable.
 
 Local layouts:
 
@@ -30,7 +31,7 @@ from kerasseq.data.batching import array_dataset
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
-from kerasseq.data.sources import load_prepared
+from kerasseq.data.sources import load_tfds
 from kerasseq.layers.validation import check_choice
 
 TASKS = ("smnist", "psmnist", "scifar")
@@ -182,23 +183,32 @@ def _missing_message(dataset, data_dir):
         names = [n for group in CIFAR_FILES.values() for n in group]
         where = "or in cifar-10-batches-py/ below it"
         hint = "the 'python version' archive of CIFAR-10"
-    place = f"in --data_dir={data_dir!r}" if data_dir else "(no --data_dir)"
+    expected = f"{', '.join(names)} ({where}), {hint}"
+    if data_dir:
+        return (
+            f"No {dataset} data in --data_dir={data_dir!r}: expected "
+            f"{expected}. Without --data_dir, TensorFlow Datasets' "
+            f"{dataset!r} is used (downloaded the first time)."
+        )
     return (
-        f"No {dataset} data {place}, and no prepared TensorFlow Datasets "
-        f"copy of {dataset!r}. Expected {', '.join(names)} ({where}), "
-        f"{hint}; or run `tfds build {dataset}` on a machine with network "
-        "and copy ~/tensorflow_datasets here."
+        f"No {dataset} data: no --data_dir (holding {expected}) and no "
+        f"prepared TensorFlow Datasets copy of {dataset!r} (`tfds build "
+        f"{dataset}` on a machine with network prepares one)."
     )
 
 
-def load_images(task, split, data_dir=None):
+def load_images(task, split, data_dir=None, download="auto"):
     """Images and labels of a task's split, from `data_dir` or TFDS.
 
     Args:
         task: a name in `TASKS`.
         split: `"train"` or `"test"`.
         data_dir: local files in the official format (see the module
-            docstring), or `None` for a prepared TFDS copy.
+            docstring); only they are read. `None`: TensorFlow Datasets'
+            copy (`mnist`, `cifar10`).
+        download: without `data_dir`, `"auto"` lets TensorFlow Datasets
+            download and prepare the dataset the first time; `"never"`
+            reads a prepared copy only.
 
     Returns:
         `(images, labels)`: uint8 `(N, *image_shape)` and int64 `(N,)`.
@@ -208,10 +218,13 @@ def load_images(task, split, data_dir=None):
         load = load_mnist if spec.dataset == "mnist" else load_cifar10
         images, labels = load(data_dir, split)
     else:
-        found = load_prepared(spec.dataset, split, ("image", "label"))
-        if found is None:
-            raise DataNotFoundError(_missing_message(spec.dataset, None))
-        images, labels = found
+        images, labels = load_tfds(
+            spec.dataset,
+            split,
+            ("image", "label"),
+            download,
+            _missing_message(spec.dataset, None),
+        )
     images = np.asarray(images, np.uint8).reshape(-1, *spec.image_shape)
     return images, np.asarray(labels, np.int64)
 

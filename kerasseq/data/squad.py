@@ -17,10 +17,11 @@ predicted span of tokens maps back to answer text (`postprocess`).
     postprocess     start and end logits of the windows -> the predicted
                     answer text of each example
 
-Data comes from `data_dir` in the official format, or from a TensorFlow
-Datasets copy already prepared on this machine (`squad/v1.1`,
-`squad/v2.0`). Nothing here downloads; without data `load_squad` fails at
-once naming the files it expected. Local layout (the official names):
+Data comes from `data_dir` in the official format, or without it from
+TensorFlow Datasets (`squad/v1.1`, `squad/v2.0`), which downloads and
+prepares SQuAD the first time (`download="auto"`). Without data
+`load_squad` fails at once naming the files it expected, and offline that
+the network was unreachable. Local layout (the official names):
 
     train-v1.1.json, dev-v1.1.json    SQuAD 1.1, splits train, validation
     train-v2.0.json, dev-v2.0.json    SQuAD 2.0, splits train, validation
@@ -120,8 +121,8 @@ def squad_file(version, split):
     return FILES[(version, split)]
 
 
-def load_squad(version, split, data_dir=None):
-    """Reads SQuAD from the official JSON or a prepared TFDS copy.
+def load_squad(version, split, data_dir=None, download="auto"):
+    """Reads SQuAD from the official JSON or from TensorFlow Datasets.
 
     An answerable example whose first answer is not at its `answer_start`
     takes the nearest place in the context where the answer text occurs;
@@ -131,8 +132,12 @@ def load_squad(version, split, data_dir=None):
     Args:
         version: `"1.1"` or `"2.0"`.
         split: `"train"` or `"validation"`.
-        data_dir: the folder of the official files; without it, or without
-            the file there, a prepared TFDS copy is used.
+        data_dir: the folder of the official files; only its files are
+            read. `None`: TensorFlow Datasets' copy (`squad/v1.1`,
+            `squad/v2.0`).
+        download: without `data_dir`, `"auto"` lets TensorFlow Datasets
+            download and prepare SQuAD the first time; `"never"` reads a
+            prepared copy only.
 
     Returns:
         `(examples, report)`: a list of `SquadExample`s and a dict of
@@ -141,30 +146,31 @@ def load_squad(version, split, data_dir=None):
         their `answer_start`).
 
     Raises:
-        DataNotFoundError: neither the file nor a prepared copy exists.
+        DataNotFoundError: no local file, or no TFDS copy and none could be
+            downloaded (the message says why).
         DataFormatError: the file is malformed; the message names the file
             and the JSON path of the first fault.
     """
     name = squad_file(version, split)
-    path = sources.find_file(data_dir, name) if data_dir else None
-    if path is not None:
-        records = _read_json(path, version)
-    else:
-        records = _read_prepared(version, split)
-        if records is None:
-            expected = (
-                os.path.join(data_dir, name)
-                if data_dir
-                else f"{name} in --data_dir (none given)"
-            )
+    tfds_name = TFDS_NAMES[version]
+    if data_dir:
+        path = sources.find_file(data_dir, name)
+        if path is None:
             raise DataNotFoundError(
-                f"No SQuAD v{version} {split} data: expected {expected} (the "
-                "official file, https://rajpurkar.github.io/SQuAD-explorer/) "
-                f"or a prepared TensorFlow Datasets copy of "
-                f"'{TFDS_NAMES[version]}' (`tfds build {TFDS_NAMES[version]}` "
-                "on a machine with network)."
+                f"No SQuAD v{version} {split} data: expected "
+                f"{os.path.join(data_dir, name)} (the official file, "
+                "https://rajpurkar.github.io/SQuAD-explorer/). Without "
+                f"--data_dir, TensorFlow Datasets' {tfds_name!r} is used "
+                "(downloaded the first time)."
             )
-    return _clean(records)
+        return _clean(_read_json(path, version))
+    missing = (
+        f"No SQuAD v{version} {split} data: no --data_dir (holding {name}, "
+        "the official file, https://rajpurkar.github.io/SQuAD-explorer/) "
+        f"and no prepared TensorFlow Datasets copy of {tfds_name!r} (`tfds "
+        f"build {tfds_name}` on a machine with network prepares one)."
+    )
+    return _clean(_read_prepared(version, split, download, missing))
 
 
 def _type_name(value):
@@ -258,25 +264,24 @@ def _decode(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _load_prepared_features(version, split):
-    """The features of a prepared TFDS copy, `is_impossible` last (`None`
-    where the copy lacks it), or `None`."""
+def _load_prepared_features(version, split, download, missing):
+    """The features of the TFDS copy, `is_impossible` last (`None` where
+    the copy lacks it)."""
     name = TFDS_NAMES[version]
     keys = ("id", "title", "context", "question", "answers")
     if version == "2.0":
         try:
-            return sources.load_prepared(name, split, keys + ("is_impossible",))
+            return sources.load_tfds(
+                name, split, keys + ("is_impossible",), download, missing
+            )
         except KeyError:
             pass  # a copy without the feature: impossible = no answers
-    found = sources.load_prepared(name, split, keys)
-    return None if found is None else found + (None,)
+    return sources.load_tfds(name, split, keys, download, missing) + (None,)
 
 
-def _read_prepared(version, split):
-    """A prepared TFDS copy -> raw records, or `None`."""
-    found = _load_prepared_features(version, split)
-    if found is None:
-        return None
+def _read_prepared(version, split, download, missing):
+    """The TFDS copy -> raw records."""
+    found = _load_prepared_features(version, split, download, missing)
     ids, titles, contexts, questions, answers, impossible = found
     records = []
     for n in range(len(ids)):

@@ -4,8 +4,10 @@ perplexity.
 The splits are the official raw files, `wiki.{train,valid,test}.raw`, in
 `data_dir`, in `data_dir/wikitext-2-raw/` (the folder of the official
 archive), or inside the archive itself, `wikitext-2-raw-v1.zip`, in
-`data_dir`. Nothing here downloads; without the files a loader fails at
-once naming them.
+`data_dir`. Without `data_dir` the official archive (4.5 MiB, SHA-256
+checked) is downloaded once into kerasseq's cache (`kerasseq.data.download`)
+and read there; offline, or with `download="never"`, a loader fails at
+once naming the files.
 
 A split is one token stream: the whole file, tokenized line by line with
 the newlines kept, so that the tokens decode to the file's text exactly.
@@ -29,7 +31,9 @@ import zipfile
 import keras
 import numpy as np
 
+from kerasseq.data import download as download_lib
 from kerasseq.data.errors import DataNotFoundError
+from kerasseq.data.sources import check_download
 from kerasseq.ops.dispatch import compile_function
 
 SPLIT_FILES = {
@@ -39,6 +43,20 @@ SPLIT_FILES = {
 }
 ARCHIVE = "wikitext-2-raw-v1.zip"
 ARCHIVE_FOLDER = "wikitext-2-raw"
+# the official archive (Merity et al.; the Salesforce S3 address is the
+# original, smerity.com's the one kept up), as Hugging Face's `wikitext`
+# and llama.cpp's perplexity script fetch it
+SOURCE = download_lib.Archive(
+    filename=ARCHIVE,
+    urls=(
+        "https://wikitext.smerity.com/wikitext-2-raw-v1.zip",
+        "https://s3.amazonaws.com/research.metamind.io/wikitext/"
+        "wikitext-2-raw-v1.zip",
+    ),
+    description="WikiText-2 (raw)",
+    sha256="ef7edb566e3e2b2d31b29c1fdb0c89a4cc683597484c3dc2517919c615435a11",
+    size=4_721_645,
+)
 
 
 def _expected(data_dir, split):
@@ -51,23 +69,29 @@ def _expected(data_dir, split):
     )
 
 
-def read_split(data_dir, split):
+def read_split(data_dir, split, download="auto"):
     """The text of one WikiText-2 split (`train`, `validation`, `test`).
+
+    Args:
+        data_dir: a folder with the split files or the official archive;
+            only it is read. `None`: the archive in kerasseq's cache,
+            downloaded there first with `download="auto"`.
+        split: `"train"`, `"validation"` or `"test"`.
+        download: `"auto"` or `"never"`.
 
     Raises:
         ValueError: an unknown split.
-        DataNotFoundError: naming the places the file was looked for.
+        DataNotFoundError: naming the places the file was looked for (and,
+            without `data_dir`, why it could not be downloaded).
     """
     if split not in SPLIT_FILES:
         raise ValueError(
             f"Unknown WikiText split {split!r}. Valid splits: "
             f"{', '.join(SPLIT_FILES)}."
         )
+    check_download(download)
     if not data_dir:
-        raise DataNotFoundError(
-            "WikiText-2 needs --data_dir, a directory with "
-            f"{', '.join(SPLIT_FILES.values())} or {ARCHIVE}."
-        )
+        data_dir = _cached_archive_dir(download)
     name = SPLIT_FILES[split]
     for path in (
         os.path.join(data_dir, name),
@@ -86,6 +110,28 @@ def read_split(data_dir, split):
     raise DataNotFoundError(
         f"No WikiText-2 {split} split: expected {_expected(data_dir, split)}."
     )
+
+
+def _cached_archive_dir(download):
+    """The cache folder, once it holds the verified official archive."""
+    names = ", ".join(SPLIT_FILES.values())
+    expected = (
+        f"No WikiText-2 data: no --data_dir (a folder with {names}, or "
+        f"{ARCHIVE})"
+    )
+    if download == "never":
+        cached = os.path.join(download_lib.cache_dir(), ARCHIVE)
+        if os.path.exists(cached):
+            download_lib.verify(SOURCE, cached)
+            return os.path.dirname(cached)
+        raise DataNotFoundError(
+            f"{expected}, and {ARCHIVE} is not in {download_lib.cache_dir()}; "
+            "nothing was downloaded (--download=never)."
+        )
+    try:
+        return os.path.dirname(download_lib.fetch(SOURCE))
+    except DataNotFoundError as error:
+        raise type(error)(f"{expected}. {error}") from error
 
 
 def tokenize_stream(tokenizer, text):

@@ -196,12 +196,12 @@ def write_task(data_dir, task, split, header, rows, nested=True, bom=False):
 @pytest.fixture(autouse=True)
 def _no_tfds(monkeypatch):
     """No test reaches TensorFlow Datasets (which may retry the network);
-    tests that want a prepared copy patch their own stand-in."""
+    tests that want a TFDS copy patch their own stand-in."""
 
-    def refuse(name, split, keys):
+    def refuse(name, split, keys, download, missing):
         raise AssertionError(f"a test reached TFDS: {name} {split} {keys}")
 
-    monkeypatch.setattr(glue, "load_prepared", refuse)
+    monkeypatch.setattr(glue, "load_tfds", refuse)
 
 
 def test_task_specs():
@@ -426,14 +426,7 @@ def test_a_file_that_is_not_utf8(tmp_path):
         glue.load_glue("sst2", "validation", str(tmp_path))
 
 
-def test_missing_files_name_both_places_and_tfds(tmp_path, monkeypatch):
-    calls = []
-
-    def not_prepared(name, split, keys):
-        calls.append((name, split, keys))
-        return None
-
-    monkeypatch.setattr(glue, "load_prepared", not_prepared)
+def test_missing_files_name_both_places_and_never_reach_tfds(tmp_path):
     data_dir = str(tmp_path)
     with pytest.raises(DataNotFoundError) as error:
         glue.load_glue("mnli", "validation_mismatched", data_dir)
@@ -443,23 +436,39 @@ def test_missing_files_name_both_places_and_tfds(tmp_path, monkeypatch):
         os.path.join(data_dir, "dev_mismatched.tsv"),
     ):
         assert path in message
-    assert "'glue/mnli'" in message
-    assert calls == [
-        (
-            "glue/mnli",
-            "validation_mismatched",
-            ("premise", "hypothesis", "label"),
-        )
-    ]
+    # the fixture fails the test if TFDS were asked: a --data_dir is read
+    # alone, and the message says what happens without it
+    assert "Without --data_dir, TensorFlow Datasets' 'glue/mnli'" in message
+
+
+def test_without_data_dir_tfds_is_asked_with_the_download_mode(monkeypatch):
+    calls = []
+
+    def not_there(name, split, keys, download, missing):
+        calls.append((name, split, keys, download))
+        raise DataNotFoundError(missing)
+
+    monkeypatch.setattr(glue, "load_tfds", not_there)
     with pytest.raises(
         DataNotFoundError,
         match=re.escape(os.path.join("<data_dir>", "CoLA", "train.tsv")),
     ):
-        glue.load_glue("cola", "train")
+        glue.load_glue("cola", "train", download="never")
+    with pytest.raises(DataNotFoundError, match="'glue/mnli'"):
+        glue.load_glue("mnli", "validation_mismatched")
+    assert calls == [
+        ("glue/cola", "train", ("sentence", "label"), "never"),
+        (
+            "glue/mnli",
+            "validation_mismatched",
+            ("premise", "hypothesis", "label"),
+            "auto",
+        ),
+    ]
 
 
-def test_a_prepared_tfds_copy(tmp_path, monkeypatch):
-    def prepared(name, split, keys):
+def test_a_tfds_copy(monkeypatch):
+    def prepared(name, split, keys, download, missing):
         assert (name, split, keys) == (
             "glue/qnli",
             "train",
@@ -469,8 +478,8 @@ def test_a_prepared_tfds_copy(tmp_path, monkeypatch):
         sentences = np.array([b"Because.", b"Yes.", b" "], object)
         return questions, sentences, np.array([1, 0, 1], np.int64)
 
-    monkeypatch.setattr(glue, "load_prepared", prepared)
-    examples = glue.load_glue("qnli", "train", str(tmp_path))
+    monkeypatch.setattr(glue, "load_tfds", prepared)
+    examples = glue.load_glue("qnli", "train")
     assert examples.texts_a == ["Why?", "Caf\u00e9?"]
     assert examples.texts_b == ["Because.", "Yes."]
     assert examples.labels.dtype == np.int32

@@ -114,8 +114,8 @@ def test_aan_pairs(tmp_path):
 @pytest.mark.parametrize(
     "row, message",
     [
-        ("1\tid1\tid2\tonly four", r"new_aan_pair.eval.tsv:2: expected 5 .*"),
-        ("2\ta\tb\tc\td", r"new_aan_pair.eval.tsv:2: expected a label 0 or 1"),
+        ("1\tid1\tid2\tonly four", r"new_aan_pairs.eval.tsv:2: expected 5 .*"),
+        ("2\ta\tb\tc\td", r"new_aan_pairs.eval.tsv:2: expected a label 0 or 1"),
         ("yes\ta\tb\tc\td", r":2: expected a label 0 or 1, got 'yes'"),
     ],
 )
@@ -127,7 +127,7 @@ def test_malformed_aan_rows_name_file_and_line(tmp_path, row, message):
 
 
 def test_missing_aan_names_the_files(tmp_path):
-    with pytest.raises(DataNotFoundError, match="new_aan_pair.train.tsv"):
+    with pytest.raises(DataNotFoundError, match="new_aan_pairs.train.tsv"):
         lra.load_retrieval(str(tmp_path), "train", 8)
 
 

@@ -101,14 +101,14 @@ def write_squad(directory, version, split, articles):
 
 @pytest.fixture
 def offline(monkeypatch):
-    """No TFDS copy: records the names `load_prepared` was asked for."""
+    """No TFDS copy: records what `load_tfds` was asked for."""
     calls = []
 
-    def load_prepared(name, split, keys):
-        calls.append((name, split, tuple(keys)))
-        return None
+    def load_tfds(name, split, keys, download, missing):
+        calls.append((name, split, tuple(keys), download))
+        raise DataNotFoundError(missing)
 
-    monkeypatch.setattr(squad.sources, "load_prepared", load_prepared)
+    monkeypatch.setattr(squad.sources, "load_tfds", load_tfds)
     return calls
 
 
@@ -350,17 +350,17 @@ def test_missing_files_name_the_expected_paths(tmp_path, offline):
         load_squad("2.0", "validation", str(tmp_path))
     message = str(error.value)
     assert str(tmp_path / "dev-v2.0.json") in message
-    assert "'squad/v2.0'" in message
+    assert "Without --data_dir, TensorFlow Datasets' 'squad/v2.0'" in message
+    assert offline == []  # a --data_dir is read alone
     with pytest.raises(DataNotFoundError, match=r"train-v1.1.json.*squad/v1.1"):
-        load_squad("1.1", "train")
-    assert [call[:2] for call in offline] == [
-        ("squad/v2.0", "validation"),
-        ("squad/v1.1", "train"),
+        load_squad("1.1", "train", download="never")
+    assert [(c[0], c[1], c[3]) for c in offline] == [
+        ("squad/v1.1", "train", "never")
     ]
 
 
 def _tfds_batch(with_impossible):
-    """What `load_prepared` gives for SQuAD: bytes, answers padded to the
+    """What `load_tfds` gives for SQuAD: bytes, answers padded to the
     longest list with b"" and 0."""
     found = (
         np.array([b"x1", b"x2", b"x3"]),
@@ -387,13 +387,13 @@ def _tfds_batch(with_impossible):
 def test_reads_a_prepared_tfds_copy(monkeypatch, with_impossible):
     calls = []
 
-    def load_prepared(name, split, keys):
+    def load_tfds(name, split, keys, download, missing):
         calls.append((name, split, keys))
         if "is_impossible" in keys and not with_impossible:
             raise KeyError("is_impossible")
         return _tfds_batch("is_impossible" in keys)
 
-    monkeypatch.setattr(squad.sources, "load_prepared", load_prepared)
+    monkeypatch.setattr(squad.sources, "load_tfds", load_tfds)
     examples, report = load_squad("2.0", "train")
     assert calls[0][:2] == ("squad/v2.0", "train")
     assert report["examples"] == 3
