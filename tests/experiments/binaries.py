@@ -29,14 +29,14 @@ def small_config(family, task, models, task_args, workdir, data_dir, **kw):
     return ExperimentConfig(**{**defaults, **kw})
 
 
-def run_binary(module, *args, env=None):
-    """Runs `python -m experiments.<module> ARGS` from the repository root;
-    `env` adds to the environment."""
+def run_binary(module, *args, env=None, cwd=ROOT):
+    """Runs `python -m experiments.<module> ARGS` from `cwd` (the repository
+    root by default); `env` adds to the environment."""
     return subprocess.run(
         [sys.executable, "-m", f"experiments.{module}", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
         timeout=600,
     )
