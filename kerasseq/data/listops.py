@@ -254,9 +254,10 @@ def split_path(data_dir, split):
 
 def missing_message(data_dir):
     names = ", ".join(SPLIT_FILES.values())
+    place = f"in --data_dir={data_dir!r}" if data_dir else "(no --data_dir)"
     return (
-        f"No ListOps data in --data_dir={data_dir!r}: expected {names} "
-        "there or in listops-1000/ below it (LRA's release), or pass "
+        f"No ListOps data {place}: expected {names} in --data_dir or in "
+        "listops-1000/ below it (LRA's release), or pass "
         "--generate to draw them with the built-in generator (without "
         "--data_dir they are drawn into WORKDIR/listops/data)."
     )
