@@ -151,7 +151,7 @@ def test_a_wrong_archive_is_refused_and_nothing_kept(
     assert [n for n in os.listdir(cache) if not n.endswith(".lock")] == []
 
 
-def test_an_interrupted_download_resumes(cache, monkeypatch):
+def test_an_interrupted_download_resumes(cache, monkeypatch, capfd):
     archive = archive_of(BODY)
     with serving({"data.bin": BODY}) as server:
         monkeypatch.setenv(download.MIRROR_ENV, server.url)
@@ -162,11 +162,14 @@ def test_an_interrupted_download_resumes(cache, monkeypatch):
         part = cache / "data.bin.part"
         assert part.stat().st_size == 300_000
         assert not (cache / "data.bin").exists()
+        capfd.readouterr()
         path = download.fetch(archive)
         assert server.requests == [
             ("data.bin", None),
             ("data.bin", "bytes=300000-"),
         ]
+    resumed = capfd.readouterr().err
+    assert f"Continuing from the 300000 bytes in {part}" in resumed
     assert open(path, "rb").read() == BODY
     assert not part.exists()
 
