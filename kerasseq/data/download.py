@@ -356,6 +356,11 @@ def fetch(archive, announce=None):
             announce or f"Downloading {archive.description}{size} to {path}.",
             file=sys.stderr,
         )
+        if os.path.exists(part):
+            print(
+                f"Continuing from the {os.path.getsize(part)} bytes in {part}.",
+                file=sys.stderr,
+            )
         failures = []
         for url in urls:
             try:
