@@ -36,7 +36,11 @@ class PositionEmbedding(keras.layers.Layer):
     def call(self, inputs, start=0):
         seq_len = ops.shape(inputs)[1]
         table = ops.convert_to_tensor(self.embeddings)
-        positions = ops.slice(table, (start, 0), (seq_len, table.shape[-1]))
+        # a gather, not a slice: XLA (TensorFlow) takes a slice's start as a
+        # compile-time constant, and would compile a decoding step anew for
+        # every position
+        indices = ops.arange(seq_len, dtype="int32") + ops.cast(start, "int32")
+        positions = ops.take(table, indices, axis=0)
         return ops.cast(positions, self.compute_dtype)[None]
 
     def compute_output_shape(self, input_shape):

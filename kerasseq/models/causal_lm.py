@@ -26,6 +26,17 @@ def check_generate_args(token_ids, max_new_tokens, temperature):
     return token_ids
 
 
+def cache_length(total, limit=None):
+    """The key/value cache size that `generate` gives `total` tokens: the
+    next power of two, at least 64, so that one compiled decoding step
+    serves every length up to it (XLA compiles once per shape); at most
+    `limit` (a position table's length) where that still holds `total`."""
+    size = max(64, 1 << (total - 1).bit_length())
+    if limit is not None and total <= limit < size:
+        return limit
+    return size
+
+
 @keras.saving.register_keras_serializable(package="kerasseq")
 class CausalLM(Task):
     """Predicts the next token at every position; generates text.
@@ -127,7 +138,12 @@ class CausalLM(Task):
         if self._step_function is None:
             self._step_function = compile_function(self._step)
         seed_generator = keras.random.SeedGenerator(seed)
-        states = backbone.get_initial_state(batch_size, max_length=total)
+        # attention caches are masked past the current position, so a cache
+        # longer than `total` decodes the same tokens
+        states = backbone.get_initial_state(
+            batch_size,
+            max_length=cache_length(total, backbone.max_sequence_length),
+        )
         outputs = [token_ids[:, t] for t in range(prompt_len)]
         for t in range(total - 1):
             position = ops.convert_to_tensor(t, dtype="int32")
