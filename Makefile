@@ -15,8 +15,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(RUNTIME_STAMP): requirements.txt | $(BIN)/python
+# the pinned requirements, then kerasseq itself (editable), so that
+# `import kerasseq` and `python -m experiments...` work from any folder
+$(RUNTIME_STAMP): requirements.txt pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt

@@ -5,6 +5,8 @@ import ast
 import glob
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -84,3 +86,27 @@ def test_large_tests_are_tagged_large():
 def test_target_names_are_unique(kind):
     names = [t["name"] for t in _targets() if t["kind"] == kind]
     assert len(names) == len(set(names))
+
+
+def test_the_package_imports_from_any_folder(tmp_path):
+    """`make run` / `make test` install kerasseq (editable): a script in
+    another folder imports it and runs the binaries, with no PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util, kerasseq; "
+            "print(kerasseq.__file__); "
+            "print(importlib.util.find_spec('experiments.glue').origin)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    package, binary = result.stdout.split()
+    assert package == os.path.join(ROOT, "kerasseq", "__init__.py")
+    assert binary == os.path.join(ROOT, "experiments", "glue.py")

@@ -1,1 +1,31 @@
-"""tf.data pipelines, one module per task family."""
+"""tf.data pipelines, one module per task family; each module is loaded
+the first time it is used (`kerasseq.data.synthetic.make_dataset(...)`)."""
+
+import importlib
+
+_MODULES = (
+    "batching",
+    "download",
+    "errors",
+    "glue",
+    "listops",
+    "lra",
+    "pathfinder",
+    "pixels",
+    "sources",
+    "squad",
+    "synthetic",
+    "textcls",
+    "tokenizers",
+    "wikitext",
+)
+
+
+def __getattr__(name):
+    if name in _MODULES:
+        return importlib.import_module(f"kerasseq.data.{name}")
+    raise AttributeError(f"module 'kerasseq.data' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_MODULES))

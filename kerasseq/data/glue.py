@@ -490,6 +490,7 @@ def pack(tokenizer, texts_a, texts_b, max_length):
 
     Example:
 
+    >>> from kerasseq.data.tokenizers import ByteTokenizer
     >>> inputs, _ = pack(ByteTokenizer(), ["hi"], ["yo"], 8)
     >>> inputs["token_ids"].tolist()
     [[257, 105, 106, 257, 122, 112, 257, 0]]

@@ -430,6 +430,7 @@ def make_windows(
 
     Example:
 
+    >>> from kerasseq.data.tokenizers import ByteTokenizer
     >>> example = SquadExample("q1", "", "Who?", "Ann met Bob.", ["Bob"], 8)
     >>> windows = make_windows([example], ByteTokenizer(), 24, 4, 8)
     >>> windows.labels.tolist()

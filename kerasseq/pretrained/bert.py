@@ -264,8 +264,9 @@ def convert(checkpoint, task=None, **head_args):
 
     Example:
 
-    >>> backbone = kerasseq.pretrained.from_hf("bert-base-uncased")
-    >>> classifier = kerasseq.pretrained.from_hf(
+    >>> backbone = kerasseq.pretrained.from_hf(  # doctest: +SKIP
+    ...     "bert-base-uncased")
+    >>> classifier = kerasseq.pretrained.from_hf(  # doctest: +SKIP
     ...     "roberta-base", task="sequence_classification", num_classes=2)
     """
     model_type = check_encoder(checkpoint, tuple(PREFIXES), task)

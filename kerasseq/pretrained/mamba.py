@@ -164,8 +164,9 @@ def convert(checkpoint, task=None, **head_args):
 
     Example:
 
-    >>> model = kerasseq.pretrained.from_hf("state-spaces/mamba-130m-hf")
-    >>> model.generate(token_ids, max_new_tokens=20)
+    >>> model = kerasseq.pretrained.from_hf(  # doctest: +SKIP
+    ...     "state-spaces/mamba-130m-hf")
+    >>> model.generate(token_ids, max_new_tokens=20)  # doctest: +SKIP
     """
     task = "causal_lm" if task is None else task
     if task not in HEADS:

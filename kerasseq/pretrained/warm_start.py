@@ -73,7 +73,7 @@ def warm_start(
 
     Example:
 
-    >>> model = warm_start("roberta-base", "longformer",
+    >>> model = warm_start("roberta-base", "longformer",  # doctest: +SKIP
     ...                    task="sequence_classification", num_classes=2,
     ...                    max_sequence_length=4096, window=512)
     """
