@@ -24,6 +24,7 @@ from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import train
+from experiments.common.flags import define_path
 from experiments.common.flags import define_shared_flags
 from kerasseq.data import pixels
 
@@ -46,7 +47,7 @@ def define_flags():
         5000,
         "Images held out from the end of the training set for validation.",
     )
-    flags.DEFINE_string(
+    define_path(
         "permutation_file",
         None,
         "psmnist: a .npy or text file with the pixel order (default: drawn "
@@ -92,10 +93,17 @@ def make_task_args(
 
 
 def _read_permutation(path, seq_len):
-    if path.endswith(".npy"):
-        values = np.load(path)
-    else:
-        values = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    try:
+        if path.endswith(".npy"):
+            values = np.load(path, allow_pickle=False)
+        else:
+            values = np.loadtxt(path, dtype=np.int64, ndmin=1)
+    except (OSError, ValueError) as error:
+        kind = "a .npy array" if path.endswith(".npy") else "integers as text"
+        raise ValueError(
+            f"--permutation_file {path!r} is not {kind} of a permutation of "
+            f"range({seq_len}): {error}"
+        ) from error
     return pixels.check_permutation(values, seq_len, source=path)
 
 

@@ -5,6 +5,8 @@ model, defines its own task flags, and turns the parsed flags into an
 `ExperimentConfig` with `config.from_flags`.
 """
 
+import os
+
 from absl import flags
 
 from experiments.common.config import LEARNING_RATE_SCALING
@@ -14,6 +16,30 @@ from kerasseq.data.download import MODES
 from kerasseq.data.tokenizers import TOKENIZERS
 
 WANDB_MODES = ("offline", "online", "disabled")
+
+
+class PathParser(flags.ArgumentParser):
+    """A path flag's value with `~` expanded (the shell leaves the `~` of
+    `--data_dir=~/x` as it is)."""
+
+    syntactic_help = "a path"
+
+    def parse(self, argument):
+        return None if argument is None else os.path.expanduser(argument)
+
+    def flag_type(self):
+        return "path"
+
+
+def define_path(name, default, help_text):
+    """Defines the string flag `--name` holding a path (`~` expanded)."""
+    flags.DEFINE(
+        PathParser(),
+        name,
+        default,
+        help_text,
+        serializer=flags.ArgumentSerializer(),
+    )
 
 
 def define_shared_flags(
@@ -35,7 +61,7 @@ def define_shared_flags(
         "Overrides of the preset, `key=value` pairs separated by commas, "
         "e.g. `num_layers=2,dropout=0.1`.",
     )
-    flags.DEFINE_string("workdir", "runs", "Where results are written.")
+    define_path("workdir", "runs", "Where results are written.")
     flags.DEFINE_integer("seed", 42, "Random seed for data and weights.")
     flags.DEFINE_integer(
         "steps", 1000, "Training steps (0: train for --epochs over the data)."
@@ -50,7 +76,7 @@ def define_shared_flags(
     flags.DEFINE_integer(
         "warmup_steps", 0, "Linear warm-up steps before cosine decay."
     )
-    flags.DEFINE_string(
+    define_path(
         "data_dir",
         None,
         "Local data files (task-dependent layout); when given, only they "
@@ -114,7 +140,7 @@ def define_shared_flags(
     flags.DEFINE_integer(
         "verbose", 2, "Keras fit verbosity (0 silent, 1 bar, 2 a line/epoch)."
     )
-    flags.DEFINE_string(
+    define_path(
         "init_from",
         None,
         "Fine-tune from a Hugging Face checkpoint: a directory with "
@@ -142,7 +168,7 @@ def define_tokenizer_flags():
         "--tokenizer_dir; wordpiece: BERT's vocab.txt from --tokenizer_dir "
         "(classification only).",
     )
-    flags.DEFINE_string(
+    define_path(
         "tokenizer_dir",
         None,
         "--tokenizer=gpt2: directory with vocab.json + merges.txt or "

@@ -153,7 +153,12 @@ def run(config, make_task_data):
     # bad override or a clash with an earlier experiment fails here, before
     # any model trains
     for name in config.models:
-        resolved = resolve_model(config, name, data)
+        try:
+            resolved = resolve_model(config, name, data)
+        except ValueError as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise ModelSettingsError(str(error)) from error
         check_same_experiment(config, name, resolved)
     all_results = {}
     for name in config.models:
@@ -229,7 +234,12 @@ def run_program(config, make_task_data):
     errors (the message, no traceback), before anything trains."""
     try:
         return run(config, _CheckedTaskData(make_task_data))
-    except (SettingsConflict, CheckpointError, DistributionError) as error:
+    except (
+        SettingsConflict,
+        ModelSettingsError,
+        CheckpointError,
+        DistributionError,
+    ) as error:
         raise app.UsageError(str(error)) from error
 
 
@@ -321,6 +331,11 @@ def _run_record(config, name, resolved):
 
 class SettingsConflict(ValueError):
     """A run directory holds a run made with other settings."""
+
+
+class ModelSettingsError(ValueError):
+    """The model refuses its arguments (`--model_args`, the preset, the
+    task's); raised before anything is written."""
 
 
 def check_same_experiment(config, name, resolved):
@@ -432,9 +447,25 @@ def train_and_evaluate(config, name, data, strategy=None):
         logging.info("%s: results exist at %s, reusing.", name, results_path)
         with open(results_path) as f:
             return json.load(f)
-    os.makedirs(run_dir, exist_ok=True)
     strategy = strategy or get_strategy(config.strategy, config.virtual_devices)
     keras.utils.set_random_seed(config.seed)
+    # built before anything is written: a value the model refuses (a
+    # --model_args mistake) leaves no run directory behind
+    with strategy.scope():
+        try:
+            if config.init_from:
+                model = build_from_checkpoint(
+                    name, config.init_from, data.head, **overrides
+                )
+            else:
+                model = build_model(name, data.head, config.preset, **overrides)
+        except (TypeError, ValueError) as error:
+            if isinstance(error, CheckpointError):
+                raise
+            raise ModelSettingsError(
+                f"Cannot build {name!r} with these arguments: {error}"
+            ) from error
+    os.makedirs(run_dir, exist_ok=True)
     _write_json(
         os.path.join(run_dir, "config.json"),
         _run_record(config, name, resolved),
@@ -459,12 +490,6 @@ def train_and_evaluate(config, name, data, strategy=None):
     # on JAX the distribution lays out the variables as they are made and
     # the batches as fit and evaluate read them, so all of it is in scope
     with strategy.scope():
-        if config.init_from:
-            model = build_from_checkpoint(
-                name, config.init_from, data.head, **overrides
-            )
-        else:
-            model = build_model(name, data.head, config.preset, **overrides)
         model.compile(
             optimizer=_optimizer(config, total_steps, learning_rate),
             loss=data.loss,

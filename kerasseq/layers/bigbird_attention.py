@@ -122,8 +122,9 @@ class BigBirdAttention(SoftmaxAttention):
         blocks = 3 + self.num_global_blocks + 2 * self.num_random_blocks
         return blocks * self.block_size
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         length = inputs.shape[1]
         if length is None:
             raise ValueError(

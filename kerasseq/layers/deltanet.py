@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasseq.layers.causal_conv import causal_conv
 from kerasseq.layers.causal_conv import causal_conv_step
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -20,7 +21,7 @@ L2_EPSILON = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class DeltaNet(keras.layers.Layer):
+class DeltaNet(SequenceLayer):
     """DeltaNet as a token mixer: linear attention with the delta rule.
 
     A fast-weight memory `S` of shape `(D, D)` per head is edited, not just
@@ -232,8 +233,9 @@ class DeltaNet(keras.layers.Layer):
         o = ops.reshape(o, (*ops.shape(o)[:-2], self.o_proj.kernel.shape[0]))
         return self.o_proj(ops.cast(o, self.compute_dtype))
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_width("inputs", inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         x = inputs
         if padding_mask is not None:
             x = x * ops.cast(padding_mask, x.dtype)[..., None]

@@ -99,8 +99,9 @@ class LinearAttention(SoftmaxAttention):
             k = k * keep
         return q, k, v
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         q, k, v = self._features(inputs, padding_mask)
         o = kops.linear_attention(
             q,

@@ -19,6 +19,7 @@ from keras import ops
 from kerasseq.layers.glu import apply_glu
 from kerasseq.layers.glu import build_glu
 from kerasseq.layers.glu import complex_readout
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -98,7 +99,7 @@ class GlorotTransition(keras.initializers.Initializer):
         return {"A_init": self.A_init, "seed": self.seed}
 
 
-class _LinearRNNBase(keras.layers.Layer):
+class _LinearRNNBase(SequenceLayer):
     """What the dense and diagonal linear RNNs share: input matrix B,
     output matrix C, skip D, and the GELU + GLU head of the LRU block."""
 
@@ -229,7 +230,8 @@ class LinearRNN(_LinearRNNBase):
         self.C = self._normal("C", (n, hidden_dim), n**-0.5)
         self._build_head(hidden_dim)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         x = self._masked(inputs, padding_mask)
         u = ops.matmul(ops.cast(x, "float32"), self.B)
         h = matrix_recurrence(self.A, u, mode=self.mode)
@@ -340,7 +342,8 @@ class DiagonalRNN(_LinearRNNBase):
     def _readout(self, h):
         return complex_readout(h, self.C_re, self.C_im)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         x = self._masked(inputs, padding_mask)
         b = self._drive(x)
         a = ops.broadcast_to(self._lambda(), ops.shape(b))

@@ -195,8 +195,9 @@ class LinformerAttention(SoftmaxAttention):
         y = ops.matmul(projection, flat)
         return ops.reshape(y, (-1, self.projected_length, heads, size))
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         length = inputs.shape[1]
         if length is None or length > self.max_length:
             raise ValueError(

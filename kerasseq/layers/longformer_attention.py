@@ -141,8 +141,16 @@ class LongformerAttention(SoftmaxAttention):
         for name in ("query_global", "key_global", "value_global"):
             self._add_projection(name, input_shape[-1])
 
-    def call(self, inputs, padding_mask=None, global_mask=None, training=None):
+    def call(
+        self,
+        inputs,
+        padding_mask=None,
+        global_mask=None,
+        training=None,
+        mask=None,
+    ):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         batch, length = inputs.shape[:2]
         checks.check_static_length("inputs", inputs)
         if padding_mask is not None:

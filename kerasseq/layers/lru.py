@@ -6,6 +6,7 @@ from keras import ops
 from kerasseq.layers.glu import apply_glu
 from kerasseq.layers.glu import build_glu
 from kerasseq.layers.glu import complex_readout
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -20,7 +21,7 @@ _TINY = 1e-7
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class LRU(keras.layers.Layer):
+class LRU(SequenceLayer):
     """The Linear Recurrent Unit as a token mixer: a complex diagonal RNN.
 
     Each of the N state channels is a complex linear recurrence with a
@@ -204,8 +205,9 @@ class LRU(keras.layers.Layer):
         y = ops.cast(y + self.D * x, self.compute_dtype)
         return apply_glu(self, y) if self.use_glu else y
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_width("inputs", inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         x = ops.cast(inputs, "float32")
         if padding_mask is not None:
             x = x * ops.cast(padding_mask, x.dtype)[..., None]

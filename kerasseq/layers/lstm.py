@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
@@ -8,7 +9,7 @@ from kerasseq.ops.lstm_recurrence import lstm_recurrence
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class LSTM(keras.layers.Layer):
+class LSTM(SequenceLayer):
     """Long short-term memory as a token mixer.
 
     Holds the weights of a `keras.layers.LSTM` (gates in Keras's order i,
@@ -70,8 +71,9 @@ class LSTM(keras.layers.Layer):
         width = self.lstm.cell.kernel.shape[0]
         check_input_width("inputs", inputs, rank, width, padding_mask)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         # The weights are keras.layers.LSTM's (checkpoints and `step` use
         # its cell); the sequence runs on `lstm_recurrence`, whose
         # hand-written backward pass trains several times faster under XLA

@@ -5,6 +5,7 @@ from keras import ops
 
 from kerasseq.layers.causal_conv import causal_conv
 from kerasseq.layers.causal_conv import causal_conv_step
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -16,7 +17,7 @@ from kerasseq.ops.selective_scan import selective_scan_step
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class Mamba(keras.layers.Layer):
+class Mamba(SequenceLayer):
     """The Mamba-1 block as a token mixer: a selective state-space model.
 
     The input is projected to a branch `x` and a gate `z` of width
@@ -221,8 +222,9 @@ class Mamba(keras.layers.Layer):
             delta_softplus=True,
         )
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_width("inputs", inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         inner = self.D.shape[0]
         xz = self.in_proj(inputs)
         x, z = xz[..., :inner], xz[..., inner:]

@@ -186,8 +186,9 @@ class PerformerAttention(SoftmaxAttention):
         out = num / ops.where(den > 0, den, 1.0)
         return ops.cast(out, self.compute_dtype)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         if training and self.feature_redraw_interval is not None:
             self._maybe_redraw()
 

@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -11,7 +12,7 @@ from kerasseq.ops.linear_recurrence import linear_recurrence_step
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class QuasiLSTM(keras.layers.Layer):
+class QuasiLSTM(SequenceLayer):
     """A quasi-LSTM: LSTM gates computed from the input alone.
 
         f_t, i_t, o_t = sigmoid(W_{f,i,o} x_t + b_{f,i,o})
@@ -108,9 +109,10 @@ class QuasiLSTM(keras.layers.Layer):
         h = ops.cast(o * ops.tanh(c), self.compute_dtype)
         return h if self.projection is None else self.projection(h)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         width = self.gates.kernel.shape[0]
         check_input_width("inputs", inputs, 3, width, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         f, iz, o = self._gates(inputs, padding_mask)
         c = linear_recurrence(f, iz, mode=self.mode, chunk_size=self.chunk_size)
         return self._output(c, o)

@@ -1,5 +1,6 @@
 import keras
 
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_rate
@@ -31,7 +32,7 @@ def _activation(name):
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class ResidualBlock(keras.layers.Layer):
+class ResidualBlock(SequenceLayer):
     """Residual block: a token mixer, then an MLP.
 
     The same block wraps every mixer, so that models differ only in how
@@ -160,7 +161,8 @@ class ResidualBlock(keras.layers.Layer):
             return x
         return x + self._mlp(self.mlp_norm(x), training)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         if self.block_type == "post_norm":
             mixer_inputs = inputs
         else:

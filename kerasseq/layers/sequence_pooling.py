@@ -31,21 +31,28 @@ class SequencePooling(keras.layers.Layer):
         super().__init__(**kwargs)
         self.mode = mode
 
-    def call(self, inputs, padding_mask=None):
+    def call(self, inputs, padding_mask=None, mask=None):
+        if padding_mask is None:
+            padding_mask = mask  # Keras's implicit mask
         if padding_mask is None:
             padding_mask = ops.ones(ops.shape(inputs)[:2], dtype="bool")
-        mask = ops.cast(padding_mask, inputs.dtype)[..., None]
+        real = ops.cast(padding_mask, "bool")[..., None]
+        # padded steps are replaced, not multiplied away: 0 * NaN is NaN
+        inputs = ops.where(real, inputs, ops.zeros_like(inputs))
         if self.mode == "first":
             return inputs[:, 0]
         if self.mode == "mean":
-            total = ops.sum(inputs * mask, axis=1)
-            return total / ops.maximum(ops.sum(mask, axis=1), 1.0)
+            count = ops.sum(ops.cast(real, inputs.dtype), axis=1)
+            return ops.sum(inputs, axis=1) / ops.maximum(count, 1.0)
         if self.mode == "max":
-            masked = ops.where(mask > 0, inputs, ops.min(inputs) - 1.0)
+            masked = ops.where(real, inputs, ops.min(inputs) - 1.0)
             return ops.max(masked, axis=1)
         lengths = ops.sum(ops.cast(padding_mask, "int32"), axis=1)
         last = ops.maximum(lengths - 1, 0)[:, None, None]
         return ops.take_along_axis(inputs, last, axis=1)[:, 0]
+
+    def compute_mask(self, inputs, mask=None):
+        return None  # one vector per example: no time axis to mask
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[-1])

@@ -3,6 +3,7 @@ import math
 import keras
 from keras import ops
 
+from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_rate
@@ -19,7 +20,7 @@ def recomputed(fn, enabled):
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class SoftmaxAttention(keras.layers.Layer):
+class SoftmaxAttention(SequenceLayer):
     """Multi-head softmax self-attention, causal or bidirectional.
 
     The token mixer of GPT and BERT-style Transformers. Queries, keys and
@@ -220,8 +221,9 @@ class SoftmaxAttention(keras.layers.Layer):
         width = self.query_kernel.shape[0]
         check_input_width("inputs", inputs, rank, width, padding_mask)
 
-    def call(self, inputs, padding_mask=None, training=None):
+    def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
+        inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         seq_len = ops.shape(inputs)[1]
         positions = ops.arange(seq_len)
         q = self._rotate(self._project(inputs, "query"), positions)

@@ -208,9 +208,16 @@ def resolve(path_or_repo_id):
 def _read_weights(directory):
     safetensors_path = os.path.join(directory, "model.safetensors")
     if os.path.exists(safetensors_path):
+        from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        weights = load_file(safetensors_path)
+        try:
+            weights = load_file(safetensors_path)
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(
+                f"{safetensors_path} is not a readable safetensors file "
+                f"({error}); it may be cut short. Download it again."
+            ) from error
     elif os.path.exists(os.path.join(directory, "pytorch_model.bin")):
         try:
             import torch

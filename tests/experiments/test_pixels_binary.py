@@ -115,6 +115,8 @@ def test_psmnist_saves_its_permutation_and_never_overwrites_it(tmp_path):
 def test_binary_reports_bad_input_without_a_traceback(tmp_path):
     write_mnist(str(tmp_path / "data"))
     np.save(tmp_path / "short.npy", np.arange(100))
+    (tmp_path / "garbage.npy").write_bytes(b"not numpy")
+    (tmp_path / "words.txt").write_text("three one two")
     common = [
         f"--workdir={tmp_path / 'runs'}",
         "--preset=tiny",
@@ -135,6 +137,22 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
             r"permutation of range\(784\)",
         ),
         (["--task=smnist", "--permutation_file=x.npy"], "--task=psmnist"),
+        (
+            [
+                "--task=psmnist",
+                f"--data_dir={tmp_path / 'data'}",
+                f"--permutation_file={tmp_path / 'garbage.npy'}",
+            ],
+            r"garbage.npy' is not a .npy array",
+        ),
+        (
+            [
+                "--task=psmnist",
+                f"--data_dir={tmp_path / 'data'}",
+                f"--permutation_file={tmp_path / 'words.txt'}",
+            ],
+            r"words.txt' is not integers as text",
+        ),
         (["--task=mnist"], "mnist"),
     ]
     for args, match in cases:

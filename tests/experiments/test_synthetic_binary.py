@@ -260,6 +260,44 @@ def test_unknown_model_arg_fails_before_training(tmp_path):
     np.testing.assert_equal(os.listdir(tmp_path), [])
 
 
+@pytest.mark.parametrize(
+    "model_args,message",
+    [
+        ({"dropout": 2.0}, "dropout"),
+        ({"num_layers": -1}, "num_layers"),
+    ],
+)
+def test_values_the_model_refuses_fail_before_anything_is_written(
+    tmp_path, model_args, message
+):
+    config = _config(tmp_path, models=("gpt",), model_args=model_args)
+    with pytest.raises(train.ModelSettingsError, match=message):
+        train.run(config, synthetic.make_task_data)
+    np.testing.assert_equal(os.listdir(tmp_path), [])
+
+
+def test_model_args_mistake_is_one_line_without_traceback(tmp_path):
+    result = _binary(
+        "--model=gpt",
+        "--preset=tiny",
+        "--model_args=dropout=2",
+        f"--workdir={tmp_path}",
+        "--wandb_mode=disabled",
+    )
+    assert result.returncode != 0
+    assert "dropout" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert os.listdir(tmp_path) == []
+
+
+def test_tilde_in_path_flags_is_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    config = _config_from_flags("--workdir=~/runs", "--data_dir=~/data")
+    assert config.workdir == str(tmp_path / "runs")
+    assert config.data_dir == str(tmp_path / "data")
+
+
 def test_a_fresh_process_error_reaches_the_caller(tmp_path, monkeypatch):
     monkeypatch.setenv("KERASSEQ_TEST_PARENT_PID", str(os.getpid()))
     config = _config(

@@ -74,9 +74,10 @@ def test_matches_reference_equations(cls, kwargs):
     mask = np.ones((2, 11), "float32")
     mask[1, :3] = 0.0  # left padding
     y = keras.ops.convert_to_numpy(compiled(layer)(x, mask.astype(bool)))
+    # masked steps are read as zeros (SequenceLayer.mask_inputs)
     expected = reference(
         layer_weights(layer),
-        x.astype(np.float64),
+        x.astype(np.float64) * mask[..., None],
         cls is DiagonalRNN,
         kwargs.get("use_glu", True),
         mask,

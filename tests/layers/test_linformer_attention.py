@@ -79,7 +79,9 @@ def test_matches_reference(sharing, seq_len):
     mask[1, seq_len // 2 + 1 :] = False
     y = ops.convert_to_numpy(layer(x, padding_mask=mask))
     with float64():
-        expected = reference(x, layer_weights(layer), sharing, mask)
+        # masked steps are read as zeros (SequenceLayer.mask_inputs)
+        zeroed = np.where(mask[..., None], x, 0.0)
+        expected = reference(zeroed, layer_weights(layer), sharing, mask)
         expected = ops.convert_to_numpy(expected)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 

@@ -53,6 +53,7 @@ def reference(layer, x, padding_mask=None, global_mask=None):
     real = np.ones((batch, length), bool)
     if padding_mask is not None:
         real = padding_mask.astype(bool)
+        x = np.where(real[..., None], x, 0.0)  # padded steps read as zeros
     globals_ = global_positions(
         length, layer.num_global_tokens, real, global_mask
     )
@@ -101,6 +102,7 @@ def dense_reference(weights, x, layer, masks):
     real = np.ones((batch, length), bool)
     if padding_mask is not None:
         real = padding_mask.astype(bool)
+        x = ops.where(real[..., None], x, ops.zeros_like(x))  # read as zeros
     globals_ = global_positions(
         length, layer.num_global_tokens, real, global_mask
     )

@@ -83,3 +83,85 @@ def test_recomputed_attention_gives_the_same_gradients(name):
     # the same computation, fused differently by XLA: float32 round-off
     for a, b in zip(*grads, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(b).max())
+
+
+# === Keras masks ===
+
+# row 0 real throughout; row 1 padded on both sides, so that a causal
+# mixer (left padding) and a bidirectional one (right padding) both see
+# the padding reach its real steps if the mask were ignored
+IDS = np.array([[3, 5, 2, 7, 1, 4], [0, 0, 6, 2, 0, 0]], "int32")
+REAL = IDS != 0
+
+
+def _values(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keras_mask_is_the_padding_mask(name):
+    mixer = _mixer(name)
+    width = PRESETS["tiny"]["hidden_dim"]
+    embedding = keras.layers.Embedding(10, width, mask_zero=True)
+    x = embedding(IDS)  # carries Keras's mask
+    plain = keras.ops.convert_to_tensor(_values(x))  # no mask
+    implicit = _values(mixer(x))
+    explicit = _values(mixer(plain, padding_mask=REAL))
+    np.testing.assert_allclose(implicit, explicit, atol=1e-6)
+    # the control: unmasked, the padding reaches row 1's real steps
+    ignored = _values(mixer(plain))
+    assert not np.allclose(ignored[1][REAL[1]], explicit[1][REAL[1]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_masks_reach_the_mixer_in_sequential_and_functional_fit(name):
+    width = PRESETS["tiny"]["hidden_dim"]
+    mixer = _mixer(name)
+    embedding = keras.layers.Embedding(10, width, mask_zero=True)
+    pooling = keras.layers.GlobalAveragePooling1D()
+    head = keras.layers.Dense(2)
+    # implicit: the mask goes from the embedding through the mixer to the
+    # pooling by itself
+    sequential = keras.Sequential(
+        [keras.Input((6,), dtype="int32"), embedding, mixer, pooling, head]
+    )
+    # explicit: the same layers, every mask passed by hand
+    ids = keras.Input((6,), dtype="int32")
+    real = keras.ops.not_equal(ids, 0)
+    hidden = mixer(embedding(ids), padding_mask=real)
+    functional = keras.Model(ids, head(pooling(hidden, mask=real)))
+    labels = np.array([0, 1])
+    for _ in range(2):
+        np.testing.assert_allclose(
+            _values(sequential.predict(IDS, verbose=0)),
+            _values(functional.predict(IDS, verbose=0)),
+            atol=1e-5,
+        )
+        sequential.compile(
+            optimizer=keras.optimizers.SGD(0.5),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True,
+        )
+        sequential.fit(IDS, labels, epochs=1, batch_size=2, verbose=0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_what_masked_steps_hold_never_reaches_real_ones(name):
+    mixer = _mixer(name)
+    width = PRESETS["tiny"]["hidden_dim"]
+    x = np.random.default_rng(0).normal(size=(2, 6, width)).astype("float32")
+    clean = np.where(REAL[..., None], x, 0.0).astype("float32")
+    dirty = x.copy()
+    dirty[~REAL] = np.nan
+    dirty[1, 0, 0] = np.inf
+    expected = _values(mixer(clean, padding_mask=REAL))
+    got = _values(mixer(dirty, padding_mask=REAL))
+    assert np.all(np.isfinite(got[REAL]))
+    np.testing.assert_allclose(got[REAL], expected[REAL], atol=1e-6)
+
+
+def test_token_ids_are_refused_with_what_the_layer_takes():
+    mixer = _mixer("lru")
+    inputs = {"token_ids": IDS, "padding_mask": REAL}
+    with pytest.raises(ValueError, match=r"LRU takes one float tensor.*dict"):
+        mixer(inputs)

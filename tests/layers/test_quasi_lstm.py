@@ -16,7 +16,10 @@ def sigmoid(x):
 
 def reference(w, x, mask=None):
     """The quasi-LSTM in float64, a loop over time: gates from x_t alone,
-    c_t = f_t c_{t-1} + i_t z_t, h_t = o_t tanh(c_t); padded steps keep c."""
+    c_t = f_t c_{t-1} + i_t z_t, h_t = o_t tanh(c_t); padded steps keep c
+    and are read as zeros."""
+    if mask is not None:
+        x = np.where(mask[..., None], x, 0.0)
     gates = x @ w["gates/kernel"] + w["gates/bias"]
     f, i, z, o = np.split(gates, 4, axis=-1)
     c = np.zeros(f.shape[:1] + f.shape[2:])

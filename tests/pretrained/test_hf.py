@@ -78,6 +78,16 @@ def test_missing_directory_config_and_weights(tmp_path):
         hf.read_checkpoint(bad)
 
 
+def test_truncated_safetensors_is_named(tmp_path):
+    _write(tmp_path, {"model_type": "gpt2"}, {"w": np.zeros((64, 64), "f4")})
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(
+        hf.CheckpointError, match=rf"{path}.*not a readable safetensors"
+    ):
+        hf.read_checkpoint(tmp_path)
+
+
 def test_pytorch_bin_without_torch_says_how_to_convert(tmp_path, monkeypatch):
     import builtins
 
