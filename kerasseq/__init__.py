@@ -1,10 +1,34 @@
 """kerasseq: modern RNNs and Transformers side by side in Keras 3."""
 
 import importlib
+import os
 
-from kerasseq import layers
-from kerasseq import models
-from kerasseq import ops
+# the backends kerasseq's kernels are written for
+SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def _check_backend(backend, where):
+    if backend not in SUPPORTED_BACKENDS:
+        raise ImportError(
+            f"kerasseq runs on the Keras backends "
+            f"{' and '.join(SUPPORTED_BACKENDS)}, and {where} asks for "
+            f"{backend!r}. Set KERAS_BACKEND=tensorflow (the default) or "
+            "KERAS_BACKEND=jax."
+        )
+
+
+# checked before Keras loads: Keras itself fails obscurely on a backend
+# whose framework is not installed (KERAS_BACKEND=torch without torch)
+if "KERAS_BACKEND" in os.environ:
+    _check_backend(os.environ["KERAS_BACKEND"], "KERAS_BACKEND")
+
+import keras  # noqa: E402
+
+_check_backend(keras.backend.backend(), "Keras's configuration")
+
+from kerasseq import layers  # noqa: E402
+from kerasseq import models  # noqa: E402
+from kerasseq import ops  # noqa: E402
 
 __version__ = "0.1.0"
 

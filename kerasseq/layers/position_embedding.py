@@ -35,6 +35,16 @@ class PositionEmbedding(keras.layers.Layer):
 
     def call(self, inputs, start=0):
         seq_len = ops.shape(inputs)[1]
+        if isinstance(seq_len, int) and isinstance(start, int):
+            if start + seq_len > self.max_length:
+                raise ValueError(
+                    f"The input has {seq_len} steps"
+                    + (f" from position {start}" if start else "")
+                    + ", but the learned position embedding holds "
+                    f"max_sequence_length={self.max_length} positions. Cut "
+                    "the input, or build the model with a larger "
+                    "max_sequence_length."
+                )
         table = ops.convert_to_tensor(self.embeddings)
         # a gather, not a slice: XLA (TensorFlow) takes a slice's start as a
         # compile-time constant, and would compile a decoding step anew for

@@ -31,3 +31,33 @@ def test_bad_sizes():
         TokenEmbedding(0, 4)
     with pytest.raises(ValueError, match="`max_sequence_length`.*got -2"):
         PositionEmbedding(-2)
+
+
+def test_input_longer_than_the_table_is_refused_clearly():
+    layer = PositionEmbedding(max_length=8)
+    layer(np.zeros((1, 8, 4), "float32"))
+    with pytest.raises(ValueError, match=r"10 steps.*max_sequence_length=8"):
+        layer(np.zeros((1, 10, 4), "float32"))
+    with pytest.raises(ValueError, match=r"from position 6.*=8"):
+        layer(np.zeros((1, 3, 4), "float32"), start=6)
+
+
+def test_model_given_too_long_an_input_says_so():
+    from kerasseq.models import build_model
+
+    model = build_model(
+        "gpt",
+        "sequence_classification",
+        "tiny",
+        vocabulary_size=16,
+        num_classes=2,
+        max_sequence_length=8,
+    )
+    with pytest.raises(ValueError, match="max_sequence_length=8"):
+        model.predict(
+            {
+                "token_ids": np.ones((2, 12), "int32"),
+                "padding_mask": np.ones((2, 12), "bool"),
+            },
+            verbose=0,
+        )
