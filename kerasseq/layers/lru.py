@@ -12,6 +12,7 @@ from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
+from kerasseq.ops.dispatch import make_complex
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
 
@@ -189,13 +190,15 @@ class LRU(SequenceLayer):
         """lambda `(N,)` in complex64."""
         magnitude = ops.exp(-ops.exp(self.nu_log))
         phase = ops.exp(self.theta_log)
-        return _complex(magnitude * ops.cos(phase), magnitude * ops.sin(phase))
+        return make_complex(
+            magnitude * ops.cos(phase), magnitude * ops.sin(phase)
+        )
 
     def _inputs(self, x):
         """The recurrence inputs `(exp(gamma) B) x` in complex64 from `x`
         `(..., H)` in float32."""
         scale = ops.exp(self.gamma_log)
-        return _complex(
+        return make_complex(
             ops.matmul(x, self.B_re * scale), ops.matmul(x, self.B_im * scale)
         )
 
@@ -250,11 +253,6 @@ class LRU(SequenceLayer):
 
 def _is_number(value):
     return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
-def _complex(real, imag):
-    """`real + i imag` in complex64, differentiable in both parts."""
-    return ops.cast(real, "complex64") + 1j * ops.cast(imag, "complex64")
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")

@@ -148,3 +148,26 @@ def conjugates_complex_gradients():
     gradient and their results where this is `True`.
     """
     return _backend() == "tensorflow"
+
+
+def make_complex(real, imag):
+    """`real + i imag` as complex64, differentiable in both parts.
+
+    The backends' own constructors (`tf.complex`, `jax.lax.complex`):
+    building it from casts works too, but TensorFlow's gradient of a
+    float-to-complex cast warns at every step that it discards the
+    imaginary part (which is what that gradient should do).
+    """
+    real = keras.ops.cast(real, "float32")
+    imag = keras.ops.cast(imag, "float32")
+    if _backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.complex(real, imag)
+    if _backend() == "jax":
+        import jax
+
+        return jax.lax.complex(real, imag)
+    return keras.ops.cast(real, "complex64") + 1j * keras.ops.cast(
+        imag, "complex64"
+    )

@@ -398,3 +398,19 @@ def test_mixed_precision(policy):
     assert keras.backend.standardize_dtype(y_t.dtype) == compute
     assert keras.backend.standardize_dtype(state.dtype) == "complex64"
     assert np.all(np.isfinite(numpy(state)))
+
+
+def test_training_logs_no_warning(caplog):
+    """The real-to-complex gradient is correct (see the gradient tests);
+    TensorFlow warned about it at every step when it came from a cast."""
+    layer = LRU(state_size=8)
+    x = np.random.default_rng(0).normal(size=(2, 5, 4)).astype("float32")
+    layer(x)
+    weights = layer.trainable_variables
+    with caplog.at_level("WARNING"):
+        model = keras.Sequential([keras.Input((5, 4)), layer])
+        model.compile("sgd", "mse", jit_compile=True)
+        model.fit(x, np.zeros_like(x), epochs=1, verbose=0)
+    assert weights and not [
+        r.getMessage() for r in caplog.records if "imaginary" in r.getMessage()
+    ]
