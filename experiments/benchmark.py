@@ -49,6 +49,7 @@ import time
 from absl import app
 from absl import flags
 
+from experiments.common import console
 from experiments.common.parsing import parse_lengths
 from experiments.common.parsing import parse_list
 
@@ -711,4 +712,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

@@ -32,6 +32,7 @@ from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
+from experiments.common import console
 from experiments.common import metrics
 from experiments.common import results as results_lib
 from experiments.common import train
@@ -250,4 +251,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    console.run(main)

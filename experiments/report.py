@@ -17,6 +17,7 @@ import os
 from absl import app
 from absl import flags
 
+from experiments.common import console
 from experiments.common import results as results_lib
 
 flags.DEFINE_string("results_dir", "runs", "Workdir to collect results from.")
@@ -111,4 +112,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

@@ -13,6 +13,7 @@ from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
+from experiments.common import console
 from experiments.common import train
 from experiments.common.flags import define_shared_flags
 from kerasseq.data import synthetic
@@ -203,4 +204,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    console.run(main)

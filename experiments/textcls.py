@@ -21,6 +21,7 @@ from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
+from experiments.common import console
 from experiments.common import train
 from experiments.common.flags import define_shared_flags
 from experiments.common.flags import define_tokenizer_flags
@@ -152,4 +153,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    console.run(main)

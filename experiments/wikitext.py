@@ -27,6 +27,7 @@ from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
+from experiments.common import console
 from experiments.common import metrics
 from experiments.common import train
 from experiments.common.flags import define_shared_flags
@@ -276,4 +277,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    console.run(main)

@@ -1,8 +1,10 @@
 """Callbacks of the shared train loop."""
 
+import os
 import time
 
 import keras
+import numpy as np
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -67,3 +69,48 @@ class WandbLogger(keras.callbacks.Callback):
         if self._run is not None:
             self._run.finish()
             self._run = None
+
+
+class BackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras's `BackupAndRestore`, which also keeps the model's variables
+    that are not weights: the states of its random seed generators
+    (dropout's).
+
+    Keras's checkpoint holds the weights and the optimizer's state; a run
+    resumed from it drew other dropout masks than the uninterrupted run,
+    because the seed generators restarted from their first state. With
+    their states kept too, a resumed run ends exactly as an uninterrupted
+    one (the train loop skips the batches trained before the checkpoint).
+    """
+
+    def _other_variables(self):
+        weights = {w.path for w in self.model.weights}
+        return [v for v in self.model.variables if v.path not in weights]
+
+    def _states_path(self):
+        return os.path.join(self.backup_dir, "other_variables.npz")
+
+    def _save_model(self):
+        # Keras saves here on every checkpoint (epoch or step); the states
+        # are stored in the model's order (their paths carry global name
+        # counters, which differ in a new process)
+        super()._save_model()
+        states = [np.asarray(v.numpy()) for v in self._other_variables()]
+        tmp = self._states_path() + ".tmp.npz"
+        np.savez(tmp, *states)
+        os.replace(tmp, self._states_path())
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if not os.path.exists(self._states_path()):
+            return
+        variables = self._other_variables()
+        with np.load(self._states_path()) as saved:
+            states = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        if [s.shape for s in states] != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"{self._states_path()} does not match the model: "
+                f"{len(states)} states saved, {len(variables)} in the model."
+            )
+        for variable, state in zip(variables, states, strict=True):
+            variable.assign(state)

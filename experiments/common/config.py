@@ -39,6 +39,9 @@ class ExperimentConfig:
             number of replicas; `"linear"` at `learning_rate` times the
             number of replicas (Goyal et al., 2017). Results record the
             rate used.
+        checkpoint_every: steps between the checkpoints an interrupted
+            run resumes from; 0 checkpoints at every evaluation. Divides
+            `eval_every`.
         download: what may be downloaded when `data_dir` is not given:
             `"auto"` (what is missing), `"never"`, or in the LRA binary
             `"lra_release"` (LRA's release archive as well).
@@ -56,6 +59,7 @@ class ExperimentConfig:
     steps: int = 1000
     epochs: int = 1
     eval_every: int = 100
+    checkpoint_every: int = 0
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
@@ -122,6 +126,18 @@ class ExperimentConfig:
                     f"Unknown --{name}={value!r}; valid: {', '.join(allowed)}."
                 )
         check_count("virtual_devices", self.virtual_devices, 0)
+        check_count("checkpoint_every", self.checkpoint_every, 0)
+        if self.checkpoint_every and not self.steps:
+            raise ValueError(
+                "--checkpoint_every counts steps of --steps; with --steps=0 "
+                "each epoch over the data is checkpointed at its end."
+            )
+        if self.checkpoint_every and self.eval_every % self.checkpoint_every:
+            raise ValueError(
+                f"--eval_every={self.eval_every} must be a multiple of "
+                f"--checkpoint_every={self.checkpoint_every} (evaluations "
+                "fall on checkpoints)."
+            )
         if self.data_dir is not None and not os.path.isdir(self.data_dir):
             raise ValueError(
                 f"--data_dir {self.data_dir!r} is not a directory."
@@ -234,6 +250,7 @@ def from_flags(flag_values, family, task_args):
         steps=flag_values.steps,
         epochs=flag_values.epochs,
         eval_every=flag_values.eval_every,
+        checkpoint_every=flag_values.checkpoint_every,
         batch_size=flag_values.batch_size,
         learning_rate=flag_values.learning_rate,
         weight_decay=flag_values.weight_decay,

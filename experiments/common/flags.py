@@ -14,6 +14,8 @@ from experiments.common.config import MIXED_PRECISION
 from experiments.common.distribute import STRATEGIES
 from kerasseq.data.download import MODES
 from kerasseq.data.tokenizers import TOKENIZERS
+from kerasseq.models import MODEL_NAMES
+from kerasseq.models import PRESETS
 
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -51,10 +53,20 @@ def define_shared_flags(
     flags.DEFINE_string(
         "model",
         default_model,
-        "Model name, or a comma-separated list of names to compare.",
+        "Model name, or a comma-separated list of names to compare. "
+        f"Registered: {', '.join(MODEL_NAMES)}.",
     )
     flags.DEFINE_enum("task", default_task, list(tasks), "Task to run.")
-    flags.DEFINE_string("preset", "small", "Model size: tiny, small or base.")
+    flags.DEFINE_string(
+        "preset",
+        "small",
+        "Model size: "
+        + ", ".join(
+            f"{name} ({size['num_layers']} layers of {size['hidden_dim']})"
+            for name, size in PRESETS.items()
+        )
+        + ".",
+    )
     flags.DEFINE_string(
         "model_args",
         "",
@@ -69,6 +81,12 @@ def define_shared_flags(
     flags.DEFINE_integer("epochs", 1, "Epochs over the data when --steps=0.")
     flags.DEFINE_integer(
         "eval_every", 100, "Steps between validation and logging points."
+    )
+    flags.DEFINE_integer(
+        "checkpoint_every",
+        0,
+        "Steps between the checkpoints an interrupted run resumes from "
+        "(0: at every evaluation); divides --eval_every.",
     )
     flags.DEFINE_integer("batch_size", 32, "Global batch size.")
     flags.DEFINE_float("learning_rate", 1e-3, "Peak learning rate (AdamW).")
@@ -138,7 +156,13 @@ def define_shared_flags(
         "Rerun models whose results.json already exists (otherwise reuse).",
     )
     flags.DEFINE_integer(
-        "verbose", 2, "Keras fit verbosity (0 silent, 1 bar, 2 a line/epoch)."
+        "verbose",
+        2,
+        "What is printed: 0 the results only; 1 also a progress bar; 2 a "
+        "line per evaluation instead; 3 also the libraries' own logs and "
+        "warnings (TensorFlow's C++ logs, Python warnings, W&B's banners).",
+        lower_bound=0,
+        upper_bound=3,
     )
     define_path(
         "init_from",

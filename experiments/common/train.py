@@ -38,9 +38,10 @@ from concurrent import futures
 
 import keras
 from absl import app
-from absl import logging
 
+from experiments.common import console
 from experiments.common import results as results_lib
+from experiments.common.callbacks import BackupAndRestore
 from experiments.common.callbacks import EpochTimer
 from experiments.common.callbacks import WandbLogger
 from experiments.common.distribute import DistributionError
@@ -183,6 +184,7 @@ def run(config, make_task_data):
     task_dir = os.path.join(config.workdir, config.task)
     results_lib.write_table(table, os.path.join(task_dir, "comparison"))
     print(results_lib.to_markdown(table))
+    console.say(config, f"Saved as {os.path.join(task_dir, 'comparison')}.md")
     return all_results
 
 
@@ -335,7 +337,8 @@ class SettingsConflict(ValueError):
 
 class ModelSettingsError(ValueError):
     """The model refuses its arguments (`--model_args`, the preset, the
-    task's); raised before anything is written."""
+    task's), or the training data its settings (a batch larger than the
+    data); raised before anything is trained."""
 
 
 def check_same_experiment(config, name, resolved):
@@ -391,13 +394,22 @@ def full_batches(evals, batch_size):
 
 
 def _fit_and_evaluate(
-    config, name, data, evals, model, run_dir, steps_per_epoch, epochs, train
+    config,
+    name,
+    data,
+    evals,
+    model,
+    run_dir,
+    steps_per_epoch,
+    epochs,
+    train,
+    validation_freq=1,
 ):
     """`model.fit` with the run's callbacks, then every eval split."""
     metrics_path = os.path.join(run_dir, "metrics.csv")
     callbacks = [
         EpochTimer(),
-        keras.callbacks.BackupAndRestore(
+        BackupAndRestore(
             os.path.join(run_dir, "backup"), delete_checkpoint=False
         ),
         keras.callbacks.CSVLogger(metrics_path, append=True),
@@ -418,8 +430,10 @@ def _fit_and_evaluate(
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
         validation_data=validation,
+        validation_freq=validation_freq,
         callbacks=callbacks,
-        verbose=config.verbose,
+        # Keras's own verbosity: 0 silent, 1 a progress bar, 2 a line
+        verbose=min(config.verbose, 2),
     )
 
     datasets, evals = evals, {}
@@ -444,13 +458,12 @@ def train_and_evaluate(config, name, data, strategy=None):
     resolved = resolve_model(config, name, data)
     results_path = os.path.join(run_dir, "results.json")
     if os.path.exists(results_path) and not config.overwrite:
-        logging.info("%s: results exist at %s, reusing.", name, results_path)
+        console.say(config, f"{name}: results exist in {run_dir}, reused.")
         with open(results_path) as f:
             return json.load(f)
     strategy = strategy or get_strategy(config.strategy, config.virtual_devices)
     keras.utils.set_random_seed(config.seed)
-    # built before anything is written: a value the model refuses (a
-    # --model_args mistake) leaves no run directory behind
+    # a value the model refuses (a --model_args mistake) fails here
     with strategy.scope():
         try:
             if config.init_from:
@@ -465,20 +478,48 @@ def train_and_evaluate(config, name, data, strategy=None):
             raise ModelSettingsError(
                 f"Cannot build {name!r} with these arguments: {error}"
             ) from error
+    # Keras's epochs are the stretches between checkpoints (by default
+    # between evaluations); a resumed run starts at the epoch after the
+    # last checkpoint and skips the batches trained before it, so that it
+    # sees the data an uninterrupted run would have seen
+    resumed_epoch = _checkpointed_epoch(run_dir)
+    validation_freq = 1
+    if config.steps:
+        steps_per_epoch = min(
+            config.checkpoint_every or config.eval_every, config.steps
+        )
+        if config.checkpoint_every:
+            validation_freq = config.eval_every // steps_per_epoch
+        epochs = math.ceil(config.steps / steps_per_epoch)
+        train = _make_train(data).repeat()
+        train = train.skip(resumed_epoch * steps_per_epoch)
+        total_steps = steps_per_epoch * epochs
+        console.say(
+            config,
+            f"{name}: training {total_steps} steps in {run_dir}"
+            + (
+                f", resuming at step {resumed_epoch * steps_per_epoch}"
+                if resumed_epoch
+                else ""
+            ),
+        )
+    else:
+        steps_per_epoch, epochs = None, config.epochs
+        train = _make_train(data)
+        total_steps = None
+        console.say(
+            config,
+            f"{name}: training {epochs} epochs in {run_dir}"
+            + (f", resuming at epoch {resumed_epoch}" if resumed_epoch else ""),
+        )
+
+    # written once the model and its data are made: a setting either refuses
+    # leaves no run directory behind
     os.makedirs(run_dir, exist_ok=True)
     _write_json(
         os.path.join(run_dir, "config.json"),
         _run_record(config, name, resolved),
     )
-
-    if config.steps:
-        steps_per_epoch = min(config.eval_every, config.steps)
-        epochs = math.ceil(config.steps / steps_per_epoch)
-        train = data.make_train().repeat()
-        total_steps = steps_per_epoch * epochs
-    else:
-        steps_per_epoch, epochs, train = None, config.epochs, data.make_train()
-        total_steps = None
 
     # XLA compiles the whole train step, except across replicas that
     # TensorFlow's collectives join (Keras's own choice under tf.distribute)
@@ -507,6 +548,7 @@ def train_and_evaluate(config, name, data, strategy=None):
             steps_per_epoch,
             epochs,
             train,
+            validation_freq,
         )
     model.save(os.path.join(run_dir, "model.keras"))
     last = {k: v[-1] for k, v in history.history.items() if v}
@@ -531,4 +573,28 @@ def train_and_evaluate(config, name, data, strategy=None):
     }
     _write_json(results_path, results)
     shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+    console.say(
+        config,
+        f"{name}: trained in {results['train_time_s']:.0f} s; results, "
+        f"model.keras and metrics.csv in {run_dir}",
+    )
     return results
+
+
+def _make_train(data):
+    try:
+        return data.make_train()
+    except ValueError as error:
+        raise ModelSettingsError(
+            f"The training data cannot be made: {error}"
+        ) from error
+
+
+def _checkpointed_epoch(run_dir):
+    """The epoch an interrupted run resumes at: the one after the last
+    checkpoint that Keras's `BackupAndRestore` recorded (0 if none)."""
+    path = os.path.join(run_dir, "backup", "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f).get("epoch", 0))

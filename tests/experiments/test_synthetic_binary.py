@@ -2,8 +2,10 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -157,15 +159,76 @@ def test_interrupted_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     assert (run_dir / "results.json").exists()
 
 
-def _binary(*args, cwd=ROOT):
+def _final_weights(run_dir):
+    model = keras.saving.load_model(run_dir / "model.keras")
+    return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+
+@pytest.mark.parametrize("checkpoint_every", [0, 1])
+def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
+    tmp_path, monkeypatch, checkpoint_every
+):
+    """Same weights, bit for bit, and same results: the resumed run skips
+    the batches trained before its checkpoint, and the optimizer's state
+    and the dropout seeds come back with the weights."""
+    settings = dict(
+        models=("gpt",),
+        steps=6,
+        eval_every=2,
+        checkpoint_every=checkpoint_every,
+        model_args={"dropout": 0.1},
+    )
+    train.run(_config(tmp_path / "whole", **settings), synthetic.make_task_data)
+
+    original = EpochTimer.on_epoch_end
+    # interrupted after step 4, with the checkpoint of step 2 (at every
+    # evaluation) or of step 3 (at every step) the last one written
+    crash_epoch = 1 if checkpoint_every == 0 else 3
+
+    def crash(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == crash_epoch:
+            raise KeyboardInterrupt("simulated preemption")
+
+    monkeypatch.setattr(EpochTimer, "on_epoch_end", crash)
+    config = _config(tmp_path / "resumed", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config, synthetic.make_task_data)
+    monkeypatch.setattr(EpochTimer, "on_epoch_end", original)
+    train.run(config, synthetic.make_task_data)
+
+    whole = tmp_path / "whole" / "bit_parity" / "gpt"
+    resumed = tmp_path / "resumed" / "bit_parity" / "gpt"
+    weights = _final_weights(whole), _final_weights(resumed)
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    results = [
+        json.loads((d / "results.json").read_text())["eval"]
+        for d in (whole, resumed)
+    ]
+    assert results[0] == results[1]
+
+
+def test_checkpoint_every_must_divide_eval_every(tmp_path):
+    with pytest.raises(ValueError, match="multiple of --checkpoint_every=3"):
+        _config(tmp_path, eval_every=4, checkpoint_every=3)
+
+
+def _binary(*args, cwd=ROOT, env=None):
     return subprocess.run(
         [sys.executable, "-m", "experiments.synthetic", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=env or {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
+
+
+# the environment as a user has it: TensorFlow's logs not silenced
+_USER_ENVIRONMENT = {
+    k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"
+}
 
 
 def test_binary_end_to_end(tmp_path):
@@ -184,13 +247,101 @@ def test_binary_end_to_end(tmp_path):
         "--num_train_examples=16",
         "--num_eval_examples=8",
         f"--workdir={tmp_path}",
-        "--wandb_mode=disabled",
-        "--verbose=0",
+        "--wandb_mode=offline",
+        env=_USER_ENVIRONMENT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| lstm |" in result.stdout and "| gpt |" in result.stdout
     saved = json.loads((tmp_path / "mqar" / "gpt" / "results.json").read_text())
     assert set(saved["eval"]) == {"T6-6", "T8-10"}
+    # the binary's own lines say what happens where
+    run_dir = os.path.join(str(tmp_path), "mqar", "gpt")
+    assert f"gpt: training 2 steps in {run_dir}" in result.stdout
+    assert "gpt: trained in" in result.stdout
+    assert f"Saved as {os.path.join(str(tmp_path), 'mqar', 'comparison')}.md"
+    # and nothing of the libraries': TensorFlow's C++ logs, Python
+    # warnings, W&B's banners (all printed before this was quiet)
+    for noise in ("cudart_stub", "absl::InitializeLog", "Warning", "wandb:"):
+        assert noise not in result.stderr + result.stdout, noise
+    assert (tmp_path / "mqar" / "gpt" / "wandb").is_dir()
+
+
+def test_verbose_3_shows_the_libraries_logs(tmp_path):
+    result = _binary(
+        "--model=gpt",
+        "--preset=tiny",
+        "--steps=1",
+        "--eval_every=1",
+        "--num_train_examples=8",
+        "--num_eval_examples=8",
+        f"--workdir={tmp_path}",
+        "--wandb_mode=offline",
+        "--batch_size=4",
+        "--verbose=3",
+        env=_USER_ENVIRONMENT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "absl::InitializeLog" in result.stderr
+
+
+def test_usage_error_is_one_line_and_a_hint(tmp_path):
+    result = _binary("--model=gpt,foo", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "synthetic: error: Unknown model 'foo'. Valid models: "
+        + ", ".join(config_lib.MODEL_NAMES)
+        + ".",
+        "Run `python -m experiments.synthetic --help` for its flags.",
+    ]
+
+
+def test_help_lists_every_flag_and_the_models():
+    result = _binary("--help")
+    for flag in ("--model:", "--steps:", "--checkpoint_every:", "--task:"):
+        assert flag in result.stdout, flag
+    assert "Registered: gpt, transformer, lstm, mamba" in result.stdout
+
+
+def test_ctrl_c_exits_130_and_the_same_command_resumes(tmp_path):
+    args = [
+        sys.executable,
+        "-m",
+        "experiments.synthetic",
+        "--model=gpt",
+        "--preset=tiny",
+        "--steps=100000",
+        "--eval_every=2",
+        "--batch_size=4",
+        "--num_train_examples=16",
+        "--num_eval_examples=8",
+        f"--workdir={tmp_path}",
+        "--wandb_mode=disabled",
+    ]
+    process = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    backup = tmp_path / "mqar" / "gpt" / "backup" / "training_metadata.json"
+    deadline = time.monotonic() + 240
+    while not backup.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    assert "synthetic: interrupted" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert b"gpt: training 100000 steps in" in stdout
+    # the same command (fewer steps would be other settings) says it resumes
+    # and where; it is stopped again at once
+    process = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    line = b""
+    while b"gpt: training" not in line:
+        line = process.stdout.readline()
+        assert line, process.stderr.read().decode()[-2000:]
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert b", resuming at step " in line
 
 
 def _config_from_flags(*args):
