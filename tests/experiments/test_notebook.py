@@ -1,14 +1,19 @@
 """The Colab notebook runs top to bottom: each `python -m experiments...`
 command in it is run here as written, on the CPU and small (the
 `OVERRIDES` come after its own flags, and the last value of a flag wins),
-with TensorFlow Datasets mocked in every process it starts."""
+with TensorFlow Datasets mocked in every process it starts (`large`: each
+command imports TensorFlow and compiles a model, about 4 minutes)."""
 
 import json
 import os
 import shlex
 
+import pytest
+
 from tests.experiments.binaries import ROOT
 from tests.experiments.binaries import run_binary
+
+pytestmark = pytest.mark.large
 
 NOTEBOOK = os.path.join(ROOT, "experiments", "notebooks", "tpu_colab.ipynb")
 # one device, float32 (bfloat16 is slow to compile on a CPU), two steps,

@@ -55,8 +55,21 @@ def _build(name, task):
     return build_model(name, task, "tiny", **kwargs)
 
 
-@pytest.mark.parametrize("name,task", _cases())
+# through its paces in the default suite: one mixer of each kind (with
+# every head for gpt and transformer); the others in
+# test_heads_every_model.py (`large`: a compile per model and task)
+PACES_IN_DEFAULT_SUITE = ("gpt", "transformer", "mamba", "lstm")
+
+
+@pytest.mark.parametrize(
+    "name,task", [c for c in _cases() if c[0] in PACES_IN_DEFAULT_SUITE]
+)
 def test_model_through_its_paces(name, task):
+    check_paces(name, task)
+
+
+def check_paces(name, task):
+    """Fit, evaluate, predict, save and load, under XLA (run_model_test)."""
     inputs = _inputs()
     labels = _labels(task, inputs)
     weights = None
