@@ -41,9 +41,10 @@ def verbosity_from_argv(argv):
             value = argv[i + 1]
         if value is not None:
             try:
-                return int(value)
+                level = int(value)
             except ValueError:
                 return 2
+            return level if 0 <= level <= LIBRARY_LOGS else 2
     return 2
 
 
