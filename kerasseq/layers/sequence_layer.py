@@ -22,6 +22,11 @@ class SequenceLayer(keras.layers.Layer):
     ..., mask=None)`; Keras fills `mask`.
     """
 
+    # whether step t reads steps up to t only; the recurrent layers always
+    # do, the attention layers say so with their `causal` argument, and
+    # `CausalLM` refuses a mixer that does not
+    causal = True
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True

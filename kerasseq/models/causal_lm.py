@@ -71,6 +71,7 @@ class CausalLM(Task):
 
     def __init__(self, backbone, tie_embeddings=True, **kwargs):
         self._check_backbone(backbone)
+        self._check_causal(backbone)
         if not backbone.token_inputs:
             raise ValueError(
                 "CausalLM needs a backbone over token ids, got one over "

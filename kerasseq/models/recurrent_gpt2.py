@@ -273,13 +273,7 @@ class RecurrentGPT2(Task):
                 "RecurrentGPT2 needs a backbone over token ids, got one over "
                 f"continuous features (feature_dim={backbone.feature_dim})."
             )
-        for i, block in enumerate(backbone.blocks):
-            if getattr(block.mixer, "causal", True) is False:
-                raise ValueError(
-                    "RecurrentGPT2 needs a backbone with causal mixers, but "
-                    f"block {i}'s {type(block.mixer).__name__} was built "
-                    "with causal=False."
-                )
+        self._check_causal(backbone)
         check_positive_int("segment_length", segment_length)
         limit = backbone.max_sequence_length
         if backbone.position_embedding is not None and segment_length > limit:

@@ -20,6 +20,18 @@ class Task(keras.Model):
                 f"a kerasseq SequenceBackbone, got {type(backbone).__name__}."
             )
 
+    def _check_causal(self, backbone):
+        """Raises `ValueError` unless every block's mixer reports itself
+        causal (a model that predicts the next token must not read it)."""
+        for i, block in enumerate(backbone.blocks):
+            if not getattr(block.mixer, "causal", True):
+                raise ValueError(
+                    f"{type(self).__name__} needs a backbone of causal "
+                    f"mixers, but block {i}'s {type(block.mixer).__name__} "
+                    "reads later steps (causal=False): it would see the "
+                    "tokens it predicts."
+                )
+
     def get_config(self):
         return {
             "backbone": keras.saving.serialize_keras_object(self.backbone),

@@ -216,3 +216,40 @@ def test_heads_reject_bad_arguments():
         SequenceClassifier(backbone, num_classes=2, pooling="median")
     with pytest.raises(ValueError, match="SequenceBackbone, got Dense"):
         TokenClassifier(keras.layers.Dense(2), num_classes=2)
+
+
+def test_causal_lm_refuses_a_mixer_that_reads_later_steps():
+    from kerasseq.layers import SoftmaxAttention
+    from kerasseq.models import RecurrentGPT2
+    from kerasseq.models import SequenceBackbone
+
+    def backbone(causal):
+        mixer = SoftmaxAttention(num_heads=2, causal=causal)
+        return SequenceBackbone(
+            mixer,
+            num_layers=2,
+            hidden_dim=8,
+            vocabulary_size=VOCAB,
+            max_sequence_length=16,
+        )
+
+    CausalLM(backbone(causal=True))
+    heads = (CausalLM, lambda b: RecurrentGPT2(b, segment_length=4))
+    for head in heads:
+        with pytest.raises(
+            ValueError, match=r"block 0's SoftmaxAttention reads later steps"
+        ):
+            head(backbone(causal=False))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_mixer_reports_the_causality_the_registry_gives(name):
+    model = build_model(
+        name,
+        "causal_lm" if MODELS[name].causal else "sequence_classification",
+        "tiny",
+        vocabulary_size=VOCAB,
+        **({} if MODELS[name].causal else {"num_classes": 2}),
+    )
+    mixers = [block.mixer for block in model.backbone.blocks]
+    assert [m.causal for m in mixers] == [MODELS[name].causal] * len(mixers)
