@@ -15,13 +15,14 @@ import kerasseq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "hf")
-# what the README leaves to the reader, made small or pointed at the test
-# checkpoints; every key must still be in the README
+# what the README leaves to the reader, made small, and its hub ids
+# pointed at the test checkpoints (no network in tests); every key must
+# still be in the README
 README_SUBSTITUTIONS = {
     "num_examples=10_000": "num_examples=256",
     "model.fit(train, epochs=3)": "model.fit(train, epochs=1, verbose=0)",
-    '"path/to/distilgpt2"': repr(os.path.join(FIXTURES, "gpt2")),
-    '"path/to/bert"': repr(os.path.join(FIXTURES, "bert")),
+    '"distilgpt2"': repr(os.path.join(FIXTURES, "gpt2")),
+    '"bert-base-uncased"': repr(os.path.join(FIXTURES, "bert")),
 }
 
 
