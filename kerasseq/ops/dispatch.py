@@ -164,10 +164,6 @@ def make_complex(real, imag):
         import tensorflow as tf
 
         return tf.complex(real, imag)
-    if _backend() == "jax":
-        import jax
+    import jax
 
-        return jax.lax.complex(real, imag)
-    return keras.ops.cast(real, "complex64") + 1j * keras.ops.cast(
-        imag, "complex64"
-    )
+    return jax.lax.complex(real, imag)
