@@ -26,69 +26,52 @@ import functools
 import json
 import os
 
-import keras
-import numpy as np
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
-from experiments.common import metrics
+from experiments.common import options
 from experiments.common import results as results_lib
-from experiments.common import train
 from experiments.common.flags import define_shared_flags
-from experiments.common.flags import define_tokenizer_flags
-from kerasseq.data import glue
-from kerasseq.data import tokenizers
-from kerasseq.data.batching import array_dataset
+from experiments.common.lazy import lazy_import
+from experiments.common.options import catalogue
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+np = lazy_import("numpy")
+metrics = lazy_import("experiments.common.metrics")
+train = lazy_import("experiments.common.train")
+batching = lazy_import("kerasseq.data.batching")
+glue = lazy_import("kerasseq.data.glue")
+tokenizers = lazy_import("kerasseq.data.tokenizers")
+
+
+@dataclasses.dataclass
+class GlueOptions(options.TokenizerOptions, options.ExampleLimits):
+    """The GLUE binary's options."""
+
+    max_length: int = setting(
+        128, "Tokens per packed example (pairs cut to fit).", minimum=5
+    )
+
+    def for_task(self, task):
+        glue.task_spec(task)
+        return self
 
 
 def define_flags():
     """Defines this binary's flags (only when it runs as the program, so
     that tests can import it beside the other binaries)."""
     define_shared_flags(
-        glue.TASKS + ("all",), default_task="sst2", default_model="gpt"
+        catalogue.GLUE_TASKS + ("all",),
+        default_task="sst2",
+        default_model="gpt",
     )
-    define_tokenizer_flags()
-    flags.DEFINE_integer(
-        "max_length", 128, "Tokens per packed example (pairs cut to fit)."
-    )
-    flags.DEFINE_integer(
-        "num_train_examples", None, "Use the first N training examples."
-    )
-    flags.DEFINE_integer(
-        "num_eval_examples", None, "Use the first N examples of each eval."
-    )
+    options.define_flags(GlueOptions)
 
 
 FLAGS = flags.FLAGS
-
-
-def make_task_args(
-    task,
-    tokenizer="bytes",
-    tokenizer_dir=None,
-    max_length=128,
-    num_train_examples=None,
-    num_eval_examples=None,
-):
-    """Validates the options of one GLUE task into the config's
-    `task_args`."""
-    glue.task_spec(task)
-    for name, value, minimum in (
-        ("max_length", max_length, 5),
-        ("num_train_examples", num_train_examples, 1),
-        ("num_eval_examples", num_eval_examples, 1),
-    ):
-        config_lib.check_count(name, value, minimum)
-    tokenizers.check_name(tokenizer)
-    return {
-        "tokenizer": tokenizer,
-        "tokenizer_dir": tokenizer_dir,
-        "max_length": max_length,
-        "num_train_examples": num_train_examples,
-        "num_eval_examples": num_eval_examples,
-    }
 
 
 def _predictions(model, dataset, regression):
@@ -101,17 +84,13 @@ def make_task_data(config):
     are scored on each validation split."""
     spec = glue.task_spec(config.task)
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(
-        args["tokenizer"], args["tokenizer_dir"]
-    )
+    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
     make_dataset, labels, report = {}, {}, {}
     for split in spec.splits:
         examples = glue.load_glue(
             config.task, split, config.data_dir, config.download
         )
-        limit = args[
-            "num_train_examples" if split == "train" else "num_eval_examples"
-        ]
+        limit = args.limit(split)
         texts_a, texts_b = examples.texts_a, examples.texts_b
         split_labels = examples.labels
         if limit:
@@ -120,7 +99,7 @@ def make_task_data(config):
         if not len(split_labels):
             raise ValueError(f"The {config.task} {split} split is empty.")
         inputs, truncated = glue.pack(
-            tokenizer, texts_a, texts_b, args["max_length"]
+            tokenizer, texts_a, texts_b, args.max_length
         )
         report[split] = {
             "examples": len(split_labels),
@@ -129,7 +108,7 @@ def make_task_data(config):
         }
         training = split == "train"
         make_dataset[split] = functools.partial(
-            array_dataset,
+            batching.array_dataset,
             inputs,
             split_labels,
             config.batch_size,
@@ -167,7 +146,7 @@ def make_task_data(config):
         model_args={
             "vocabulary_size": tokenizer.vocabulary_size,
             "num_classes": spec.num_classes,
-            "max_sequence_length": args["max_length"],
+            "max_sequence_length": args.max_length,
         },
         loss=loss,
         make_metrics=make_metrics,
@@ -225,20 +204,13 @@ def glue_table(workdir, models):
 
 def main(argv):
     del argv
-    tasks = glue.TASKS if FLAGS.task == "all" else (FLAGS.task,)
+    tasks = catalogue.GLUE_TASKS if FLAGS.task == "all" else (FLAGS.task,)
     try:
-        configs = []
-        for task in tasks:
-            task_args = make_task_args(
-                task,
-                FLAGS.tokenizer,
-                FLAGS.tokenizer_dir,
-                FLAGS.max_length,
-                FLAGS.num_train_examples,
-                FLAGS.num_eval_examples,
-            )
-            config = config_lib.from_flags(FLAGS, "glue", task_args)
-            configs.append(dataclasses.replace(config, task=task))
+        task_args = options.from_flags(GlueOptions, FLAGS)
+        configs = [
+            config_lib.from_flags(FLAGS, "glue", task_args, task=task)
+            for task in tasks
+        ]
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     for config in configs:

@@ -27,20 +27,25 @@ import json
 import os
 import sys
 
-import keras
-import numpy as np
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
+from experiments.common import options
 from experiments.common import results as results_lib
-from experiments.common import train
 from experiments.common.flags import define_shared_flags
-from kerasseq.data import listops
-from kerasseq.data import lra
-from kerasseq.data import pathfinder
-from kerasseq.data.batching import array_dataset
+from experiments.common.lazy import lazy_import
+from experiments.common.options import catalogue
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+np = lazy_import("numpy")
+train = lazy_import("experiments.common.train")
+batching = lazy_import("kerasseq.data.batching")
+listops = lazy_import("kerasseq.data.listops")
+lra = lazy_import("kerasseq.data.lra")
+pathfinder = lazy_import("kerasseq.data.pathfinder")
 
 # the setup each task takes from LRA's config unless a flag is given
 _TASK_SETUP = (
@@ -54,141 +59,139 @@ _TASK_SETUP = (
 # size of one Pathfinder difficulty of LRA's release
 GENERATED_SIZES = {"listops": 100_000, "pathfinder": 200_000}
 LISTOPS_EVAL_FRACTION = 0.02
+# the tasks that hold out validation examples from their training set
+HELD_OUT_VALIDATION = {"text": 0, "image": 5000}
+
+
+@dataclasses.dataclass
+class LraOptions(options.ExampleLimits):
+    """The LRA binary's options. For one task (`for_task`) the options that
+    do not apply to it are `None`, so that they are not part of its run's
+    record."""
+
+    max_length: int | None = setting(
+        None,
+        "Tokens per sequence (per document for retrieval); default LRA's.",
+        minimum=1,
+    )
+    validation_size: int | None = setting(
+        None,
+        "text, image: examples held out from the end of the training set "
+        "for validation (default: none for text, 5000 for image).",
+        minimum=0,
+    )
+    generate: bool | None = setting(
+        False,
+        "listops, pathfinder: draw the data with the built-in generator "
+        "when --data_dir (or WORKDIR/<task>/data) has none (without "
+        "--data_dir and with --download=auto they are drawn anyway).",
+    )
+    num_generated: int | None = setting(
+        None,
+        "Examples to generate (default 100000 ListOps, 200000 Pathfinder).",
+        minimum=10,
+    )
+    listops_max_depth: int | None = setting(
+        10, "Generated ListOps depth.", minimum=1
+    )
+    listops_max_args: int | None = setting(
+        10, "Generated ListOps: most arguments per list.", minimum=1
+    )
+    listops_min_length: int | None = setting(
+        500,
+        "Generated ListOps: shortest expression (the longest is --max_length).",
+        minimum=1,
+    )
+    pathfinder_difficulty: str | None = setting(
+        "curv_baseline",
+        "Pathfinder: which of LRA's difficulties to read.",
+        choices=catalogue.PATHFINDER_DIFFICULTIES,
+    )
+    # whether the model takes LRA's sizes for the task (set by task_config)
+    lra_sizes: bool = False
+
+    def for_task(self, task):
+        spec = lra.task_spec(task)
+        if self.generate and task not in GENERATED_SIZES:
+            raise ValueError(
+                f"--generate applies to --task=listops or pathfinder (the "
+                f"tasks with generators), got --task={task}."
+            )
+        if self.validation_size is not None and (
+            task not in HELD_OUT_VALIDATION
+        ):
+            raise ValueError(
+                f"--validation_size applies to --task=text or image (the "
+                f"others have validation files or a fixed split), got "
+                f"--task={task}."
+            )
+        if task in ("image", "pathfinder") and self.max_length not in (
+            None,
+            spec.max_length,
+        ):
+            raise ValueError(
+                f"--max_length for --task={task} is the pixel count "
+                f"{spec.max_length}, got {self.max_length}."
+            )
+        generate = bool(self.generate) and task in GENERATED_SIZES
+        generating_listops = generate and task == "listops"
+        resolved = dataclasses.replace(
+            self,
+            max_length=self.max_length or spec.max_length,
+            validation_size=_given_or_default(
+                self.validation_size, HELD_OUT_VALIDATION.get(task)
+            ),
+            generate=generate if task in GENERATED_SIZES else None,
+            num_generated=_given_or_default(
+                self.num_generated, GENERATED_SIZES[task] if generate else None
+            ),
+            listops_max_depth=_applying(
+                generating_listops, self.listops_max_depth
+            ),
+            listops_max_args=_applying(
+                generating_listops, self.listops_max_args
+            ),
+            listops_min_length=_applying(
+                generating_listops, self.listops_min_length
+            ),
+            pathfinder_difficulty=_applying(
+                task == "pathfinder", self.pathfinder_difficulty
+            ),
+        )
+        if generating_listops:
+            listops.check_settings(
+                resolved.listops_max_depth,
+                resolved.listops_max_args,
+                resolved.listops_min_length,
+                resolved.max_length,
+            )
+        return resolved
+
+
+def _given_or_default(value, default):
+    """`value`, or `default` where the option applies (`default` is not
+    `None`) and was not given."""
+    if default is None:
+        return None
+    return default if value is None else value
+
+
+def _applying(applies, value):
+    return value if applies else None
 
 
 def define_flags():
     """Defines this binary's flags (only when it runs as the program, so
     that tests can import it beside the other binaries)."""
     define_shared_flags(
-        lra.TASKS + ("all",),
+        catalogue.LRA_TASKS + ("all",),
         default_task="listops",
-        default_model="gpt",
         download_modes=config_lib.download_modes("lra"),
     )
-    flags.DEFINE_integer(
-        "max_length",
-        None,
-        "Tokens per sequence (per document for retrieval); default LRA's.",
-    )
-    flags.DEFINE_integer(
-        "num_train_examples", None, "Use the first N training examples."
-    )
-    flags.DEFINE_integer(
-        "num_eval_examples", None, "Use the first N examples of each eval."
-    )
-    flags.DEFINE_integer(
-        "validation_size",
-        None,
-        "text, image: examples held out from the end of the training set "
-        "for validation (default: none for text, 5000 for image).",
-    )
-    flags.DEFINE_bool(
-        "generate",
-        False,
-        "listops, pathfinder: draw the data with the built-in generator "
-        "when --data_dir (or WORKDIR/<task>/data) has none (without "
-        "--data_dir and with --download=auto they are drawn anyway).",
-    )
-    flags.DEFINE_integer(
-        "num_generated",
-        None,
-        "Examples to generate (default 100000 ListOps, 200000 Pathfinder).",
-    )
-    flags.DEFINE_integer("listops_max_depth", 10, "Generated ListOps depth.")
-    flags.DEFINE_integer(
-        "listops_max_args", 10, "Generated ListOps: most arguments per list."
-    )
-    flags.DEFINE_integer(
-        "listops_min_length",
-        500,
-        "Generated ListOps: shortest expression (the longest is --max_length).",
-    )
-    flags.DEFINE_enum(
-        "pathfinder_difficulty",
-        "curv_baseline",
-        list(pathfinder.DIFFICULTIES),
-        "Pathfinder: which of LRA's difficulties to read.",
-    )
+    options.define_flags(LraOptions)
 
 
 FLAGS = flags.FLAGS
-
-
-def make_task_args(
-    task,
-    max_length=None,
-    num_train_examples=None,
-    num_eval_examples=None,
-    validation_size=None,
-    generate=False,
-    num_generated=None,
-    listops_max_depth=10,
-    listops_max_args=10,
-    listops_min_length=500,
-    pathfinder_difficulty="curv_baseline",
-):
-    """Validates the options of one LRA task into the config's
-    `task_args`; options that do not apply to the task are left out."""
-    spec = lra.task_spec(task)
-    for name, value, minimum in (
-        ("max_length", max_length, 1),
-        ("num_train_examples", num_train_examples, 1),
-        ("num_eval_examples", num_eval_examples, 1),
-        ("validation_size", validation_size, 0),
-        ("num_generated", num_generated, 10),
-    ):
-        config_lib.check_count(name, value, minimum)
-    if generate and task not in GENERATED_SIZES:
-        raise ValueError(
-            f"--generate applies to --task=listops or pathfinder (the tasks "
-            f"with generators), got --task={task}."
-        )
-    if validation_size is not None and task not in ("text", "image"):
-        raise ValueError(
-            f"--validation_size applies to --task=text or image (the others "
-            f"have validation files or a fixed split), got --task={task}."
-        )
-    if task in ("image", "pathfinder") and max_length not in (
-        None,
-        spec.max_length,
-    ):
-        raise ValueError(
-            f"--max_length for --task={task} is the pixel count "
-            f"{spec.max_length}, got {max_length}."
-        )
-    args = {
-        "max_length": max_length or spec.max_length,
-        "num_train_examples": num_train_examples,
-        "num_eval_examples": num_eval_examples,
-    }
-    if task in ("text", "image"):
-        default = 5000 if task == "image" else 0
-        args["validation_size"] = (
-            default if validation_size is None else validation_size
-        )
-    if task in GENERATED_SIZES:
-        args["generate"] = generate
-        if generate:
-            args["num_generated"] = num_generated or GENERATED_SIZES[task]
-    if task == "listops" and generate:
-        args["listops_max_depth"] = listops_max_depth
-        args["listops_max_args"] = listops_max_args
-        args["listops_min_length"] = listops_min_length
-        listops.check_settings(
-            listops_max_depth,
-            listops_max_args,
-            listops_min_length,
-            args["max_length"],
-        )
-    if task == "pathfinder":
-        if pathfinder_difficulty not in pathfinder.DIFFICULTIES:
-            raise ValueError(
-                f"--pathfinder_difficulty must be one of "
-                f"{list(pathfinder.DIFFICULTIES)}, got "
-                f"{pathfinder_difficulty!r}."
-            )
-        args["pathfinder_difficulty"] = pathfinder_difficulty
-    return args
 
 
 def wants_generator(task, generate, data_dir, download):
@@ -214,14 +217,14 @@ def task_config(base, task, task_args, given):
     Args:
         base: an `ExperimentConfig` from the flags.
         task: the LRA task.
-        task_args: from `make_task_args`.
+        task_args: the task's `LraOptions`.
         given: set of flag names given explicitly.
     """
     spec = lra.task_spec(task)
     lra_sizes = "preset" not in given
     changes = {
         "task": task,
-        "task_args": {**task_args, "lra_sizes": lra_sizes},
+        "task_args": dataclasses.replace(task_args, lra_sizes=lra_sizes),
         "family": "lra",
     }
     for name in _TASK_SETUP:
@@ -246,14 +249,18 @@ def _generator_record(config):
     record = {
         "task": config.task,
         "seed": config.seed,
-        "num_generated": args["num_generated"],
+        "num_generated": args.num_generated,
     }
     if config.task == "listops":
-        for name in ("max_length", "listops_max_depth", "listops_max_args"):
-            record[name] = args[name]
-        record["listops_min_length"] = args["listops_min_length"]
+        for name in (
+            "max_length",
+            "listops_max_depth",
+            "listops_max_args",
+            "listops_min_length",
+        ):
+            record[name] = getattr(args, name)
     else:
-        record["pathfinder_difficulty"] = args["pathfinder_difficulty"]
+        record["pathfinder_difficulty"] = args.pathfinder_difficulty
     return record
 
 
@@ -278,11 +285,11 @@ def ensure_generated(config):
     if config.task == "listops" and listops.split_path(directory, "train"):
         return directory
     if config.task == "pathfinder" and pathfinder.has_data(
-        directory, config.task_args["pathfinder_difficulty"]
+        directory, config.task_args.pathfinder_difficulty
     ):
         return directory
     os.makedirs(directory, exist_ok=True)
-    total = config.task_args["num_generated"]
+    total = config.task_args.num_generated
     print(
         f"Drawing {total:,} {config.task} examples with the built-in "
         f"generator (seed {config.seed}) into {directory}; later runs read "
@@ -295,17 +302,17 @@ def ensure_generated(config):
         splits = listops.generate(
             {"train": total - 2 * evals, "val": evals, "test": evals},
             config.seed,
-            args["listops_max_depth"],
-            args["listops_max_args"],
-            args["listops_min_length"],
-            args["max_length"],
+            args.listops_max_depth,
+            args.listops_max_args,
+            args.listops_min_length,
+            args.max_length,
             progress=True,
         )
         for split, examples in splits.items():
             path = os.path.join(directory, listops.SPLIT_FILES[split])
             listops.write_tsv(path, examples)
     else:
-        difficulty = config.task_args["pathfinder_difficulty"]
+        difficulty = config.task_args.pathfinder_difficulty
         images, labels = pathfinder.generate(
             total,
             config.seed,
@@ -332,13 +339,13 @@ def load_splits(config):
     """The task's `train`, `val` (if any) and `test` splits as
     `lra.TokenData`."""
     task, args = config.task, config.task_args
-    max_length = args["max_length"]
+    max_length = args.max_length
     data_dir = config.data_dir
-    if args.get("generate"):
+    if args.generate:
         data_dir = ensure_generated(config)
     elif config.download == "lra_release" and task in lra.RELEASE_TASKS:
         data_dir = lra.release_dir(
-            task, args.get("pathfinder_difficulty", "curv_baseline")
+            task, args.pathfinder_difficulty or "curv_baseline"
         )
     # TensorFlow Datasets' downloads (text, image) go with any mode but never
     download = "never" if config.download == "never" else "auto"
@@ -354,7 +361,7 @@ def load_splits(config):
         }
     if task == "pathfinder":
         data = lra.load_pathfinder(
-            data_dir, max_length, args["pathfinder_difficulty"]
+            data_dir, max_length, args.pathfinder_difficulty
         )
         # LRA's split of one difficulty: 80% train, 10% val, 10% test
         first, second = int(0.8 * len(data)), int(0.9 * len(data))
@@ -365,9 +372,9 @@ def load_splits(config):
         }
     load = lra.load_text if task == "text" else lra.load_image
     splits = {"train": load(data_dir, "train", max_length, download)}
-    if args["validation_size"]:
+    if args.validation_size:
         splits["train"], splits["val"] = _hold_out(
-            splits["train"], args["validation_size"], task
+            splits["train"], args.validation_size, task
         )
     splits["test"] = load(data_dir, "test", max_length, download)
     return splits
@@ -379,16 +386,14 @@ def make_task_data(config):
     args = config.task_args
     splits = load_splits(config)
     for split, data in splits.items():
-        limit = args[
-            "num_train_examples" if split == "train" else "num_eval_examples"
-        ]
+        limit = args.limit(split)
         if limit:
             splits[split] = data.take(slice(0, limit))
         if not len(splits[split]):
             raise ValueError(f"The {config.task} {split} split is empty.")
 
     def dataset(data, training=False):
-        return array_dataset(
+        return batching.array_dataset(
             data.inputs,
             data.labels,
             config.batch_size,
@@ -409,13 +414,13 @@ def make_task_data(config):
         model_args={
             "vocabulary_size": spec.vocabulary_size,
             "num_classes": spec.num_classes,
-            "max_sequence_length": args["max_length"],
+            "max_sequence_length": args.max_length,
         },
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         make_metrics=lambda: [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         ],
-        model_overrides=spec.model_overrides if args.get("lra_sizes") else {},
+        model_overrides=spec.model_overrides if args.lra_sizes else {},
     )
 
 
@@ -450,31 +455,24 @@ def lra_table(workdir, models):
 
 def main(argv):
     del argv
-    tasks = lra.TASKS if FLAGS.task == "all" else (FLAGS.task,)
+    tasks = catalogue.LRA_TASKS if FLAGS.task == "all" else (FLAGS.task,)
     given = {name for name in FLAGS if FLAGS[name].present}
     try:
+        flagged = options.from_flags(LraOptions, FLAGS)
         configs = []
         for task in tasks:
-            task_args = make_task_args(
-                task,
-                FLAGS.max_length,
-                FLAGS.num_train_examples,
-                FLAGS.num_eval_examples,
+            task_args = dataclasses.replace(
+                flagged,
                 # with --task=all, it reaches the tasks it applies to
-                FLAGS.validation_size
-                if FLAGS.task != "all" or task in ("text", "image")
+                validation_size=flagged.validation_size
+                if FLAGS.task != "all" or task in HELD_OUT_VALIDATION
                 else None,
-                wants_generator(
+                generate=wants_generator(
                     task, FLAGS.generate, FLAGS.data_dir, FLAGS.download
                 ),
-                FLAGS.num_generated,
-                FLAGS.listops_max_depth,
-                FLAGS.listops_max_args,
-                FLAGS.listops_min_length,
-                FLAGS.pathfinder_difficulty,
             )
-            base = config_lib.from_flags(FLAGS, "lra", task_args)
-            configs.append(task_config(base, task, task_args, given))
+            base = config_lib.from_flags(FLAGS, "lra", task_args, task=task)
+            configs.append(task_config(base, task, base.task_args, given))
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     for config in configs:

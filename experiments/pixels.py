@@ -15,19 +15,56 @@ drawn from `--seed` and saved as `WORKDIR/psmnist/permutation.npy` (or read
 from `--permutation_file`).
 """
 
+import dataclasses
 import os
 
-import keras
-import numpy as np
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
-from experiments.common import train
-from experiments.common.flags import define_path
+from experiments.common import options
 from experiments.common.flags import define_shared_flags
-from kerasseq.data import pixels
+from experiments.common.lazy import lazy_import
+from experiments.common.options import catalogue
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+np = lazy_import("numpy")
+train = lazy_import("experiments.common.train")
+pixels = lazy_import("kerasseq.data.pixels")
+
+
+@dataclasses.dataclass
+class PixelsOptions(options.ExampleLimits):
+    """The pixel binary's options."""
+
+    validation_size: int = setting(
+        5000,
+        "Images held out from the end of the training set for validation.",
+        minimum=0,
+    )
+    permutation_file: str | None = setting(
+        None,
+        "psmnist: a .npy or text file with the pixel order (default: drawn "
+        "from --seed and saved in the workdir).",
+        path=True,
+    )
+
+    def for_task(self, task):
+        pixels.task_spec(task)
+        if self.permutation_file is not None:
+            if task != "psmnist":
+                raise ValueError(
+                    f"--permutation_file applies to --task=psmnist, got "
+                    f"--task={task}."
+                )
+            if not os.path.exists(self.permutation_file):
+                raise ValueError(
+                    f"--permutation_file={self.permutation_file!r}: no such "
+                    "file."
+                )
+        return self
 
 
 def define_flags():
@@ -35,62 +72,12 @@ def define_flags():
     so that tests can import it beside other binaries (each defines
     `--task` with its own choices)."""
     define_shared_flags(
-        pixels.TASKS, default_task="smnist", default_model="lru"
+        catalogue.PIXEL_TASKS, default_task="smnist", default_model="lru"
     )
-    flags.DEFINE_integer(
-        "num_train_examples", None, "Use the first N training images (all)."
-    )
-    flags.DEFINE_integer(
-        "num_eval_examples", None, "Use the first N test images (all)."
-    )
-    flags.DEFINE_integer(
-        "validation_size",
-        5000,
-        "Images held out from the end of the training set for validation.",
-    )
-    define_path(
-        "permutation_file",
-        None,
-        "psmnist: a .npy or text file with the pixel order (default: drawn "
-        "from --seed and saved in the workdir).",
-    )
+    options.define_flags(PixelsOptions)
 
 
 FLAGS = flags.FLAGS
-
-
-def make_task_args(
-    task,
-    num_train_examples=None,
-    num_eval_examples=None,
-    validation_size=5000,
-    permutation_file=None,
-):
-    """Validates the options of a pixel task into the config's
-    `task_args`."""
-    pixels.task_spec(task)
-    for name, value, minimum in (
-        ("num_train_examples", num_train_examples, 1),
-        ("num_eval_examples", num_eval_examples, 1),
-        ("validation_size", validation_size, 0),
-    ):
-        config_lib.check_count(name, value, minimum)
-    if permutation_file is not None:
-        if task != "psmnist":
-            raise ValueError(
-                f"--permutation_file applies to --task=psmnist, got "
-                f"--task={task}."
-            )
-        if not os.path.exists(permutation_file):
-            raise ValueError(
-                f"--permutation_file={permutation_file!r}: no such file."
-            )
-    return {
-        "num_train_examples": num_train_examples,
-        "num_eval_examples": num_eval_examples,
-        "validation_size": validation_size,
-        "permutation_file": permutation_file,
-    }
 
 
 def _read_permutation(path, seq_len):
@@ -113,7 +100,7 @@ def task_permutation(config):
     and saved beside the results; a saved order from another seed is an
     error, never overwritten."""
     seq_len = pixels.task_spec(config.task).seq_len
-    given = config.task_args.get("permutation_file")
+    given = config.task_args.permutation_file
     if given:
         return _read_permutation(given, seq_len)
     permutation = pixels.make_permutation(seq_len, config.seed)
@@ -144,7 +131,7 @@ def make_task_data(config):
     test_images, test_labels = pixels.load_images(
         task, "test", config.data_dir, config.download
     )
-    held_out = args["validation_size"]
+    held_out = args.validation_size
     if held_out >= len(images):
         raise ValueError(
             f"--validation_size={held_out} leaves no training images of "
@@ -152,12 +139,12 @@ def make_task_data(config):
         )
     split = len(images) - held_out
     train_x, train_y = images[:split], labels[:split]
-    if args["num_train_examples"]:
-        train_x = train_x[: args["num_train_examples"]]
-        train_y = train_y[: args["num_train_examples"]]
-    if args["num_eval_examples"]:
-        test_images = test_images[: args["num_eval_examples"]]
-        test_labels = test_labels[: args["num_eval_examples"]]
+    if args.num_train_examples:
+        train_x = train_x[: args.num_train_examples]
+        train_y = train_y[: args.num_train_examples]
+    if args.num_eval_examples:
+        test_images = test_images[: args.num_eval_examples]
+        test_labels = test_labels[: args.num_eval_examples]
 
     def dataset(x, y, training=False):
         return pixels.make_dataset(
@@ -192,13 +179,7 @@ def make_task_data(config):
 def main(argv):
     del argv
     try:
-        task_args = make_task_args(
-            FLAGS.task,
-            FLAGS.num_train_examples,
-            FLAGS.num_eval_examples,
-            FLAGS.validation_size,
-            FLAGS.permutation_file,
-        )
+        task_args = options.from_flags(PixelsOptions, FLAGS)
         config = config_lib.from_flags(FLAGS, "pixels", task_args)
     except ValueError as error:
         raise app.UsageError(str(error)) from error

@@ -25,109 +25,73 @@ import dataclasses
 import json
 import os
 
-import keras
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
-from experiments.common import metrics
-from experiments.common import train
+from experiments.common import options
 from experiments.common.flags import define_shared_flags
-from experiments.common.flags import define_tokenizer_flags
-from kerasseq.data import squad
-from kerasseq.data import tokenizers
-from kerasseq.data.batching import array_dataset
+from experiments.common.lazy import lazy_import
+from experiments.common.options import catalogue
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+metrics = lazy_import("experiments.common.metrics")
+train = lazy_import("experiments.common.train")
+squad = lazy_import("kerasseq.data.squad")
+tokenizers = lazy_import("kerasseq.data.tokenizers")
+batching = lazy_import("kerasseq.data.batching")
 
 TASKS = ("squad",)
+
+
+@dataclasses.dataclass
+class SquadOptions(options.TokenizerOptions, options.ExampleLimits):
+    """The SQuAD binary's options."""
+
+    version: str = setting(
+        "1.1", "SQuAD version.", choices=catalogue.SQUAD_VERSIONS
+    )
+    max_length: int = setting(384, "Tokens per window.", minimum=8)
+    doc_stride: int = setting(
+        128, "Tokens between the starts of context windows.", minimum=1
+    )
+    max_query_length: int = setting(
+        64, "Questions are cut to this many tokens.", minimum=1
+    )
+    max_answer_length: int = setting(
+        30, "The most tokens a predicted answer has.", minimum=1
+    )
+    n_best: int = setting(
+        20, "Start and end positions considered per window.", minimum=1
+    )
+    null_threshold: float = setting(
+        0.0,
+        "2.0: predict no answer when the null score beats the best "
+        "span's by more than this.",
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        chunk = self.max_length - self.max_query_length - 3
+        if not self.doc_stride < chunk:
+            raise ValueError(
+                f"--doc_stride={self.doc_stride} must be below the shortest "
+                f"context window, --max_length - --max_query_length - 3 = "
+                f"{chunk}, so that windows overlap and every answer lies "
+                "wholly in one."
+            )
 
 
 def define_flags():
     """Defines this binary's flags (only when it runs as the program, so
     that tests can import it beside the other binaries)."""
     define_shared_flags(TASKS, default_task="squad", default_model="gpt")
-    define_tokenizer_flags()
-    flags.DEFINE_enum("version", "1.1", list(squad.VERSIONS), "SQuAD version.")
-    flags.DEFINE_integer("max_length", 384, "Tokens per window.")
-    flags.DEFINE_integer(
-        "doc_stride", 128, "Tokens between the starts of context windows."
-    )
-    flags.DEFINE_integer(
-        "max_query_length", 64, "Questions are cut to this many tokens."
-    )
-    flags.DEFINE_integer(
-        "max_answer_length", 30, "The most tokens a predicted answer has."
-    )
-    flags.DEFINE_integer(
-        "n_best", 20, "Start and end positions considered per window."
-    )
-    flags.DEFINE_float(
-        "null_threshold",
-        0.0,
-        "2.0: predict no answer when the null score beats the best span's "
-        "by more than this.",
-    )
-    flags.DEFINE_integer(
-        "num_train_examples", None, "Use the first N training questions."
-    )
-    flags.DEFINE_integer(
-        "num_eval_examples", None, "Use the first N validation questions."
-    )
+    options.define_flags(SquadOptions)
 
 
 FLAGS = flags.FLAGS
-
-
-def make_task_args(
-    version="1.1",
-    tokenizer="bytes",
-    tokenizer_dir=None,
-    max_length=384,
-    doc_stride=128,
-    max_query_length=64,
-    max_answer_length=30,
-    n_best=20,
-    null_threshold=0.0,
-    num_train_examples=None,
-    num_eval_examples=None,
-):
-    """Validates this binary's options into the config's `task_args`."""
-    if version not in squad.VERSIONS:
-        raise ValueError(
-            f"Unknown SQuAD version {version!r}. Valid versions: "
-            f"{', '.join(squad.VERSIONS)}."
-        )
-    for name, value, minimum in (
-        ("max_length", max_length, 8),
-        ("doc_stride", doc_stride, 1),
-        ("max_query_length", max_query_length, 1),
-        ("max_answer_length", max_answer_length, 1),
-        ("n_best", n_best, 1),
-        ("num_train_examples", num_train_examples, 1),
-        ("num_eval_examples", num_eval_examples, 1),
-    ):
-        config_lib.check_count(name, value, minimum)
-    chunk = max_length - max_query_length - squad.NUM_SPECIAL_TOKENS
-    if not doc_stride < chunk:
-        raise ValueError(
-            f"--doc_stride={doc_stride} must be below the shortest context "
-            f"window, --max_length - --max_query_length - 3 = {chunk}, so "
-            "that windows overlap and every answer lies wholly in one."
-        )
-    tokenizers.check_name(tokenizer)
-    return {
-        "version": version,
-        "tokenizer": tokenizer,
-        "tokenizer_dir": tokenizer_dir,
-        "max_length": max_length,
-        "doc_stride": doc_stride,
-        "max_query_length": max_query_length,
-        "max_answer_length": max_answer_length,
-        "n_best": n_best,
-        "null_threshold": null_threshold,
-        "num_train_examples": num_train_examples,
-        "num_eval_examples": num_eval_examples,
-    }
 
 
 def task_name(version):
@@ -139,17 +103,13 @@ def make_task_data(config):
     """Reads the questions, cuts them into windows, and scores the
     validation windows' predictions with the official EM and F1."""
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(
-        args["tokenizer"], args["tokenizer_dir"]
-    )
+    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
     examples, windows, report = {}, {}, {}
     for split in squad.SPLITS:
         split_examples, counts = squad.load_squad(
-            args["version"], split, config.data_dir, config.download
+            args.version, split, config.data_dir, config.download
         )
-        limit = args[
-            "num_train_examples" if split == "train" else "num_eval_examples"
-        ]
+        limit = args.limit(split)
         if limit:
             split_examples = split_examples[:limit]
         if not split_examples:
@@ -157,9 +117,9 @@ def make_task_data(config):
         split_windows = squad.make_windows(
             split_examples,
             tokenizer,
-            args["max_length"],
-            args["doc_stride"],
-            args["max_query_length"],
+            args.max_length,
+            args.doc_stride,
+            args.max_query_length,
         )
         examples[split], windows[split] = split_examples, split_windows
         report[split] = {
@@ -176,7 +136,7 @@ def make_task_data(config):
         )
 
     def dataset(split, training=False):
-        return array_dataset(
+        return batching.array_dataset(
             windows[split].inputs,
             windows[split].labels,
             config.batch_size,
@@ -194,10 +154,10 @@ def make_task_data(config):
             windows[split],
             logits[:, 0],
             logits[:, 1],
-            n_best=args["n_best"],
-            max_answer_length=args["max_answer_length"],
-            version_2=args["version"] == "2.0",
-            null_threshold=args["null_threshold"],
+            n_best=args.n_best,
+            max_answer_length=args.max_answer_length,
+            version_2=args.version == "2.0",
+            null_threshold=args.null_threshold,
         )
         if run_dir:
             path = os.path.join(run_dir, f"predictions_{split}.json")
@@ -212,7 +172,7 @@ def make_task_data(config):
         evals=evals,
         model_args={
             "vocabulary_size": tokenizer.vocabulary_size,
-            "max_sequence_length": args["max_length"],
+            "max_sequence_length": args.max_length,
         },
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         # the share of start and end positions found
@@ -228,19 +188,7 @@ def make_task_data(config):
 def main(argv):
     del argv
     try:
-        task_args = make_task_args(
-            FLAGS.version,
-            FLAGS.tokenizer,
-            FLAGS.tokenizer_dir,
-            FLAGS.max_length,
-            FLAGS.doc_stride,
-            FLAGS.max_query_length,
-            FLAGS.max_answer_length,
-            FLAGS.n_best,
-            FLAGS.null_threshold,
-            FLAGS.num_train_examples,
-            FLAGS.num_eval_examples,
-        )
+        task_args = options.from_flags(SquadOptions, FLAGS)
         config = config_lib.from_flags(FLAGS, "squad", task_args)
         config = dataclasses.replace(config, task=task_name(FLAGS.version))
     except ValueError as error:

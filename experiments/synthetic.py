@@ -8,15 +8,22 @@ their per-step accuracy at the training lengths and at each
         --num_kv_pairs=8 --train_seq_len=32,32 --eval_seq_len=64,128
 """
 
-import keras
+import dataclasses
+
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
-from experiments.common import train
+from experiments.common import options
 from experiments.common.flags import define_shared_flags
-from kerasseq.data import synthetic
+from experiments.common.lazy import lazy_import
+from experiments.common.options import catalogue
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+synthetic = lazy_import("kerasseq.data.synthetic")
+train = lazy_import("experiments.common.train")
 
 # per task: default train lengths, default eval lengths
 DEFAULT_LENGTHS = {
@@ -25,8 +32,8 @@ DEFAULT_LENGTHS = {
     "dyck": ("32,32", ["64,128"]),
     "mqar": ("32,32", ["64,128"]),
 }
-# per task: the flags that become its generator's keyword arguments
-TASK_FLAGS = {
+# per task: the options that are its generator's keyword arguments
+GENERATOR_OPTIONS = {
     "bit_parity": (),
     "controlled_bit_parity": ("num_ones", "eval_num_ones"),
     "dyck": ("num_bracket_types", "max_depth", "error_rate"),
@@ -39,119 +46,114 @@ TASK_FLAGS = {
     ),
 }
 
-define_shared_flags(synthetic.TASKS, default_task="mqar", download_modes=None)
-flags.DEFINE_string(
-    "train_seq_len",
-    None,
-    "Training lengths `min,max` (or one length). Default depends on --task.",
-)
-flags.DEFINE_multi_string(
-    "eval_seq_len",
-    None,
-    "Eval lengths `min,max`; repeat the flag for several ranges. The "
-    "training range is always evaluated too.",
-)
-flags.DEFINE_integer("num_train_examples", 20000, "Training sequences.")
-flags.DEFINE_integer("num_eval_examples", 1000, "Sequences per eval split.")
-flags.DEFINE_integer(
-    "num_ones", None, "controlled_bit_parity: 1s per train seq."
-)
-flags.DEFINE_integer(
-    "eval_num_ones",
-    None,
-    "controlled_bit_parity: 1s per eval seq (default free).",
-)
-flags.DEFINE_integer("num_bracket_types", None, "dyck: bracket types k.")
-flags.DEFINE_integer("max_depth", None, "dyck: maximum nesting depth.")
-flags.DEFINE_float("error_rate", None, "dyck: share of corrupted sequences.")
-flags.DEFINE_integer(
-    "num_kv_pairs", None, "mqar: key-value pairs per sequence."
-)
-flags.DEFINE_integer("vocab_size", None, "mqar: total vocabulary (Zoology).")
-flags.DEFINE_integer("num_keys", None, "mqar: key vocabulary size.")
-flags.DEFINE_integer("num_values", None, "mqar: value vocabulary size.")
-flags.DEFINE_bool(
-    "key_reuse", None, "mqar: keys may repeat (last binding wins)."
-)
-FLAGS = flags.FLAGS
 
+@dataclasses.dataclass
+class SyntheticOptions(options.TaskOptions):
+    """The synthetic binary's options; a generator option left `None` takes
+    the generator's default."""
 
-def make_task_args(
-    task,
-    train_seq_len=None,
-    eval_seq_len=None,
-    num_train_examples=20000,
-    num_eval_examples=1000,
-    **generator,
-):
-    """Collects and validates the options of a synthetic task.
-
-    Args:
-        task: a name in `kerasseq.data.synthetic.TASKS`.
-        train_seq_len: training length range, e.g. `"16,16"`.
-        eval_seq_len: list of eval length ranges.
-        num_train_examples: int.
-        num_eval_examples: int, per eval split.
-        **generator: the task generator's own arguments.
-
-    Returns:
-        dict, the config's `task_args`.
-    """
-    for name, value in [
-        ("num_train_examples", num_train_examples),
-        ("num_eval_examples", num_eval_examples),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(
-                f"--{name} must be a positive integer, got {value!r}."
-            )
-    train_default, eval_default = DEFAULT_LENGTHS[task]
-    args = {
-        "train_seq_len": list(
-            synthetic.parse_length_range(
-                train_seq_len or train_default, "train_seq_len"
-            )
-        ),
-        "eval_seq_len": [
-            list(synthetic.parse_length_range(v, "eval_seq_len"))
-            for v in (eval_seq_len or eval_default)
-        ],
-        "num_train_examples": num_train_examples,
-        "num_eval_examples": num_eval_examples,
-        "generator": generator,
-    }
-    # one example per range proves the settings valid before any training
-    for seq_len in [args["train_seq_len"], *args["eval_seq_len"]]:
-        synthetic.generate(task, 1, seq_len, 0, **generator)
-    return args
-
-
-def task_args_from_flags(flag_values):
-    """`make_task_args` from the parsed flags."""
-    task = flag_values.task
-    generator = {}
-    for name in TASK_FLAGS[task]:
-        value = getattr(flag_values, name)
-        if value is not None:
-            generator[name] = value
-    return make_task_args(
-        task,
-        flag_values.train_seq_len,
-        flag_values.eval_seq_len,
-        flag_values.num_train_examples,
-        flag_values.num_eval_examples,
-        **generator,
+    train_seq_len: str | None = setting(
+        None,
+        "Training lengths `min,max` (or one length). Default depends on "
+        "--task.",
     )
+    eval_seq_len: list | None = setting(
+        None,
+        "Eval lengths `min,max`; repeat the flag for several ranges. The "
+        "training range is always evaluated too.",
+    )
+    num_train_examples: int = setting(20000, "Training sequences.", minimum=1)
+    num_eval_examples: int = setting(
+        1000, "Sequences per eval split.", minimum=1
+    )
+    num_ones: int | None = setting(
+        None, "controlled_bit_parity: 1s per train seq."
+    )
+    eval_num_ones: int | None = setting(
+        None, "controlled_bit_parity: 1s per eval seq (default free)."
+    )
+    num_bracket_types: int | None = setting(None, "dyck: bracket types k.")
+    max_depth: int | None = setting(None, "dyck: maximum nesting depth.")
+    error_rate: float | None = setting(
+        None, "dyck: share of corrupted sequences."
+    )
+    num_kv_pairs: int | None = setting(
+        None, "mqar: key-value pairs per sequence."
+    )
+    vocab_size: int | None = setting(None, "mqar: total vocabulary (Zoology).")
+    num_keys: int | None = setting(None, "mqar: key vocabulary size.")
+    num_values: int | None = setting(None, "mqar: value vocabulary size.")
+    key_reuse: bool | None = setting(
+        None, "mqar: keys may repeat (last binding wins)."
+    )
+
+    def generator(self, task):
+        """The generator arguments of `task` that are set."""
+        return {
+            name: getattr(self, name)
+            for name in GENERATOR_OPTIONS[task]
+            if getattr(self, name) is not None
+        }
+
+    def length_ranges(self):
+        """The training range and the eval ranges, as `(min, max)`."""
+        train_range = synthetic.parse_length_range(
+            self.train_seq_len, "train_seq_len"
+        )
+        evals = [
+            synthetic.parse_length_range(v, "eval_seq_len")
+            for v in self.eval_seq_len
+        ]
+        return train_range, evals
+
+    def for_task(self, task):
+        synthetic.task_spec(task)
+        for name in {n for names in GENERATOR_OPTIONS.values() for n in names}:
+            if getattr(self, name) is not None and (
+                name not in GENERATOR_OPTIONS[task]
+            ):
+                applies = [t for t, n in GENERATOR_OPTIONS.items() if name in n]
+                raise ValueError(
+                    f"--{name} applies to --task={applies[0]}, got "
+                    f"--task={task}."
+                )
+        train_default, eval_default = DEFAULT_LENGTHS[task]
+        train_range = synthetic.parse_length_range(
+            self.train_seq_len or train_default, "train_seq_len"
+        )
+        evals = [
+            synthetic.parse_length_range(value, "eval_seq_len")
+            for value in self.eval_seq_len or eval_default
+        ]
+        # one example per range proves the settings valid before training
+        for seq_len in [train_range, *evals]:
+            synthetic.generate(task, 1, seq_len, 0, **self.generator(task))
+        # ranges spelled `min,max` whatever was given ("16" is "16,16")
+        return dataclasses.replace(
+            self,
+            train_seq_len=_spelled(train_range),
+            eval_seq_len=[_spelled(r) for r in evals],
+        )
+
+
+def _spelled(length_range):
+    return f"{length_range[0]},{length_range[1]}"
+
+
+define_shared_flags(
+    catalogue.SYNTHETIC_TASKS, default_task="mqar", download_modes=None
+)
+options.define_flags(SyntheticOptions)
+FLAGS = flags.FLAGS
 
 
 def make_task_data(config):
     """Generates the train and eval splits of `config.task`."""
     task, args = config.task, config.task_args
-    kwargs = args["generator"]
+    kwargs = args.generator(task)
     spec = synthetic.task_spec(task, **kwargs)
-    train_len = tuple(args["train_seq_len"])
-    ranges = [train_len]
-    ranges += [tuple(r) for r in args["eval_seq_len"] if tuple(r) != train_len]
+    train_len, eval_lens = args.length_ranges()
+    ranges = [train_len] + [r for r in eval_lens if r != train_len]
 
     def dataset(split, seq_len, num_examples):
         return synthetic.make_dataset(
@@ -168,15 +170,13 @@ def make_task_data(config):
     for low, high in ranges:
         name = f"T{low}-{high}"
         evals[name] = dataset(
-            f"eval_{name}", (low, high), args["num_eval_examples"]
+            f"eval_{name}", (low, high), args.num_eval_examples
         )
     return train.TaskData(
         head="token_classification",
         # generating is cheap (under 0.5 s for 20,000 examples); each
         # model's new dataset starts the seeded shuffle afresh
-        make_train=lambda: dataset(
-            "train", train_len, args["num_train_examples"]
-        ),
+        make_train=lambda: dataset("train", train_len, args.num_train_examples),
         evals=evals,
         model_args={
             "vocabulary_size": spec.vocabulary_size,
@@ -196,7 +196,9 @@ def main(argv):
     del argv
     try:
         config = config_lib.from_flags(
-            FLAGS, "synthetic", task_args_from_flags(FLAGS)
+            FLAGS,
+            "synthetic",
+            options.from_flags(SyntheticOptions, FLAGS),
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from error

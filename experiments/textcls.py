@@ -14,23 +14,45 @@ BERT-style one):
 Each text is packed as `[first] text [end]` and cut to `--max_length`.
 """
 
+import dataclasses
 import functools
 
-import keras
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
-from experiments.common import train
+from experiments.common import options
 from experiments.common.flags import define_shared_flags
-from experiments.common.flags import define_tokenizer_flags
-from kerasseq.data import textcls
-from kerasseq.data import tokenizers
-from kerasseq.data.batching import array_dataset
-from kerasseq.data.glue import pack
+from experiments.common.lazy import lazy_import
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+train = lazy_import("experiments.common.train")
+batching = lazy_import("kerasseq.data.batching")
+glue = lazy_import("kerasseq.data.glue")
+textcls = lazy_import("kerasseq.data.textcls")
+tokenizers = lazy_import("kerasseq.data.tokenizers")
 
 TASKS = ("folder",)
+
+
+@dataclasses.dataclass
+class TextclsOptions(options.TokenizerOptions):
+    """The text classification binary's options."""
+
+    max_length: int = setting(256, "Tokens per example (cut).", minimum=3)
+    validation_fraction: float = setting(
+        0.1, "Share of each class for validation."
+    )
+    test_fraction: float = setting(0.2, "Share of each class for test.")
+
+    def __post_init__(self):
+        super().__post_init__()
+        # the fractions' own checks, on a two-class stand-in
+        textcls.split_indices(
+            [0, 1], self.validation_fraction, self.test_fraction, 0
+        )
 
 
 def define_flags():
@@ -38,49 +60,21 @@ def define_flags():
     define_shared_flags(
         TASKS, default_task="folder", default_model="gpt", download_modes=None
     )
-    define_tokenizer_flags()
-    flags.DEFINE_integer("max_length", 256, "Tokens per example (cut).")
-    flags.DEFINE_float(
-        "validation_fraction", 0.1, "Share of each class for validation."
-    )
-    flags.DEFINE_float("test_fraction", 0.2, "Share of each class for test.")
+    options.define_flags(TextclsOptions)
 
 
 FLAGS = flags.FLAGS
 
 
-def make_task_args(
-    tokenizer="bytes",
-    tokenizer_dir=None,
-    max_length=256,
-    validation_fraction=0.1,
-    test_fraction=0.2,
-):
-    """Validates the options into the config's `task_args`."""
-    config_lib.check_count("max_length", max_length, 3)
-    tokenizers.check_name(tokenizer)
-    # the fractions' own checks, on a two-class stand-in
-    textcls.split_indices([0, 1], validation_fraction, test_fraction, 0)
-    return {
-        "tokenizer": tokenizer,
-        "tokenizer_dir": tokenizer_dir,
-        "max_length": max_length,
-        "validation_fraction": validation_fraction,
-        "test_fraction": test_fraction,
-    }
-
-
 def make_task_data(config):
     """Reads the folder, splits it and packs each split."""
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(
-        args["tokenizer"], args["tokenizer_dir"]
-    )
+    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
     folder = textcls.load_folder(config.data_dir)
     indices = textcls.split_indices(
         folder.labels,
-        args["validation_fraction"],
-        args["test_fraction"],
+        args.validation_fraction,
+        args.test_fraction,
         config.seed,
     )
     report = {
@@ -91,16 +85,16 @@ def make_task_data(config):
     for split, rows in indices.items():
         if not len(rows):
             continue
-        inputs, truncated = pack(
+        inputs, truncated = glue.pack(
             tokenizer,
             [folder.texts[i] for i in rows],
             None,
-            args["max_length"],
+            args.max_length,
         )
         report[split] = {"examples": len(rows), "truncated": truncated}
         training = split == "train"
         make_dataset[split] = functools.partial(
-            array_dataset,
+            batching.array_dataset,
             inputs,
             folder.labels[rows],
             config.batch_size,
@@ -124,7 +118,7 @@ def make_task_data(config):
         model_args={
             "vocabulary_size": tokenizer.vocabulary_size,
             "num_classes": len(folder.class_names),
-            "max_sequence_length": args["max_length"],
+            "max_sequence_length": args.max_length,
         },
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         make_metrics=lambda: [
@@ -138,13 +132,7 @@ def make_task_data(config):
 def main(argv):
     del argv
     try:
-        task_args = make_task_args(
-            FLAGS.tokenizer,
-            FLAGS.tokenizer_dir,
-            FLAGS.max_length,
-            FLAGS.validation_fraction,
-            FLAGS.test_fraction,
-        )
+        task_args = options.from_flags(TextclsOptions, FLAGS)
         config = config_lib.from_flags(FLAGS, "textcls", task_args)
     except ValueError as error:
         raise app.UsageError(str(error)) from error

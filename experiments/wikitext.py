@@ -19,106 +19,114 @@ reports perplexity per token and per word. Results go to
 through `CausalLM.generate`.
 """
 
+import dataclasses
 import functools
 import os
 
-import keras
 from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
 from experiments.common import console
-from experiments.common import metrics
-from experiments.common import train
+from experiments.common import options
 from experiments.common.flags import define_shared_flags
-from experiments.common.flags import define_tokenizer_flags
-from kerasseq.data import tokenizers
-from kerasseq.data import wikitext
-from kerasseq.data.batching import array_dataset
-from kerasseq.models import MODELS
+from experiments.common.lazy import lazy_import
+from experiments.common.options import setting
+
+keras = lazy_import("keras")
+metrics = lazy_import("experiments.common.metrics")
+train = lazy_import("experiments.common.train")
+batching = lazy_import("kerasseq.data.batching")
+tokenizers = lazy_import("kerasseq.data.tokenizers")
+wikitext = lazy_import("kerasseq.data.wikitext")
+models_lib = lazy_import("kerasseq.models")
 
 TASKS = ("wikitext2",)
 EVAL_SPLITS = ("validation", "test")
+
+
+@dataclasses.dataclass
+class WikitextOptions(options.TokenizerOptions):
+    """The WikiText binary's options."""
+
+    seq_len: int = setting(
+        256,
+        "Tokens per training row and per evaluation window.",
+        minimum=2,
+    )
+    eval_stride: int | None = setting(
+        None,
+        "Tokens an evaluation window advances (default seq_len / 2).",
+        minimum=1,
+    )
+    eval_batch_size: int = setting(
+        8, "Windows per forward pass when scoring.", minimum=1
+    )
+    num_train_tokens: int | None = setting(
+        None, "Train on the first N tokens only.", minimum=2
+    )
+    num_eval_tokens: int | None = setting(
+        None, "Score the first N tokens of each split.", minimum=1
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.eval_stride is None:
+            self.eval_stride = max(self.seq_len // 2, 1)
+        if self.eval_stride > self.seq_len:
+            raise ValueError(
+                f"--eval_stride={self.eval_stride} exceeds --seq_len="
+                f"{self.seq_len}: tokens between windows would never be "
+                "scored."
+            )
+
+    def limit(self, split):
+        """The tokens of `split` to use (`None`: all)."""
+        if split == "train":
+            return self.num_train_tokens
+        return self.num_eval_tokens
+
+
+@dataclasses.dataclass
+class SampleOptions:
+    """What `--sample` generates after training (not part of the run's
+    settings: it changes no result)."""
+
+    sample: bool = setting(
+        False, "Print a continuation of --sample_prompt per model."
+    )
+    sample_prompt: str = setting(
+        " = Robert Boulter = \n", "Prompt for --sample."
+    )
+    sample_tokens: int = setting(64, "Tokens --sample generates.", minimum=1)
+    sample_temperature: float = setting(
+        0.0, "0 decodes greedily; above 0 samples.", minimum=0
+    )
+
+    def __post_init__(self):
+        options.check_settings(self)
 
 
 def define_flags():
     """Defines this binary's flags (only when it runs as the program, so
     that tests can import it beside the other binaries)."""
     define_shared_flags(TASKS, default_task="wikitext2", default_model="gpt")
-    define_tokenizer_flags()
-    flags.DEFINE_integer(
-        "seq_len", 256, "Tokens per training row and per evaluation window."
-    )
-    flags.DEFINE_integer(
-        "eval_stride",
-        None,
-        "Tokens an evaluation window advances (default seq_len / 2).",
-    )
-    flags.DEFINE_integer(
-        "eval_batch_size", 8, "Windows per forward pass when scoring."
-    )
-    flags.DEFINE_integer(
-        "num_train_tokens", None, "Train on the first N tokens only."
-    )
-    flags.DEFINE_integer(
-        "num_eval_tokens", None, "Score the first N tokens of each split."
-    )
-    flags.DEFINE_bool(
-        "sample", False, "Print a continuation of --sample_prompt per model."
-    )
-    flags.DEFINE_string(
-        "sample_prompt", " = Robert Boulter = \n", "Prompt for --sample."
-    )
-    flags.DEFINE_integer("sample_tokens", 64, "Tokens --sample generates.")
-    flags.DEFINE_float(
-        "sample_temperature", 0.0, "0 decodes greedily; above 0 samples."
-    )
+    options.define_flags(WikitextOptions)
+    options.define_flags(SampleOptions)
 
 
 FLAGS = flags.FLAGS
 
 
-def make_task_args(
-    tokenizer="bytes",
-    tokenizer_dir=None,
-    seq_len=256,
-    eval_stride=None,
-    eval_batch_size=8,
-    num_train_tokens=None,
-    num_eval_tokens=None,
-):
-    """Validates this binary's options into the config's `task_args`."""
-    for name, value, minimum in (
-        ("seq_len", seq_len, 2),
-        ("eval_stride", eval_stride, 1),
-        ("eval_batch_size", eval_batch_size, 1),
-        ("num_train_tokens", num_train_tokens, 2),
-        ("num_eval_tokens", num_eval_tokens, 1),
-    ):
-        config_lib.check_count(name, value, minimum)
-    eval_stride = eval_stride or max(seq_len // 2, 1)
-    if eval_stride > seq_len:
-        raise ValueError(
-            f"--eval_stride={eval_stride} exceeds --seq_len={seq_len}: "
-            "tokens between windows would never be scored."
-        )
-    tokenizers.check_name(tokenizer)
-    return {
-        "tokenizer": tokenizer,
-        "tokenizer_dir": tokenizer_dir,
-        "seq_len": seq_len,
-        "eval_stride": eval_stride,
-        "eval_batch_size": eval_batch_size,
-        "num_train_tokens": num_train_tokens,
-        "num_eval_tokens": num_eval_tokens,
-    }
-
-
 def check_causal(models):
     """Raises `ValueError` for a model that cannot be a causal LM."""
-    bidirectional = [name for name in models if not MODELS[name].causal]
+    bidirectional = [
+        name for name in models if not models_lib.MODELS[name].causal
+    ]
     if bidirectional:
-        causal = ", ".join(n for n, spec in MODELS.items() if spec.causal)
+        causal = ", ".join(
+            n for n, spec in models_lib.MODELS.items() if spec.causal
+        )
         raise ValueError(
             f"Model(s) {', '.join(bidirectional)} are bidirectional and "
             f"cannot be causal LMs. Causal models: {causal}."
@@ -130,17 +138,13 @@ def make_task_data(config):
     evaluation rows (the loss `model.evaluate` reports) and the sliding
     windows the perplexity is scored on."""
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(
-        args["tokenizer"], args["tokenizer_dir"]
-    )
-    seq_len = args["seq_len"]
+    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
+    seq_len = args.seq_len
     streams, words = {}, {}
     for split in ("train",) + EVAL_SPLITS:
         text = wikitext.read_split(config.data_dir, split, config.download)
         stream = wikitext.tokenize_stream(tokenizer, text)
-        limit = args[
-            "num_train_tokens" if split == "train" else "num_eval_tokens"
-        ]
+        limit = args.limit(split)
         if limit and limit < len(stream):
             # the words of the scored tokens' text
             stream = stream[:limit]
@@ -157,25 +161,30 @@ def make_task_data(config):
             f"one batch (--batch_size={config.batch_size})."
         )
     make_train = functools.partial(
-        array_dataset, inputs, labels, config.batch_size, config.seed,
-        shuffle=True, drop_remainder=True,
-    )  # fmt: skip
+        batching.array_dataset,
+        inputs,
+        labels,
+        config.batch_size,
+        config.seed,
+        shuffle=True,
+        drop_remainder=True,
+    )
     evals, windows = {}, {}
     for split in EVAL_SPLITS:
         stream = streams[split]
         rows = min(seq_len, len(stream) - 1)
         if rows >= 1:
             inputs, labels = wikitext.training_rows(stream, rows)
-            evals[split] = array_dataset(
+            evals[split] = batching.array_dataset(
                 inputs, labels, config.batch_size, config.seed
             )
         windows[split] = wikitext.sliding_windows(
-            stream, seq_len, args["eval_stride"], tokenizer.end_id
+            stream, seq_len, args.eval_stride, tokenizer.end_id
         )
 
     def score(model, split, run_dir=None):
         nll, tokens = wikitext.score_windows(
-            model, windows[split], args["eval_batch_size"]
+            model, windows[split], args.eval_batch_size
         )
         return {
             "perplexity": metrics.perplexity(nll, tokens),
@@ -210,16 +219,14 @@ def sample(config, prompt, max_new_tokens, temperature=0.0):
         dict model name -> generated text (the continuation only).
     """
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(
-        args["tokenizer"], args["tokenizer_dir"]
-    )
+    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
     prompt_ids = tokenizer.encode(prompt) or [tokenizer.end_id]
     # what fits in the position table, keeping the prompt's end
-    room = args["seq_len"] - max_new_tokens
+    room = args.seq_len - max_new_tokens
     if room < 1:
         raise ValueError(
             f"--sample_tokens={max_new_tokens} leaves no room for a prompt "
-            f"in --seq_len={args['seq_len']} positions."
+            f"in --seq_len={args.seq_len} positions."
         )
     prompt_ids = prompt_ids[-room:]
     samples = {}
@@ -239,18 +246,10 @@ def sample(config, prompt, max_new_tokens, temperature=0.0):
 def main(argv):
     del argv
     try:
-        task_args = make_task_args(
-            FLAGS.tokenizer,
-            FLAGS.tokenizer_dir,
-            FLAGS.seq_len,
-            FLAGS.eval_stride,
-            FLAGS.eval_batch_size,
-            FLAGS.num_train_tokens,
-            FLAGS.num_eval_tokens,
-        )
+        task_args = options.from_flags(WikitextOptions, FLAGS)
         config = config_lib.from_flags(FLAGS, "wikitext", task_args)
         check_causal(config.models)
-        config_lib.check_count("sample_tokens", FLAGS.sample_tokens, 1)
+        sampling = options.from_flags(SampleOptions, FLAGS)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     results = train.run_program(config, make_task_data)
@@ -261,18 +260,18 @@ def main(argv):
                 f"{name}: test perplexity {test['perplexity']:.2f} per token,"
                 f" {test['word_perplexity']:.2f} per word"
             )
-    if FLAGS.sample:
+    if sampling.sample:
         try:
             samples = sample(
                 config,
-                FLAGS.sample_prompt,
-                FLAGS.sample_tokens,
-                FLAGS.sample_temperature,
+                sampling.sample_prompt,
+                sampling.sample_tokens,
+                sampling.sample_temperature,
             )
         except ValueError as error:
             raise app.UsageError(str(error)) from error
         for name, text in samples.items():
-            print(f"--- {name} ---\n{FLAGS.sample_prompt}{text}")
+            print(f"--- {name} ---\n{sampling.sample_prompt}{text}")
 
 
 if __name__ == "__main__":

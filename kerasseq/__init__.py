@@ -3,6 +3,9 @@
 import importlib
 import os
 
+# plain data, no Keras: the names of the models, presets, tasks, ...
+from kerasseq import catalogue  # noqa: F401
+
 # the backends kerasseq's kernels are written for
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 

@@ -35,9 +35,9 @@ import os
 
 import keras
 
-TF_STRATEGIES = ("mirrored", "multi_worker", "tpu")
-JAX_STRATEGIES = ("data_parallel", "model_parallel")
-STRATEGIES = ("auto", "default", *TF_STRATEGIES, *JAX_STRATEGIES)
+from experiments.common.config import JAX_STRATEGIES
+from experiments.common.config import STRATEGIES
+from experiments.common.config import TF_STRATEGIES
 
 # weights model_parallel shards over the mesh's "model" axis, as regular
 # expressions that match a variable's whole path (others are replicated):

@@ -41,6 +41,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from kerasseq import catalogue
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DownloadError
 
@@ -49,7 +50,7 @@ MIRROR_ENV = "KERASSEQ_MIRROR"
 OFFLINE_ENV = "KERASSEQ_OFFLINE"
 # what `--download` may say: `auto` fetches what is missing, `never` reads
 # only what is on this machine
-MODES = ("auto", "never")
+MODES = catalogue.DOWNLOAD_MODES
 # seconds a host has to accept a connection before it counts as unreachable
 PROBE_TIMEOUT_S = 5.0
 # seconds a download may stall before it is given up (and can be resumed)

@@ -58,12 +58,13 @@ import os
 
 import numpy as np
 
+from kerasseq import catalogue
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import load_tfds
 from kerasseq.layers.validation import check_choice
 
-TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
+TASKS = catalogue.GLUE_TASKS
 
 SPLIT_FILES = {
     "train": "train.tsv",

@@ -41,6 +41,7 @@ import os
 
 import numpy as np
 
+from kerasseq import catalogue
 from kerasseq.data import download as download_lib
 from kerasseq.data import listops
 from kerasseq.data import pathfinder
@@ -51,7 +52,7 @@ from kerasseq.data.sources import find_file
 from kerasseq.data.sources import load_tfds
 from kerasseq.layers.validation import check_choice
 
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
+TASKS = catalogue.LRA_TASKS
 BYTE_VOCABULARY_SIZE = 257
 PIXEL_VOCABULARY_SIZE = 256
 

@@ -65,16 +65,13 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from kerasseq import catalogue
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import progress_bar
 from kerasseq.ops.checks import check_int
 
-DIFFICULTIES = (
-    "curv_baseline",
-    "curv_contour_length_9",
-    "curv_contour_length_14",
-)
+DIFFICULTIES = catalogue.PATHFINDER_DIFFICULTIES
 # dashes per main contour at each difficulty of LRA's Pathfinder-32
 CONTOUR_LENGTHS = {
     "curv_baseline": 6,

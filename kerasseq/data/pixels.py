@@ -27,6 +27,7 @@ import pickle
 
 import numpy as np
 
+from kerasseq import catalogue
 from kerasseq.data.batching import array_dataset
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
@@ -34,7 +35,7 @@ from kerasseq.data.sources import find_file
 from kerasseq.data.sources import load_tfds
 from kerasseq.layers.validation import check_choice
 
-TASKS = ("smnist", "psmnist", "scifar")
+TASKS = catalogue.PIXEL_TASKS
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -38,13 +38,14 @@ import os
 
 import numpy as np
 
+from kerasseq import catalogue
 from kerasseq.data import sources
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
 
-VERSIONS = ("1.1", "2.0")
+VERSIONS = catalogue.SQUAD_VERSIONS
 SPLITS = ("train", "validation")
 FILES = {
     ("1.1", "train"): "train-v1.1.json",

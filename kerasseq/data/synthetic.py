@@ -54,7 +54,9 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-TASKS = ("bit_parity", "controlled_bit_parity", "dyck", "mqar")
+from kerasseq import catalogue
+
+TASKS = catalogue.SYNTHETIC_TASKS
 
 # marks a task argument without a default
 _REQUIRED = object()

@@ -30,10 +30,11 @@ import os
 
 import numpy as np
 
+from kerasseq import catalogue
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 
-TOKENIZERS = ("bytes", "gpt2", "wordpiece")
+TOKENIZERS = catalogue.TOKENIZERS
 WORDPIECE_SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
 
 # the two names GPT-2's files go by

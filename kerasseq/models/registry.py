@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import math
 
+from kerasseq import catalogue
 from kerasseq.layers.bigbird_attention import BigBirdAttention
 from kerasseq.layers.deltanet import DeltaNet
 from kerasseq.layers.linear_attention import LinearAttention
@@ -37,11 +38,7 @@ from kerasseq.models.sequence_classifier import SequenceClassifier
 from kerasseq.models.span_extractor import SpanExtractor
 from kerasseq.models.token_classifier import TokenClassifier
 
-PRESETS = {
-    "tiny": {"hidden_dim": 64, "num_layers": 2},
-    "small": {"hidden_dim": 128, "num_layers": 4},
-    "base": {"hidden_dim": 512, "num_layers": 8},
-}
+PRESETS = catalogue.PRESETS
 
 HEADS = {
     "sequence_classification": SequenceClassifier,
@@ -469,7 +466,14 @@ register_model(
     ),
 )
 
-MODEL_NAMES = tuple(MODELS)
+# the catalogue names the built-in models for programs that list them
+# without loading Keras; it must name exactly the models registered above
+if tuple(MODELS) != catalogue.MODEL_NAMES:
+    raise ImportError(
+        f"kerasseq/catalogue.py names the models {catalogue.MODEL_NAMES} "
+        f"and the registry builds {tuple(MODELS)}: make them agree."
+    )
+MODEL_NAMES = catalogue.MODEL_NAMES
 # the models every-model comparisons and tests run: the pretrained
 # architectures above differ from gpt only in details their checkpoints fix
 COMPARED_MODELS = tuple(n for n, s in MODELS.items() if s.compared)

@@ -38,39 +38,39 @@ from tests.loopback import serving
 
 
 def _glue(workdir, **kw):
-    args = glue_binary.make_task_args("sst2", max_length=24)
+    args = glue_binary.GlueOptions(max_length=24)
     return small_config("glue", "sst2", ("gpt",), args, workdir, None, **kw)
 
 
 def _squad(workdir, **kw):
-    args = squad_binary.make_task_args(
-        "1.1", max_length=48, doc_stride=16, max_query_length=12
+    args = squad_binary.SquadOptions(
+        max_length=48, doc_stride=16, max_query_length=12
     )
     task = squad_binary.task_name("1.1")
     return small_config("squad", task, ("gpt",), args, workdir, None, **kw)
 
 
 def _pixels(workdir, task, **kw):
-    args = pixels_binary.make_task_args(task, validation_size=2)
+    args = pixels_binary.PixelsOptions(validation_size=2)
     return small_config("pixels", task, ("lru",), args, workdir, None, **kw)
 
 
 def _lra(workdir, task, models=("lstm",), max_length=None, **kw):
     options = kw.pop("task_options", {})
-    args = lra_binary.make_task_args(task, max_length=max_length, **options)
+    args = lra_binary.LraOptions(max_length=max_length, **options)
     data_dir = kw.pop("data_dir", None)
     return small_config("lra", task, models, args, workdir, data_dir, **kw)
 
 
 def _wikitext(workdir, **kw):
-    args = wikitext_binary.make_task_args(seq_len=32, eval_stride=16)
+    args = wikitext_binary.WikitextOptions(seq_len=32, eval_stride=16)
     return small_config(
         "wikitext", "wikitext2", ("gpt",), args, workdir, None, **kw
     )
 
 
 def _textcls(workdir, **kw):
-    args = textcls_binary.make_task_args(max_length=16)
+    args = textcls_binary.TextclsOptions(max_length=16)
     return small_config("textcls", "folder", ("gpt",), args, workdir, None)
 
 

@@ -151,7 +151,7 @@ def test_a_batch_that_does_not_split_across_replicas_is_refused():
 
 def _config(tmp_path, **kw):
     return small_config(
-        "synthetic", "bit_parity", ("gpt",), {}, tmp_path, None, **kw
+        "synthetic", "bit_parity", ("gpt",), None, tmp_path, None, **kw
     )
 
 
@@ -174,8 +174,7 @@ def test_learning_rate_scaling_is_explicit(tmp_path):
 def test_a_binary_refuses_a_strategy_it_cannot_run(tmp_path, monkeypatch):
     # a usage error before anything is written
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    task_args = synthetic.make_task_args(
-        "bit_parity",
+    task_args = synthetic.SyntheticOptions(
         num_train_examples=16,
         num_eval_examples=8,
         train_seq_len="6,8",

@@ -88,7 +88,7 @@ def write_glue(data_dir, task, rows_per_split=12, seed=0):
 
 
 def _config(workdir, data_dir, task, models, **kw):
-    task_args = glue_binary.make_task_args(task, max_length=24)
+    task_args = glue_binary.GlueOptions(max_length=24)
     return small_config(
         "glue", task, models, task_args, workdir, data_dir, **kw
     )
@@ -163,9 +163,9 @@ def test_mnli_matched_and_mismatched_and_the_glue_table(tmp_path):
 
 def test_bad_options():
     with pytest.raises(ValueError, match="Valid tasks|expected one of"):
-        glue_binary.make_task_args("sts-b")
+        glue_binary.GlueOptions().for_task("sts-b")
     with pytest.raises(ValueError, match="--max_length must be an integer"):
-        glue_binary.make_task_args("rte", max_length=4)
+        glue_binary.GlueOptions(max_length=4)
 
 
 # through the program: each exits with the message and no traceback,

@@ -61,8 +61,8 @@ def _run(tmp_path, model, init_from, **task):
     """`train.run_program` in this process (the usage-error paths)."""
     task = {"train_seq_len": "6,8", "eval_seq_len": ["8,8"], **task}
     name = "mqar" if "vocab_size" in task else "bit_parity"
-    task_args = synthetic.make_task_args(
-        name, num_train_examples=32, num_eval_examples=8, **task
+    task_args = synthetic.SyntheticOptions(
+        num_train_examples=32, num_eval_examples=8, **task
     )
     config = small_config(
         "synthetic",
@@ -144,8 +144,7 @@ def test_model_args_the_checkpoint_fixes_are_refused(tmp_path):
         "synthetic",
         "mqar",
         ("gpt2",),
-        synthetic.make_task_args(
-            "mqar",
+        synthetic.SyntheticOptions(
             num_train_examples=32,
             num_eval_examples=8,
             train_seq_len="16,16",
@@ -198,7 +197,7 @@ def test_a_warm_start_takes_the_attention_arguments(tmp_path):
         "textcls",
         "folder",
         ("longformer",),
-        {},
+        None,
         tmp_path,
         None,
         init_from=checkpoint,

@@ -28,8 +28,7 @@ from kerasseq.data import listops
 def test_model_learns_mqar_with_8_kv_pairs(tmp_path, model):
     # attention and the delta rule recall by key (Arora et al. 2023; Yang
     # et al. 2024)
-    task_args = synthetic.make_task_args(
-        "mqar",
+    task_args = synthetic.SyntheticOptions(
         train_seq_len="24,24",
         eval_seq_len=["24,24"],
         num_train_examples=20000,
@@ -78,8 +77,8 @@ def test_smnist_learns_on_real_mnist(tmp_path, model):
         task="smnist",
         models=(model,),
         preset="small",
-        task_args=pixels.make_task_args(
-            "smnist", num_eval_examples=2000, validation_size=1000
+        task_args=pixels.PixelsOptions(
+            num_eval_examples=2000, validation_size=1000
         ),
         workdir=str(tmp_path),
         data_dir=_mnist_dir(),
@@ -100,8 +99,7 @@ def test_smnist_learns_on_real_mnist(tmp_path, model):
 @pytest.mark.large
 def test_listops_learns_above_the_majority_class(tmp_path):
     # depth <= 4, 10..256 tokens; the most common value is about 17%
-    task_args = lra.make_task_args(
-        "listops",
+    task_args = lra.LraOptions(
         max_length=256,
         generate=True,
         num_generated=12000,
@@ -214,7 +212,7 @@ def test_language_model_fits_wikipedia(tmp_path, model):
     data_dir.mkdir()
     sizes = write_wikipedia_splits(_enwiki_dump(), data_dir)
     assert sizes["wiki.train.raw"] > 1_000_000
-    task_args = wikitext_binary.make_task_args(
+    task_args = wikitext_binary.WikitextOptions(
         tokenizer="bytes",
         seq_len=128,
         eval_stride=64,

@@ -31,7 +31,7 @@ SMALL = {
 
 def write_task_data(task, directory):
     """Writes a small data set of `task` in its real format; returns the
-    `make_task_args` options it needs."""
+    `LraOptions` it needs."""
     directory = str(directory)
     if task == "listops":
         splits = listops.generate(
@@ -62,9 +62,7 @@ def write_task_data(task, directory):
 
 def _config(workdir, data_dir, task, models, **kw):
     options = kw.pop("task_options", {})
-    task_args = lra_binary.make_task_args(
-        task, max_length=SMALL[task], **options
-    )
+    task_args = lra_binary.LraOptions(max_length=SMALL[task], **options)
     return small_config("lra", task, models, task_args, workdir, data_dir, **kw)
 
 
@@ -217,13 +215,17 @@ def test_generated_data_is_reused_and_never_overwritten(tmp_path):
         ("text", {"generate": True}, "--generate applies to"),
         ("listops", {"validation_size": 3}, "--validation_size applies"),
         ("image", {"max_length": 100}, "pixel count 1024, got 100"),
-        ("listops", {"num_train_examples": 0}, "num_train_examples.*>= 1"),
+        (
+            "listops",
+            {"num_train_examples": 0},
+            "num_train_examples must be a positive",
+        ),
         ("gif", {}, "expected one of"),
     ],
 )
 def test_bad_options(task, options, message):
     with pytest.raises(ValueError, match=message):
-        lra_binary.make_task_args(task, **options)
+        lra_binary.LraOptions(**options).for_task(task)
 
 
 def test_binary_reports_bad_input_without_a_traceback(tmp_path):

@@ -22,7 +22,7 @@ def _config(workdir, data_dir, task="smnist", models=("gpt", "lru"), **kw):
         task=task,
         models=models,
         preset="tiny",
-        task_args=pixels.make_task_args(task, validation_size=4),
+        task_args=pixels.PixelsOptions(validation_size=4),
         workdir=str(workdir),
         data_dir=str(data_dir),
         steps=2,
@@ -105,8 +105,8 @@ def test_psmnist_saves_its_permutation_and_never_overwrites_it(tmp_path):
         tmp_path / "data",
         task="psmnist",
         seed=4,
-        task_args=pixels.make_task_args(
-            "psmnist", validation_size=4, permutation_file=str(path)
+        task_args=pixels.PixelsOptions(
+            validation_size=4, permutation_file=str(path)
         ),
     )
     pixels.make_task_data(explicit)

@@ -47,8 +47,8 @@ def _articles(version, seed):
 
 
 def _config(workdir, data_dir, version, models, **kw):
-    task_args = squad_binary.make_task_args(
-        version, max_length=48, doc_stride=16, max_query_length=12
+    task_args = squad_binary.SquadOptions(
+        version=version, max_length=48, doc_stride=16, max_query_length=12
     )
     task = squad_binary.task_name(version)
     return small_config(
@@ -106,14 +106,14 @@ def test_v20_end_to_end(tmp_path):
 
 
 def test_bad_options():
-    with pytest.raises(ValueError, match="Valid versions: 1.1, 2.0"):
-        squad_binary.make_task_args("3.0")
+    with pytest.raises(ValueError, match="valid: 1.1, 2.0"):
+        squad_binary.SquadOptions(version="3.0")
     with pytest.raises(ValueError, match="must be below the shortest"):
-        squad_binary.make_task_args(
+        squad_binary.SquadOptions(
             max_length=64, doc_stride=40, max_query_length=24
         )
-    with pytest.raises(ValueError, match="--n_best must be an integer >= 1"):
-        squad_binary.make_task_args(n_best=0)
+    with pytest.raises(ValueError, match="--n_best must be a positive integer"):
+        squad_binary.SquadOptions(n_best=0)
 
 
 def test_missing_files_are_a_usage_error(tmp_path):

@@ -14,16 +14,17 @@ from absl import flags
 
 from experiments import synthetic
 from experiments.common import config as config_lib
+from experiments.common import options
 from experiments.common import train
 from experiments.common.callbacks import EpochTimer
 from experiments.common.config import ExperimentConfig
+from kerasseq import catalogue
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def _task_args(eval_seq_len=("12,12",)):
-    return synthetic.make_task_args(
-        "bit_parity",
+    return synthetic.SyntheticOptions(
         train_seq_len="6,8",
         eval_seq_len=list(eval_seq_len),
         num_train_examples=64,
@@ -128,7 +129,7 @@ def test_finished_results_are_never_overwritten(tmp_path):
     message = str(error.value)
     assert "'lstm'" in message and "--overwrite" in message
     assert "steps: saved 6, now 4" in message
-    assert "[12, 12]" in message and "[12, 16]" in message  # eval lengths
+    assert "['12,12']" in message and "['12,16']" in message  # eval lengths
     assert not (tmp_path / "bit_parity" / "qlstm").exists()
     assert {
         p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()
@@ -268,7 +269,7 @@ def test_usage_error_is_one_line_and_a_hint(tmp_path):
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "synthetic: error: Unknown model 'foo'. Valid models: "
-        + ", ".join(config_lib.MODEL_NAMES)
+        + ", ".join(catalogue.MODEL_NAMES)
         + ".",
         "Run `python -m experiments.synthetic --help` for its flags.",
     ]
@@ -331,7 +332,7 @@ def _config_from_flags(*args):
         return config_lib.from_flags(
             flag_values,
             "synthetic",
-            synthetic.task_args_from_flags(flag_values),
+            options.from_flags(synthetic.SyntheticOptions, flag_values),
         )
     finally:
         flag_values.unparse_flags()
@@ -346,7 +347,7 @@ def _config_from_flags(*args):
         (["--train_seq_len=8,4"], "train_seq_len"),
         (["--eval_seq_len=a,b"], "eval_seq_len"),
         (["--batch_size=0"], "--batch_size must be a positive integer"),
-        (["--steps=-3"], "--steps must be >= 0"),
+        (["--steps=-3"], "--steps must be an integer >= 0"),
         (["--learning_rate=0"], "--learning_rate must be positive"),
         (["--num_kv_pairs=0"], "num_kv_pairs"),
         (["--num_kv_pairs=20", "--train_seq_len=16"], "num_kv_pairs"),

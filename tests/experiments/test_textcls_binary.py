@@ -45,13 +45,13 @@ def test_folder_classification_end_to_end(tmp_path):
 
 def test_bad_settings_and_missing_data(tmp_path):
     with pytest.raises(ValueError, match="--test_fraction must be in"):
-        textcls_binary.make_task_args(test_fraction=1.5)
+        textcls_binary.TextclsOptions(test_fraction=1.5)
     (tmp_path / "empty").mkdir()
     config = small_config(
         "textcls",
         "folder",
         ("gpt",),
-        textcls_binary.make_task_args(max_length=16),
+        textcls_binary.TextclsOptions(max_length=16),
         tmp_path / "runs",
         tmp_path / "empty",
     )

@@ -15,7 +15,7 @@ from tests.experiments.binaries import small_config
 
 
 def _config(workdir, data_dir, models, **kw):
-    task_args = wikitext_binary.make_task_args(
+    task_args = wikitext_binary.WikitextOptions(
         seq_len=32, eval_stride=16, **kw.pop("task_options", {})
     )
     return small_config(
@@ -100,11 +100,11 @@ def test_bad_options():
     with pytest.raises(ValueError, match="cannot be causal LMs. Causal"):
         wikitext_binary.check_causal(("gpt", "transformer"))
     with pytest.raises(ValueError, match="exceeds --seq_len=32"):
-        wikitext_binary.make_task_args(seq_len=32, eval_stride=64)
+        wikitext_binary.WikitextOptions(seq_len=32, eval_stride=64)
     with pytest.raises(ValueError, match="--seq_len must be an integer >= 2"):
-        wikitext_binary.make_task_args(seq_len=1)
-    with pytest.raises(ValueError, match="Valid tokenizers: bytes, gpt2"):
-        wikitext_binary.make_task_args(tokenizer="words")
+        wikitext_binary.WikitextOptions(seq_len=1)
+    with pytest.raises(ValueError, match="valid: bytes, gpt2"):
+        wikitext_binary.WikitextOptions(tokenizer="words")
 
 
 # through the program: each exits with the message and no traceback, before

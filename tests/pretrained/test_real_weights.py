@@ -58,7 +58,7 @@ def _fine_tune(tmp_path, name, init_from, model_args, minilm, bbc):
         family="textcls",
         task="folder",
         models=(name,),
-        task_args=textcls_binary.make_task_args(
+        task_args=textcls_binary.TextclsOptions(
             tokenizer="wordpiece", tokenizer_dir=minilm, max_length=256
         ),
         workdir=str(tmp_path),
