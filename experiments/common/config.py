@@ -48,17 +48,32 @@ def parse_models(value):
     return names
 
 
+MODEL_PARTS = ("mixer", "backbone", "head")
+
+
 def parse_model_args(value):
-    """Parses `"num_layers=2,dropout=0.1"` into a dict of typed values."""
+    """Parses `"num_layers=2,head.dropout=0.1"` into the keyword arguments
+    of `kerasseq.models.model_config`, with typed values: a `part.name`
+    key sets that part's argument only (`{"head": {"dropout": 0.1}}`)."""
     result = {}
     for item in filter(None, (s.strip() for s in (value or "").split(","))):
         key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise ValueError(
                 f"--model_args expects key=value pairs separated by commas, "
                 f"got {item!r} in {value!r}."
             )
-        result[key.strip()] = _parse_scalar(raw.strip())
+        part, dot, name = key.rpartition(".")
+        if not dot:
+            result[key] = _parse_scalar(raw.strip())
+        elif part in MODEL_PARTS and name:
+            result.setdefault(part, {})[name] = _parse_scalar(raw.strip())
+        else:
+            raise ValueError(
+                f"--model_args key {key!r}: a qualified key is "
+                f"{' / '.join(MODEL_PARTS)} + `.name`, e.g. head.dropout."
+            )
     return result
 
 
@@ -106,7 +121,9 @@ class ExperimentConfig:
     model_args: dict = setting(
         {},
         "Overrides of the preset, `key=value` pairs separated by commas, "
-        "e.g. `num_layers=2,dropout=0.1`.",
+        "e.g. `num_layers=2,dropout=0.1`; `mixer.`, `backbone.` or `head.` "
+        "before a name sets that part's argument only (`head.dropout=0.1`: "
+        "the head's dropout, where `dropout` is the backbone's).",
         parse=parse_model_args,
         flag_default="",
     )

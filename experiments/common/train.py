@@ -51,7 +51,6 @@ from experiments.common.distribute import is_chief
 from experiments.common.distribute import uses_collectives
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
-from kerasseq.models import build_model
 from kerasseq.models import count_parameters
 from kerasseq.models import model_config
 from kerasseq.pretrained import CheckpointError
@@ -310,10 +309,10 @@ _BOOKKEEPING = (
 
 
 def resolve_model(config, name, data):
-    """The arguments model `name` is built with, as its run records them:
-    `model_config`'s, or with `--init_from` the checkpoint's config.json
-    and what the task and `--model_args` set beside it (checked from
-    config.json, before any weights are read).
+    """The `ModelConfig` model `name` is built from, as its run records
+    it: `model_config`'s, or with `--init_from` the checkpoint's
+    config.json and what the task and `--model_args` set beside it
+    (checked from config.json, before any weights are read).
 
     Raises:
         ValueError: an argument the model does not take (a
@@ -327,7 +326,11 @@ def resolve_model(config, name, data):
 
 def _run_record(config, name, resolved):
     """What `config.json` holds, as JSON values (tuples become lists)."""
-    record = {**config.to_dict(), "model": name, "model_config": resolved}
+    record = {
+        **config.to_dict(),
+        "model": name,
+        "model_config": resolved.to_dict(),
+    }
     return json.loads(json.dumps(record, sort_keys=True, default=str))
 
 
@@ -471,7 +474,7 @@ def train_and_evaluate(config, name, data, strategy=None):
                     name, config.init_from, data.head, **overrides
                 )
             else:
-                model = build_model(name, data.head, config.preset, **overrides)
+                model = resolved.build()
         except (TypeError, ValueError) as error:
             if isinstance(error, CheckpointError):
                 raise

@@ -8,6 +8,7 @@ from kerasseq.models.registry import HEADS
 from kerasseq.models.registry import MODEL_NAMES
 from kerasseq.models.registry import MODELS
 from kerasseq.models.registry import PRESETS
+from kerasseq.models.registry import ModelConfig
 from kerasseq.models.registry import ModelSpec
 from kerasseq.models.registry import build_model
 from kerasseq.models.registry import count_parameters

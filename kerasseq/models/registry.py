@@ -500,27 +500,113 @@ def _head(spec, task):
     return spec.heads.get(task, HEADS[task])
 
 
-def model_config(name, task, preset="small", **overrides):
-    """Returns the arguments `build_model` would use, split by part.
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """What a registered model is built from: the keyword arguments of each
+    of its three parts (the mixer layer, the `SequenceBackbone` and the
+    task head), as each part's constructor takes them. `build()` makes the
+    model; a run records `to_dict()` as its model in `config.json`.
 
-    Returns:
-        dict with keys `"mixer"`, `"backbone"` and `"head"`, each a dict of
-        keyword arguments.
+    Attributes:
+        name: the registered model, a key of `MODELS`.
+        task: the head, a key of `HEADS`.
+        mixer: the mixer's arguments (`num_heads`, `state_size`, ...).
+        backbone: the backbone's (`hidden_dim`, `num_layers`, `dropout`,
+            ...).
+        head: the head's (`num_classes`, `pooling`, its own `dropout`).
+        checkpoint: for a model loaded from a checkpoint
+            (`kerasseq.pretrained.check_checkpoint`), its config.json,
+            which fixes the sizes and layout; `mixer` and `head` then hold
+            only what the caller sets beside it, and the model is built by
+            `kerasseq.pretrained.build_from_checkpoint`.
+    """
+
+    name: str
+    task: str
+    mixer: dict
+    backbone: dict
+    head: dict
+    checkpoint: dict | None = None
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def build(self):
+        """The task model, a `keras.Model` with fresh weights."""
+        if self.checkpoint is not None:
+            raise ValueError(
+                f"This {self.name!r} config is of a checkpoint (model_type "
+                f"{self.checkpoint.get('model_type')!r}): build it with "
+                "kerasseq.pretrained.build_from_checkpoint."
+            )
+        spec = MODELS[self.name]
+        dtype = self.backbone.get("dtype")
+        mixer = spec.mixer(**self.mixer, dtype=dtype, name="mixer")
+        backbone = SequenceBackbone(
+            mixer=mixer, **self.backbone, name=f"{self.name}_backbone"
+        )
+        head = _head(spec, self.task)
+        return head(backbone, **self.head, name=f"{self.name}_{self.task}")
+
+
+def model_config(
+    name,
+    task,
+    preset="small",
+    *,
+    mixer=None,
+    backbone=None,
+    head=None,
+    **overrides,
+):
+    """The `ModelConfig` of a registered model: its preset's sizes, the
+    model's own settings, and the caller's.
+
+    Args:
+        name: a name in `MODEL_NAMES`.
+        task: a key of `HEADS`.
+        preset: a key of `PRESETS`.
+        mixer, backbone, head: dicts of arguments for that part only
+            (e.g. `head={"dropout": 0.1}`: the head's dropout, where a
+            plain `dropout` is the backbone's).
+        **overrides: arguments by name alone; each reaches every part
+            that takes it, except `dropout`, which is the backbone's (and
+            the mixer's, where it has one).
+
+    Raises:
+        ValueError: an unknown name, task or preset, an argument no part
+            takes, or a bidirectional model as a causal LM.
     """
     _check_name("model", name, MODELS)
     _check_name("task", task, HEADS)
     _check_name("preset", preset, PRESETS)
     spec = MODELS[name]
-    mixer_names = _arg_names(spec.mixer)
-    head_names = _arg_names(_head(spec, task)) - {"backbone"}
-    head_names.discard("dropout")
-    head_names.add("head_dropout")
-    allowed = mixer_names | set(_BACKBONE_ARGS) | head_names
-    unknown = sorted(set(overrides) - allowed)
+    names = {
+        "mixer": _arg_names(spec.mixer),
+        "backbone": set(_BACKBONE_ARGS),
+        "head": _arg_names(_head(spec, task)) - {"backbone"},
+    }
+    parts = {
+        "mixer": mixer or {},
+        "backbone": backbone or {},
+        "head": head or {},
+    }
+    # by name alone, `dropout` is the backbone's: the head's is head=
+    head_names = names["head"] - {"dropout"}
+    by_name = names["mixer"] | names["backbone"] | head_names
+    unknown = sorted(set(overrides) - by_name)
+    unknown += [
+        f"{part}={key}"
+        for part, given in parts.items()
+        for key in sorted(set(given) - names[part])
+    ]
     if unknown:
         raise ValueError(
             f"Unknown argument(s) {unknown} for model {name!r} and task "
-            f"{task!r}. Allowed: {', '.join(sorted(allowed))}."
+            f"{task!r}. Allowed: {', '.join(sorted(by_name))}; and for one "
+            f"part: mixer={sorted(names['mixer'])}, "
+            f"backbone={sorted(names['backbone'])}, "
+            f"head={sorted(names['head'])}."
         )
     merged = {
         "mlp_ratio": spec.mlp_ratio,
@@ -543,7 +629,7 @@ def model_config(name, task, preset="small", **overrides):
             merged["segment_length"],
             merged.get("max_sequence_length", merged["segment_length"]),
         )
-    if "max_length" in mixer_names and "max_sequence_length" in merged:
+    if "max_length" in names["mixer"] and "max_sequence_length" in merged:
         # a mixer with weights per position (Linformer) covers the
         # backbone's length unless told otherwise
         merged.setdefault("max_length", merged["max_sequence_length"])
@@ -553,12 +639,22 @@ def model_config(name, task, preset="small", **overrides):
             "Causal models: "
             f"{', '.join(n for n, s in MODELS.items() if s.causal)}."
         )
-    mixer = {k: v for k, v in merged.items() if k in mixer_names}
-    backbone = {k: v for k, v in merged.items() if k in _BACKBONE_ARGS}
-    head = {k: v for k, v in merged.items() if k in head_names}
-    if "head_dropout" in head:
-        head["dropout"] = head.pop("head_dropout")
-    return {"mixer": mixer, "backbone": backbone, "head": head}
+    split = {
+        "mixer": names["mixer"],
+        "backbone": names["backbone"],
+        "head": head_names,
+    }
+    return ModelConfig(
+        name,
+        task,
+        **{
+            part: {
+                **{k: v for k, v in merged.items() if k in split[part]},
+                **parts[part],
+            }
+            for part in split
+        },
+    )
 
 
 def build_model(name, task, preset="small", **overrides):
@@ -570,12 +666,13 @@ def build_model(name, task, preset="small", **overrides):
             `"token_classification"`, `"causal_lm"`,
             `"dual_encoder_classification"` or `"span_extraction"`.
         preset: `"tiny"`, `"small"` or `"base"`.
-        **overrides: any backbone argument (`vocabulary_size` or
-            `feature_dim`, `max_sequence_length`, `hidden_dim`, ...), mixer
-            argument (`num_heads`, ...) or head argument (`num_classes`,
-            `pooling`, `intermediate_dim`, `head_dropout`). `pooling`
-            defaults to `"last"` for causal models and `"mean"` for
-            bidirectional ones.
+        **overrides: as `model_config` takes them: any backbone argument
+            (`vocabulary_size` or `feature_dim`, `max_sequence_length`,
+            `hidden_dim`, ...), mixer argument (`num_heads`, ...) or head
+            argument (`num_classes`, `pooling`, `intermediate_dim`) by
+            name, and `mixer=`, `backbone=`, `head=` dicts for one part
+            (`head={"dropout": 0.1}`). `pooling` defaults to `"last"` for
+            causal models and `"mean"` for bidirectional ones.
 
     Returns:
         The task model, a `keras.Model`.
@@ -585,15 +682,7 @@ def build_model(name, task, preset="small", **overrides):
     >>> model = build_model("lstm", "token_classification", "tiny",
     ...                     vocabulary_size=3, num_classes=2)
     """
-    config = model_config(name, task, preset, **overrides)
-    spec = MODELS[name]
-    dtype = config["backbone"].get("dtype")
-    mixer = spec.mixer(**config["mixer"], dtype=dtype, name="mixer")
-    backbone = SequenceBackbone(
-        mixer=mixer, **config["backbone"], name=f"{name}_backbone"
-    )
-    head = _head(spec, task)
-    return head(backbone, **config["head"], name=f"{name}_{task}")
+    return model_config(name, task, preset, **overrides).build()
 
 
 def count_parameters(model):

@@ -136,7 +136,7 @@ def build_checked(checkpoint, name, task, fixed, head_args):
 
     `fixed` holds what config.json decides (sizes, layout, the backbone's
     dropout); `head_args` what the caller gives the head (`num_classes`,
-    `pooling`, `dropout`: the head's own, passed on as `head_dropout`) and
+    `pooling`, `dropout`: the head's own, passed on as `head=`) and
     options that leave the weights alone (`dtype`).
 
     Raises:
@@ -146,11 +146,13 @@ def build_checked(checkpoint, name, task, fixed, head_args):
     from kerasseq.models.registry import build_model
 
     head_args = dict(head_args)
-    if "dropout" in head_args:
-        head_args["head_dropout"] = head_args.pop("dropout")
+    # the head's own dropout (a plain `dropout` is the backbone's)
+    head = (
+        {"dropout": head_args.pop("dropout")} if "dropout" in head_args else {}
+    )
     check_not_fixed(checkpoint, task, fixed, head_args)
     try:
-        return build_model(name, task, "small", **fixed, **head_args)
+        return build_model(name, task, "small", **fixed, **head_args, head=head)
     except ValueError as error:
         raise CheckpointError(
             f"{checkpoint.directory}: cannot build a {name!r} {task!r} model "

@@ -2,6 +2,7 @@
 Face checkpoint of its architecture (the binaries' `--init_from`)."""
 
 from kerasseq.models.registry import MODELS
+from kerasseq.models.registry import ModelConfig
 from kerasseq.models.registry import model_config
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import check_supported
@@ -39,13 +40,11 @@ def check_model_type(name, path):
         )
 
 
-def _head_arguments(parts):
-    """The head's arguments of `model_config`, with the head's dropout
-    under its own name (a bare `dropout` would reach the backbone)."""
-    head = dict(parts["head"])
+def _head_arguments(config):
+    """The head's arguments of a `ModelConfig`, as the converters take
+    them (`dropout` is the head's own)."""
+    head = dict(config.head)
     head.pop("tie_embeddings", None)  # the checkpoint decides the output
-    if "dropout" in head:
-        head["head_dropout"] = head.pop("dropout")
     return head
 
 
@@ -56,7 +55,7 @@ def _free_mixer_arguments(name, parts, warm):
     if not warm:
         return {}
     free = mixer_names(name)
-    return {k: v for k, v in parts["mixer"].items() if k in free}
+    return {k: v for k, v in parts.mixer.items() if k in free}
 
 
 def check_checkpoint(name, path, task, **overrides):
@@ -65,10 +64,11 @@ def check_checkpoint(name, path, task, **overrides):
     `overrides` set nothing the checkpoint fixes.
 
     Returns:
-        dict of the arguments the model gets beside the checkpoint's: the
-        head's (`num_classes`, `pooling`, ...) and, for a warm start, the
-        mixer's (`window`, `block_size`, ...); with `checkpoint`, the
-        checkpoint's config.json (a run's record of its model).
+        The `ModelConfig` of what the model gets beside the checkpoint's
+        settings: the head's arguments (`num_classes`, `pooling`, ...)
+        and, for a warm start, the mixer's (`window`, `block_size`, ...);
+        its `checkpoint` is the checkpoint's config.json, which fixes the
+        rest (a run's record of its model).
 
     Raises:
         CheckpointError: as `build_from_checkpoint`.
@@ -83,7 +83,14 @@ def check_checkpoint(name, path, task, **overrides):
         raise CheckpointError(str(error)) from error
     head = _head_arguments(parts)
     mixer = _free_mixer_arguments(name, parts, warm)
-    fixed = sorted(set(overrides) - set(head) - set(mixer) - set(_CHECKED))
+    named = set(overrides) - {"mixer", "backbone", "head"}
+    fixed = sorted(named - set(head) - set(mixer) - set(_CHECKED))
+    fixed += [f"backbone={k}" for k in sorted(overrides.get("backbone", {}))]
+    fixed += [
+        f"mixer={k}"
+        for k in sorted(overrides.get("mixer", {}))
+        if k not in mixer
+    ]
     if fixed:
         raise CheckpointError(
             f"{fixed} cannot be set for model {name!r} loaded from "
@@ -99,7 +106,9 @@ def check_checkpoint(name, path, task, **overrides):
             f"--tokenizer=gpt2 --tokenizer_dir={directory}; for BERT: "
             f"--tokenizer=wordpiece --tokenizer_dir={directory})."
         )
-    return {"head": head, "mixer": mixer, "checkpoint": config}
+    return ModelConfig(
+        name, task, mixer=mixer, backbone={}, head=head, checkpoint=config
+    )
 
 
 def build_from_checkpoint(name, path, task, **overrides):
@@ -115,7 +124,7 @@ def build_from_checkpoint(name, path, task, **overrides):
         **overrides: what the task's data fixes (`vocabulary_size`,
             `max_sequence_length`, `num_classes`, ...): the vocabulary
             must be the checkpoint's, the length within its positions. The
-            head's arguments (`pooling`, `head_dropout`, ...) and, for a
+            head's arguments (`pooling`, `dropout`, ...) and, for a
             warm start, the mixer's (Longformer's `window`, BigBird's
             `block_size`, ...) can be set; what config.json fixes cannot.
 
@@ -125,7 +134,7 @@ def build_from_checkpoint(name, path, task, **overrides):
     """
     arguments = check_checkpoint(name, path, task, **overrides)
     checkpoint = read_checkpoint(path)
-    head = arguments["head"]
+    head = arguments.head
     spec = MODELS[name]
     wrapper = spec.heads.get(task)
     length = overrides.get("max_sequence_length")
@@ -137,7 +146,7 @@ def build_from_checkpoint(name, path, task, **overrides):
             name,
             task,
             max_sequence_length=length,
-            **arguments["mixer"],
+            **arguments.mixer,
             **head,
         )
     elif wrapper is not None:

@@ -156,7 +156,7 @@ def test_model_args_the_checkpoint_fixes_are_refused(tmp_path):
         None,
         init_from=checkpoint,
         batch_size=8,
-        model_args={"num_layers": 4, "head_dropout": 0.2},
+        model_args={"num_layers": 4, "head": {"dropout": 0.2}},
     )
     with pytest.raises(
         app.UsageError, match=r"\['num_layers'\] cannot be set .*config.json"
@@ -204,9 +204,9 @@ def test_a_warm_start_takes_the_attention_arguments(tmp_path):
         model_args={"window": 4},
     )
     resolved = resolve_model(config, "longformer", data)
-    assert resolved["mixer"]["window"] == 4
-    assert resolved["checkpoint"]["model_type"] == "bert"
-    assert resolved["head"]["num_classes"] == 3
+    assert resolved.mixer["window"] == 4
+    assert resolved.checkpoint["model_type"] == "bert"
+    assert resolved.head["num_classes"] == 3
 
 
 def test_recurrent_gpt2_starts_as_the_checkpoints_gpt2(tmp_path):

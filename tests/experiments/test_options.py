@@ -19,6 +19,7 @@ from experiments import textcls
 from experiments import wikitext
 from experiments.common import options
 from experiments.common.config import ExperimentConfig
+from experiments.common.config import parse_model_args
 from experiments.common.options import setting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -102,6 +103,20 @@ def test_a_bad_flag_gets_the_same_message(argv):
     with pytest.raises(ValueError) as from_flags:
         _parse(Example, argv)
     assert str(from_flags.value) == str(from_python.value)
+
+
+def test_model_args_parse_typed_and_by_part():
+    assert parse_model_args("num_layers=2, dropout=0.1,head.dropout=0.3") == {
+        "num_layers": 2,
+        "dropout": 0.1,
+        "head": {"dropout": 0.3},
+    }
+    assert parse_model_args("pooling=max,tie_embeddings=false") == {
+        "pooling": "max",
+        "tie_embeddings": False,
+    }
+    with pytest.raises(ValueError, match="'neck.dropout'.*head.dropout"):
+        parse_model_args("neck.dropout=0.1")
 
 
 def test_the_run_record_serialises_the_task_options(tmp_path):

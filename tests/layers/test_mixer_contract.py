@@ -16,7 +16,7 @@ NAMES = sorted(MODELS)
 def _mixer(name):
     task = "causal_lm" if MODELS[name].causal else "sequence_classification"
     config = model_config(name, task, "tiny", vocabulary_size=8)
-    mixer = MODELS[name].mixer(**config["mixer"])
+    mixer = MODELS[name].mixer(**config.mixer)
     mixer.build((None, None, PRESETS["tiny"]["hidden_dim"]))
     return mixer
 

@@ -141,7 +141,7 @@ def test_model_through_its_paces():
     # the head does not depend on the mixer: one model is enough here
     inputs = _inputs(np.random.default_rng(3))
     labels = np.array([0, 2, 1])
-    run_model_test(lambda: _build("gpt", head_dropout=0.1), inputs, labels)
+    run_model_test(lambda: _build("gpt", head={"dropout": 0.1}), inputs, labels)
 
 
 def test_saved_model_gives_identical_outputs(tmp_path):
@@ -232,7 +232,7 @@ def test_build_model_for_every_model():
 
 def test_overrides_reach_the_head():
     model = _build(
-        "mamba", pooling="max", intermediate_dim=40, head_dropout=0.25
+        "mamba", pooling="max", intermediate_dim=40, head={"dropout": 0.25}
     )
     assert model.pooling == "max"
     assert model.intermediate_dim == 40

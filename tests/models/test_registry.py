@@ -1,11 +1,15 @@
+import json
+
 import pytest
 
 from kerasseq.layers import LSTM
 from kerasseq.models import MODEL_NAMES
 from kerasseq.models import PRESETS
+from kerasseq.models import ModelConfig
 from kerasseq.models import SequenceBackbone
 from kerasseq.models import build_model
 from kerasseq.models import count_parameters
+from kerasseq.models import model_config
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -45,6 +49,44 @@ def test_overrides_reach_each_part():
     assert model.pooling == "first"
     assert model.num_classes == 5
     assert model.backbone.max_sequence_length == 7
+
+
+def test_a_part_dict_sets_that_part_only():
+    # `dropout` alone is the backbone's; the head's is head={"dropout": ...}
+    config = model_config(
+        "gpt",
+        "sequence_classification",
+        "tiny",
+        vocabulary_size=10,
+        num_classes=2,
+        dropout=0.1,
+        head={"dropout": 0.3},
+    )
+    assert config.backbone["dropout"] == 0.1
+    assert config.head["dropout"] == 0.3
+    model = config.build()
+    assert model.backbone.dropout == 0.1
+    assert model.dropout == 0.3
+    with pytest.raises(ValueError, match=r"\['head=heads'\]"):
+        model_config("gpt", "causal_lm", head={"heads": 2})
+
+
+def test_the_config_is_what_is_built_and_survives_json():
+    config = model_config(
+        "mamba", "token_classification", "tiny", vocabulary_size=7,
+        num_classes=3, state_size=4,
+    )  # fmt: skip
+    again = ModelConfig(**json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    model = again.build()
+    assert model.backbone.blocks[0].mixer.state_size == 4
+    assert model.count_params() == build_model(
+        "mamba", "token_classification", "tiny", vocabulary_size=7,
+        num_classes=3, state_size=4,
+    ).count_params()  # fmt: skip
+    checkpoint = ModelConfig(**{**config.to_dict(), "checkpoint": {}})
+    with pytest.raises(ValueError, match="build_from_checkpoint"):
+        checkpoint.build()
 
 
 def test_causal_models_pool_last_token():

@@ -102,7 +102,7 @@ def test_model_through_its_paces():
     rng = np.random.default_rng(2)
     inputs = _inputs(rng)
     labels = _labels(rng)
-    run_model_test(lambda: _build("gpt", head_dropout=0.1), inputs, labels)
+    run_model_test(lambda: _build("gpt", head={"dropout": 0.1}), inputs, labels)
 
 
 def test_fit_lowers_the_loss():
@@ -122,7 +122,7 @@ def test_fit_lowers_the_loss():
 
 
 def test_saved_model_gives_identical_outputs(tmp_path):
-    model = _build("lstm", head_dropout=0.1)
+    model = _build("lstm", head={"dropout": 0.1})
     inputs = _inputs(np.random.default_rng(4))
     expected = _numpy(model(inputs))
     path = os.path.join(tmp_path, "model.keras")
@@ -212,7 +212,7 @@ def test_build_model_for_every_model(name):
 
 
 def test_overrides_reach_the_head():
-    model = _build("mamba", head_dropout=0.25)
+    model = _build("mamba", head={"dropout": 0.25})
     assert model.dropout == 0.25
     assert model.output_dropout.rate == 0.25
     assert model.get_config()["dropout"] == 0.25
