@@ -141,8 +141,9 @@ class ExperimentConfig:
     )
     checkpoint_every: int = setting(
         0,
-        "Steps between the checkpoints an interrupted run resumes from "
-        "(0: at every evaluation); divides --eval_every.",
+        "Steps between the checkpoints an interrupted run resumes from; "
+        "divides --eval_every. 0: about every tenth of --steps, and at "
+        "least at every evaluation.",
         minimum=0,
     )
     batch_size: int = setting(32, "Global batch size.", minimum=1)
@@ -286,6 +287,24 @@ class ExperimentConfig:
                 f"cache, and --data_dir={self.data_dir!r} names local files: "
                 "give one of them."
             )
+
+    def checkpoint_steps(self):
+        """Steps between checkpoints (`None` with `steps=0`: each epoch):
+        `checkpoint_every`, or by default the largest divisor of the
+        evaluation spacing that is at most a tenth of `steps`, so that a
+        killed run loses at most about 10% of its training."""
+        if not self.steps:
+            return None
+        if self.checkpoint_every:
+            return self.checkpoint_every
+        every = self.eval_steps()
+        most = max(1, min(every, self.steps // 10))
+        return max(d for d in range(1, most + 1) if every % d == 0)
+
+    def eval_steps(self):
+        """Steps between evaluations: `eval_every`, or `steps` when fewer
+        (a run is evaluated at its end at least)."""
+        return min(self.eval_every, self.steps) if self.steps else None
 
     def run_dir(self, model):
         """`WORKDIR/<task>/<model>`, where one model's results go."""

@@ -445,8 +445,13 @@ def _fit_and_evaluate(
         # reused step would be retraced with the length unknown, which the
         # scan kernels (static loop bounds, as XLA and TPUs want) refuse
         model.make_test_function(force=True)
-        evals[split] = model.evaluate(dataset, return_dict=True, verbose=0)
+        console.say(config, f"{name}: evaluating {split}")
+        # a progress bar from --verbose=1 (a line where output is a file)
+        evals[split] = model.evaluate(
+            dataset, return_dict=True, verbose=1 if config.verbose else 0
+        )
         if data.score is not None:
+            console.say(config, f"{name}: scoring {split}")
             evals[split].update(data.score(model, split, run_dir))
     return history, evals
 
@@ -488,11 +493,8 @@ def train_and_evaluate(config, name, data, strategy=None):
     resumed_epoch = _checkpointed_epoch(run_dir)
     validation_freq = 1
     if config.steps:
-        steps_per_epoch = min(
-            config.checkpoint_every or config.eval_every, config.steps
-        )
-        if config.checkpoint_every:
-            validation_freq = config.eval_every // steps_per_epoch
+        steps_per_epoch = min(config.checkpoint_steps(), config.steps)
+        validation_freq = max(1, config.eval_steps() // steps_per_epoch)
         epochs = math.ceil(config.steps / steps_per_epoch)
         train = _make_train(data).repeat()
         train = train.skip(resumed_epoch * steps_per_epoch)

@@ -67,6 +67,7 @@ def test_benchmark_rejects_unknown_names(tmp_path, args, match):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.large  # ~30 s; the ops benchmark's test is in the default suite
 def test_layers_benchmark_compares_models_with_gpt(tmp_path):
     result = _benchmark(
         "--models=qlstm",

@@ -37,6 +37,7 @@ def _run_mode(mode, backend):
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="tf.distribute"
 )
+@pytest.mark.large  # ~70 s: a program per strategy
 def test_mirrored_over_two_devices_matches_one_device():
     # the same initial weights and global batches of 8: two replicas of 4
     # each, their gradients summed, give one device's steps
@@ -49,6 +50,7 @@ def test_mirrored_over_two_devices_matches_one_device():
         assert abs(single[-1] - single[0]) > 1e-3, (name, single)
 
 
+@pytest.mark.large  # ~40 s: a program per layout
 def test_jax_data_and_model_parallel_match_one_device():
     pytest.importorskip("jax")
     results = _run_mode("jax", "jax")

@@ -71,7 +71,7 @@ def _config(workdir, data_dir, task, models, **kw):
 # compile and run here, and every model on every task are in
 # test_lra_every_model.py (`large`)
 PAIRS = {
-    "listops": ("gpt", "mamba"),
+    "listops": ("gpt",),
     "text": ("lstm",),
     "retrieval": ("lru",),
     "image": ("performer",),

@@ -1,10 +1,13 @@
 import json
 
+import pytest
+
 from experiments import report
 from kerasseq.models import MODEL_NAMES
 from kerasseq.models import PRESETS
 
 
+@pytest.mark.large  # ~40 s: every model at every preset
 def test_parameter_rows_cover_every_model_and_preset():
     rows = report.parameter_rows("token_classification", 32, 2, 64)
     assert len(rows) == len(MODEL_NAMES) * len(PRESETS)

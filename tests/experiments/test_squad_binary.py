@@ -97,6 +97,9 @@ def run_squad(tmp_path, version, models):
     return results
 
 
+# ~37 s; 2.0's end to end, with its no-answer scoring, is in the default
+# suite
+@pytest.mark.large
 def test_v11_end_to_end(tmp_path):
     run_squad(tmp_path, "1.1", ("transformer",))
 

@@ -98,6 +98,7 @@ def train_and_evaluate_at_two_lengths(tmp_path, names):
             assert np.isfinite(metrics["loss"])
 
 
+@pytest.mark.large  # ~90 s: a compile per scan model and length
 def test_scan_models_evaluate_at_two_lengths(tmp_path):
     # the scan kernels need a static length: a relaxed retrace across eval
     # lengths would leave it unknown (selective_scan; linear_recurrence
@@ -189,6 +190,31 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
     assert results[0] == results[1]
 
 
+@pytest.mark.parametrize(
+    "steps, eval_every, checkpoint_every, expected",
+    [
+        (100, 100, 0, 10),  # a tenth of the run, not only at its end
+        (1000, 100, 0, 100),  # evaluations are 10% apart already
+        (1000, 300, 0, 100),  # a divisor of the evaluation spacing
+        (70, 7, 0, 7),
+        (5, 5, 0, 1),
+        (2, 100, 0, 1),  # evaluated at the end: 2 steps
+        (100, 100, 25, 25),  # as given
+        (0, 100, 0, None),  # epochs: each is checkpointed
+    ],
+)
+def test_default_checkpoints_lose_at_most_a_tenth(
+    tmp_path, steps, eval_every, checkpoint_every, expected
+):
+    config = _config(
+        tmp_path,
+        steps=steps,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+    )
+    assert config.checkpoint_steps() == expected
+
+
 def test_checkpoint_every_must_divide_eval_every(tmp_path):
     with pytest.raises(ValueError, match="multiple of --checkpoint_every=3"):
         _config(tmp_path, eval_every=4, checkpoint_every=3)
@@ -238,6 +264,7 @@ def test_binary_end_to_end(tmp_path):
     run_dir = os.path.join(str(tmp_path), "mqar", "gpt")
     assert f"gpt: training 2 steps in {run_dir}" in result.stdout
     assert "gpt: trained in" in result.stdout
+    assert "gpt: evaluating T8-10" in result.stdout
     assert f"Saved as {os.path.join(str(tmp_path), 'mqar', 'comparison')}.md"
     # and nothing of the libraries': TensorFlow's C++ logs, Python
     # warnings, W&B's banners (all printed before this was quiet)
@@ -282,6 +309,9 @@ def test_help_lists_every_flag_and_the_models():
     assert "Registered: gpt, transformer, lstm, mamba" in result.stdout
 
 
+# ~60-130 s: two programs; the resume itself is checked in the default
+# suite by test_resumed_run_ends_exactly_as_an_uninterrupted_one
+@pytest.mark.large
 def test_ctrl_c_exits_130_and_the_same_command_resumes(tmp_path):
     args = [
         sys.executable,
