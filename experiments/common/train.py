@@ -5,7 +5,8 @@ same data with `model.fit`, evaluates it on every eval split, and writes
 `WORKDIR/<task>/<model>/`:
 
     config.json    the config and the model's resolved arguments
-    metrics.csv    one row per epoch (train and validation metrics, time)
+    metrics.csv    one row per checkpoint span (a Keras epoch): train
+                   metrics and time; validation metrics where evaluated
     results.json   parameters, train time, steps, eval metrics per split
     model.keras    the trained model
     backup/        the resumable checkpoint while training runs

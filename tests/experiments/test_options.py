@@ -168,6 +168,12 @@ def test_catalogue_is_one_module_read_before_or_after_kerasseq():
         "assert lra.TASKS is catalogue.LRA_TASKS\n"
         "print('ok')\n"
     )
+    assert _python(code).strip() == "ok"
+
+
+def _python(code):
+    """The output of `python -c code` in a new process (the repository
+    root its folder); fails the test if it fails."""
     result = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -175,7 +181,8 @@ def test_catalogue_is_one_module_read_before_or_after_kerasseq():
         cwd=ROOT,
         timeout=300,
     )
-    assert result.stdout.strip() == "ok", result.stderr[-2000:]
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 def _help(binary):
@@ -190,15 +197,7 @@ def _help(binary):
         "    pass\n"
         "print('TENSORFLOW LOADED' if 'tensorflow' in sys.modules else '')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
+    return _python(code)
 
 
 @pytest.mark.parametrize("binary", sorted(BINARIES))

@@ -67,7 +67,13 @@ def test_run_writes_every_artifact(tmp_path):
         assert saved["train_steps"] == 6
         assert saved["parameters"]["total"] > 0
         assert saved["train_time_s"] > 0
-        assert _epochs(run_dir) == [0, 1, 2]
+        # a row per checkpoint (by default every tenth of the 6 steps: 1),
+        # validated at every second step
+        assert _epochs(run_dir) == [0, 1, 2, 3, 4, 5]
+        with open(run_dir / "metrics.csv") as f:
+            rows = csv.DictReader(f)  # Keras's CSVLogger: NA where unset
+            validated = [r["epoch"] for r in rows if r["val_loss"] != "NA"]
+        assert validated == ["1", "3", "5"]
         written = json.loads((run_dir / "config.json").read_text())
         assert written["model"] == name and written["preset"] == "tiny"
         assert written["model_config"]["backbone"]["max_sequence_length"] == 12
