@@ -199,7 +199,7 @@ def wants_generator(task, generate, data_dir, download):
     `--generate` asks, or for ListOps and Pathfinder when no data is given
     (no `--data_dir`, `--download=auto`)."""
     if task not in GENERATED_SIZES:
-        return False
+        return generate  # LraOptions.for_task refuses it
     if download == "lra_release":
         if generate:
             raise ValueError(
@@ -467,8 +467,13 @@ def main(argv):
                 validation_size=flagged.validation_size
                 if FLAGS.task != "all" or task in HELD_OUT_VALIDATION
                 else None,
+                # with --task=all, --generate reaches the generated tasks
                 generate=wants_generator(
-                    task, FLAGS.generate, FLAGS.data_dir, FLAGS.download
+                    task,
+                    FLAGS.generate
+                    and (FLAGS.task != "all" or task in GENERATED_SIZES),
+                    FLAGS.data_dir,
+                    FLAGS.download,
                 ),
             )
             base = config_lib.from_flags(FLAGS, "lra", task_args, task=task)

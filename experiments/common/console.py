@@ -121,9 +121,10 @@ def say(config, message):
 def run(main):
     """`absl.app.run(main)` as the binaries want it.
 
-    - A usage error (`app.UsageError`, raised for anything the user can
-      fix: a flag, the data, the workdir) prints one line and how to get
-      help, and exits with 2 (absl prints the whole flag list).
+    - A usage error (a flag the parser refuses, or `app.UsageError`,
+      raised for anything the user can fix: a flag, the data, the
+      workdir) prints one line and how to get help, and exits with 2
+      (absl prints "FATAL" or the whole flag list, and exits with 1).
     - Ctrl-C ends the program with 130, the shell's code for it, and a line
       saying that the same command resumes (the run directories keep their
       last checkpoint).
@@ -140,16 +141,27 @@ def run(main):
             for flag in module_flags:
                 flag_values.register_key_flag_for_module(sys.argv[0], flag)
 
+    def usage_error(message):
+        print(f"{program}: error: {message}", file=sys.stderr)
+        print(
+            f"Run `python -m experiments.{program} --help` for its flags.",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+    def parse_flags(argv):
+        # a flag the parser refuses (an unknown name, a value outside an
+        # enum, a number that is not one) is a usage error like the others
+        try:
+            return flag_values(argv)
+        except flags.Error as error:
+            usage_error(error)
+
     def main_with_conventions(argv):
         try:
             return main(argv)
         except app.UsageError as error:
-            print(f"{program}: error: {error}", file=sys.stderr)
-            print(
-                f"Run `python -m experiments.{program} --help` for its flags.",
-                file=sys.stderr,
-            )
-            sys.exit(2)
+            usage_error(error)
         except KeyboardInterrupt:
             print(
                 f"\n{program}: interrupted. Each model's run directory keeps "
@@ -158,4 +170,4 @@ def run(main):
             )
             sys.exit(130)
 
-    app.run(main_with_conventions)
+    app.run(main_with_conventions, flags_parser=parse_flags)

@@ -43,7 +43,8 @@ def run_binary(module, *args, env=None, cwd=ROOT):
 
 
 def assert_usage_error(result, match):
-    """The program failed with `match` in its message and no traceback."""
-    assert result.returncode != 0, result.args
+    """The program failed as a usage error (exit 2) with `match` in its
+    message and no traceback."""
+    assert result.returncode == 2, (result.args, result.stderr[-2000:])
     assert match in result.stderr, (result.args, result.stderr[-2000:])
     assert "Traceback" not in result.stderr, result.stderr[-2000:]

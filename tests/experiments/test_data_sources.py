@@ -371,6 +371,7 @@ def test_wikitext_refuses_an_archive_that_is_not_the_official_one(
         ("listops", True, None, "never", True),
         ("listops", False, None, "lra_release", False),
         ("text", False, None, "auto", False),
+        ("text", True, None, "auto", True),  # for LraOptions to refuse
     ],
 )
 def test_which_runs_draw_their_data(

@@ -246,6 +246,10 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
             "basic_train.tsv:3: expected a Target digit",
         ),
         (["--task=cifar"], "listops"),
+        (
+            ["--task=text", "--generate"],
+            "--generate applies to --task=listops or pathfinder",
+        ),
     ]
     for args, match in cases:
         assert_usage_error(run_binary("lra", *common, *args), match)

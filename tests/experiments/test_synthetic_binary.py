@@ -308,6 +308,22 @@ def test_usage_error_is_one_line_and_a_hint(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--strategy=horovod", "flag --strategy=horovod: value should be one"),
+        ("--seed=abc", "flag --seed=abc: invalid literal for int()"),
+        ("--nosuchflag", "Unknown command line flag 'nosuchflag'"),
+    ],
+)
+def test_a_flag_the_parser_refuses_is_a_usage_error(tmp_path, flag, message):
+    result = _binary(flag, f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    error, hint = result.stderr.splitlines()
+    assert error.startswith(f"synthetic: error: {message}")
+    assert hint == "Run `python -m experiments.synthetic --help` for its flags."
+
+
 def test_help_lists_every_flag_and_the_models():
     result = _binary("--help")
     for flag in ("--model:", "--steps:", "--checkpoint_every:", "--task:"):
