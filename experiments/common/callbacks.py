@@ -6,6 +6,8 @@ import time
 import keras
 import numpy as np
 
+from experiments.common import console
+
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_time_s` (wall seconds of the epoch's training) to logs.
@@ -114,3 +116,51 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             )
         for variable, state in zip(variables, states, strict=True):
             variable.assign(state)
+
+
+class TrainingPosition(keras.callbacks.Callback):
+    """Keeps `console.position` up to date: the step (or epoch) training
+    has reached and the one its last checkpoint resumes from, which
+    Ctrl-C reports.
+
+    Args:
+        model_name: the registered model's name.
+        steps_per_epoch: steps between checkpoints (Keras's epochs), or
+            `None` when training counts epochs over the data.
+        initial_epoch: the epoch a resumed run starts at.
+    """
+
+    def __init__(self, model_name, steps_per_epoch, initial_epoch=0):
+        super().__init__()
+        self._name = model_name
+        self._per_epoch = steps_per_epoch
+        self._epoch = initial_epoch
+        self._note(self._units(initial_epoch), self._units(initial_epoch))
+
+    def _units(self, epochs, batches=0):
+        if self._per_epoch is None:
+            return epochs
+        return epochs * self._per_epoch + batches
+
+    def _note(self, at, resumes_at):
+        console.position.update(
+            model=self._name,
+            unit="epoch" if self._per_epoch is None else "step",
+            at=at,
+            resumes_at=resumes_at,
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._per_epoch is not None:
+            console.position["at"] = self._units(self._epoch, batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        # BackupAndRestore, placed before, has saved the checkpoint
+        done = self._units(epoch + 1)
+        self._note(done, done)
+
+    def on_train_end(self, logs=None):
+        console.position.clear()

@@ -118,6 +118,27 @@ def say(config, message):
         print(message, flush=True)
 
 
+# where training stands, for the line Ctrl-C prints (set by the train
+# loop's `callbacks.TrainingPosition`)
+position = {}
+
+
+def interrupted_line(program):
+    """What Ctrl-C prints: the step reached and the step the same command
+    resumes from, where a run in this process said them."""
+    if not position:
+        return (
+            f"{program}: interrupted. Each model's run directory keeps its "
+            "last checkpoint: the same command resumes from it."
+        )
+    unit = position["unit"]
+    return (
+        f"{program}: interrupted at {unit} {position['at']} of "
+        f"{position['model']}; the same command resumes from {unit} "
+        f"{position['resumes_at']} (its last checkpoint)."
+    )
+
+
 def run(main):
     """`absl.app.run(main)` as the binaries want it.
 
@@ -163,11 +184,7 @@ def run(main):
         except app.UsageError as error:
             usage_error(error)
         except KeyboardInterrupt:
-            print(
-                f"\n{program}: interrupted. Each model's run directory keeps "
-                "its last checkpoint: the same command resumes from it.",
-                file=sys.stderr,
-            )
+            print(f"\n{interrupted_line(program)}", file=sys.stderr)
             sys.exit(130)
 
     app.run(main_with_conventions, flags_parser=parse_flags)

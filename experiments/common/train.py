@@ -44,6 +44,7 @@ from experiments.common import console
 from experiments.common import results as results_lib
 from experiments.common.callbacks import BackupAndRestore
 from experiments.common.callbacks import EpochTimer
+from experiments.common.callbacks import TrainingPosition
 from experiments.common.callbacks import WandbLogger
 from experiments.common.distribute import DistributionError
 from experiments.common.distribute import check_batch_size
@@ -416,6 +417,8 @@ def _fit_and_evaluate(
         BackupAndRestore(
             os.path.join(run_dir, "backup"), delete_checkpoint=False
         ),
+        # after the backup: what Ctrl-C says the same command resumes from
+        TrainingPosition(name, steps_per_epoch, _checkpointed_epoch(run_dir)),
         keras.callbacks.CSVLogger(metrics_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
     ]

@@ -359,7 +359,16 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(tmp_path):
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr.decode()[-2000:]
-    assert "synthetic: interrupted" in stderr.decode()
+    # e.g. "interrupted at step 7 of gpt; the same command resumes from
+    # step 6 (its last checkpoint)"
+    said = re.search(
+        r"synthetic: interrupted at step (\d+) of gpt; the same command "
+        r"resumes from step (\d+) \(its last checkpoint\)\.",
+        stderr.decode(),
+    )
+    assert said, stderr.decode()[-2000:]
+    at, resumes_at = map(int, said.groups())
+    assert resumes_at <= at and resumes_at % 2 == 0  # checkpoints: 2 steps
     assert "Traceback" not in stderr.decode()
     assert b"gpt: training 100000 steps in" in stdout
     # the same command (fewer steps would be other settings) says it resumes
