@@ -516,9 +516,11 @@ class ModelConfig:
         head: the head's (`num_classes`, `pooling`, its own `dropout`).
         checkpoint: for a model loaded from a checkpoint
             (`kerasseq.pretrained.check_checkpoint`), its config.json,
-            which fixes the sizes and layout; `mixer` and `head` then hold
-            only what the caller sets beside it, and the model is built by
+            which fixes the sizes and layout; the model is built, with the
+            checkpoint's weights, by
             `kerasseq.pretrained.build_from_checkpoint`.
+        fixed: with `checkpoint`, the names of the arguments its
+            config.json decides (sizes, layout, the backbone's dropout).
     """
 
     name: str
@@ -527,6 +529,11 @@ class ModelConfig:
     backbone: dict
     head: dict
     checkpoint: dict | None = None
+    fixed: tuple = ()
+
+    def __post_init__(self):
+        # a tuple whatever was given (JSON gives back a list)
+        object.__setattr__(self, "fixed", tuple(self.fixed))
 
     def to_dict(self):
         return dataclasses.asdict(self)

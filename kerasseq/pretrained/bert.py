@@ -235,6 +235,13 @@ def drop_heads(checkpoint, prefix):
             checkpoint.take(name)
 
 
+def model_arguments(checkpoint, task):
+    """The `build_model("transformer", task, ...)` arguments config.json
+    fixes."""
+    del task
+    return encoder_settings(checkpoint)[0]
+
+
 def convert(checkpoint, task=None, **head_args):
     """Builds the kerasseq encoder of a BERT or RoBERTa checkpoint.
 

@@ -55,6 +55,18 @@ def _mixer_args(checkpoint, seed):
     }
 
 
+def model_arguments(checkpoint, task, seed=0):
+    """The `build_model` arguments config.json fixes: the encoder's and,
+    for block-sparse attention, its blocks (`seed` draws the random ones).
+    """
+    del task
+    fixed = bert.encoder_settings(checkpoint)[0]
+    name, mixer_args = _mixer_args(checkpoint, seed)
+    if name == "bigbird":
+        del fixed["causal"]  # BigBirdAttention is bidirectional only
+    return {**fixed, **mixer_args}
+
+
 def convert(checkpoint, task=None, seed=0, **head_args):
     """Builds kerasseq's `bigbird` from a BigBird checkpoint.
 
@@ -87,11 +99,10 @@ def convert(checkpoint, task=None, seed=0, **head_args):
             f"{where}: use_bias is false; kerasseq loads BigBird with "
             "biased query, key and value projections only."
         )
-    fixed, offset = bert.encoder_settings(checkpoint)
-    name, mixer_args = _mixer_args(checkpoint, seed)
-    if name == "bigbird":
-        del fixed["causal"]  # BigBirdAttention is bidirectional only
-    model = bert.build(checkpoint, name, task, fixed, head_args, mixer_args)
+    name, _ = _mixer_args(checkpoint, seed)
+    fixed = model_arguments(checkpoint, task, seed)
+    offset = bert.position_offset(checkpoint)
+    model = bert.build(checkpoint, name, task, fixed, head_args)
     prefix = bert.encoder_prefix(checkpoint, PREFIX)
     bert.load_encoder(checkpoint, prefix, model.backbone, offset)
     bert.drop_heads(checkpoint, prefix)

@@ -110,6 +110,7 @@ def model_arguments(checkpoint, task):
         "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
         "activation": ACTIVATIONS[activation],
     }
+    arguments["dropout"] = config.get("resid_pdrop", 0.0)
     if task == "causal_lm":
         arguments["tie_embeddings"] = config.get("tie_word_embeddings", True)
     return arguments
@@ -251,7 +252,6 @@ def convert(checkpoint, task=None, **kwargs):
     """
     task = task or "causal_lm"
     arguments = model_arguments(checkpoint, task)
-    arguments["dropout"] = checkpoint.config.get("resid_pdrop", 0.0)
     model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
     prefix = load_backbone(model.backbone, checkpoint)
     _load_lm_head(model, checkpoint, prefix, task)

@@ -145,6 +145,7 @@ def model_arguments(checkpoint, task):
         "use_bias": config.get("attention_bias", True),
         "block_type": "parallel" if parallel else "pre_norm",
     }
+    arguments["dropout"] = config.get("hidden_dropout", 0.0)
     if task == "causal_lm":
         arguments["tie_embeddings"] = config.get("tie_word_embeddings", False)
     return arguments
@@ -311,7 +312,6 @@ def convert(checkpoint, task=None, **kwargs):
     """
     task = task or "causal_lm"
     arguments = model_arguments(checkpoint, task)
-    arguments["dropout"] = checkpoint.config.get("hidden_dropout", 0.0)
     model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
     prefix = load_backbone(model.backbone, checkpoint)
     _load_lm_head(model, checkpoint, prefix, task)

@@ -4,12 +4,16 @@ Face checkpoint of its architecture (the binaries' `--init_from`)."""
 from kerasseq.models.registry import MODELS
 from kerasseq.models.registry import ModelConfig
 from kerasseq.models.registry import model_config
+from kerasseq.pretrained.hf import Checkpoint
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import check_supported
 from kerasseq.pretrained.hf import converter
 from kerasseq.pretrained.hf import read_checkpoint
 from kerasseq.pretrained.hf import read_config
 from kerasseq.pretrained.warm_start import mixer_names
+from kerasseq.pretrained.warm_start import (
+    model_arguments as warm_start_arguments,
+)
 from kerasseq.pretrained.warm_start import warm_start
 
 # backbone settings a task fixes, checked against the checkpoint's model
@@ -41,9 +45,10 @@ def check_model_type(name, path):
 
 
 def _head_arguments(config):
-    """The head's arguments of a `ModelConfig`, as the converters take
-    them (`dropout` is the head's own)."""
-    head = dict(config.head)
+    """The head's arguments of a `ModelConfig` that the checkpoint leaves
+    to the caller, as the converters take them (`dropout` is the head's
+    own)."""
+    head = {k: v for k, v in config.head.items() if k not in config.fixed}
     head.pop("tie_embeddings", None)  # the checkpoint decides the output
     return head
 
@@ -64,11 +69,12 @@ def check_checkpoint(name, path, task, **overrides):
     `overrides` set nothing the checkpoint fixes.
 
     Returns:
-        The `ModelConfig` of what the model gets beside the checkpoint's
-        settings: the head's arguments (`num_classes`, `pooling`, ...)
-        and, for a warm start, the mixer's (`window`, `block_size`, ...);
-        its `checkpoint` is the checkpoint's config.json, which fixes the
-        rest (a run's record of its model).
+        The `ModelConfig` of the model `build_from_checkpoint` builds (a
+        run's record of its model): the arguments config.json fixes, as
+        the converter maps them (named in its `fixed`), and beside them
+        the head's (`num_classes`, `pooling`, ...) and, for a warm start,
+        the mixer's (`window`, `block_size`, ...); its `checkpoint` is the
+        checkpoint's config.json.
 
     Raises:
         CheckpointError: as `build_from_checkpoint`.
@@ -106,9 +112,43 @@ def check_checkpoint(name, path, task, **overrides):
             f"--tokenizer=gpt2 --tokenizer_dir={directory}; for BERT: "
             f"--tokenizer=wordpiece --tokenizer_dir={directory})."
         )
-    return ModelConfig(
-        name, task, mixer=mixer, backbone={}, head=head, checkpoint=config
+    given = _checkpoint_arguments(
+        name, directory, config, task, warm, overrides
     )
+    try:
+        # the task's length and vocabulary are only checked against the
+        # checkpoint's (a warm start takes the length: it is in `given`)
+        caller = {k: v for k, v in overrides.items() if k not in _CHECKED}
+        full = model_config(name, task, **{**caller, **given})
+    except ValueError as error:
+        raise CheckpointError(f"{directory}: {error}") from error
+    # the head as the task sizes it (segments no longer than its sequences),
+    # with what the checkpoint decides of it (a tied output layer)
+    fixed_head = {k: v for k, v in full.head.items() if k in given}
+    return ModelConfig(
+        name,
+        task,
+        mixer=full.mixer,
+        backbone=full.backbone,
+        head={**parts.head, **fixed_head},
+        checkpoint=config,
+        fixed=tuple(sorted(given)),
+    )
+
+
+def _checkpoint_arguments(name, directory, config, task, warm, overrides):
+    """The `build_model` arguments the checkpoint's config.json fixes, as
+    its converter (or the warm start) maps them; no weights are read."""
+    probe = Checkpoint(directory, config, weights={})
+    if warm:
+        length = overrides.get("max_sequence_length")
+        return warm_start_arguments(probe, name, length)
+    given = converter(config["model_type"]).model_arguments(probe, task)
+    if MODELS[name].heads.get(task) is not None:
+        # a head of the model's own wraps the checkpoint's backbone: the
+        # checkpoint's output layer is not part of it
+        given.pop("tie_embeddings", None)
+    return given
 
 
 def build_from_checkpoint(name, path, task, **overrides):
@@ -134,11 +174,14 @@ def build_from_checkpoint(name, path, task, **overrides):
     """
     arguments = check_checkpoint(name, path, task, **overrides)
     checkpoint = read_checkpoint(path)
-    head = arguments.head
     spec = MODELS[name]
+    warm = checkpoint.config.get("model_type") in spec.warm_starts
+    # what the caller sets beside the checkpoint's settings
+    head = _head_arguments(arguments)
+    mixer = _free_mixer_arguments(name, arguments, warm)
     wrapper = spec.heads.get(task)
     length = overrides.get("max_sequence_length")
-    if checkpoint.config.get("model_type") in spec.warm_starts:
+    if warm:
         # a BERT-style encoder grown into this model's attention, at the
         # task's length (positions tiled)
         model = warm_start(
@@ -146,7 +189,7 @@ def build_from_checkpoint(name, path, task, **overrides):
             name,
             task,
             max_sequence_length=length,
-            **arguments.mixer,
+            **mixer,
             **head,
         )
     elif wrapper is not None:

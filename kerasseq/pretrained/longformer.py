@@ -104,6 +104,15 @@ def _load_attention(checkpoint, name, mixer):
     load_global(checkpoint, name, mixer)
 
 
+def model_arguments(checkpoint, task):
+    """The `build_model("longformer", task, ...)` arguments config.json
+    fixes: the encoder's and the attention window."""
+    del task
+    fixed = bert.encoder_settings(checkpoint)[0]
+    fixed["window"] = _window(checkpoint)
+    return fixed
+
+
 def convert(checkpoint, task=None, num_global_tokens=1, **head_args):
     """Builds kerasseq's `longformer` from a Longformer checkpoint.
 
@@ -126,11 +135,9 @@ def convert(checkpoint, task=None, num_global_tokens=1, **head_args):
             layers, an odd window, relative positions).
     """
     bert.check_encoder(checkpoint, ("longformer",), task)
-    fixed, offset = bert.encoder_settings(checkpoint)
-    mixer_args = {
-        "window": _window(checkpoint),
-        "num_global_tokens": num_global_tokens,
-    }
+    fixed = model_arguments(checkpoint, task)
+    offset = bert.position_offset(checkpoint)
+    mixer_args = {"num_global_tokens": num_global_tokens}
     model = bert.build(
         checkpoint, "longformer", task, fixed, head_args, mixer_args
     )

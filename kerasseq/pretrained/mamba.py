@@ -139,6 +139,40 @@ def _load_output_table(checkpoint, model, tied):
             )
 
 
+def model_arguments(checkpoint, task):
+    """The `build_model("mamba", task, ...)` arguments config.json fixes.
+
+    Raises:
+        CheckpointError: a setting kerasseq's Mamba cannot represent.
+    """
+    _check_supported(checkpoint)
+    config = checkpoint.config
+    hidden_dim = _config_value(checkpoint, "hidden_size")
+    tied = bool(config.get("tie_word_embeddings", True))
+    fixed = {
+        "num_layers": _config_value(checkpoint, "num_hidden_layers"),
+        "hidden_dim": hidden_dim,
+        "vocabulary_size": _config_value(checkpoint, "vocab_size"),
+        "position_embedding": "none",
+        "mlp_ratio": 0,
+        "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
+        "block_type": "pre_norm",
+        "normalization": "rms_norm",
+        "embedding_norm": False,
+        "final_norm": True,
+        "state_size": _config_value(checkpoint, "state_size"),
+        "conv_kernel": config.get("conv_kernel", 4),
+        "expand": config.get("expand", 2),
+        # "auto" in config.json: ceil(H / 16), as kerasseq's "auto"
+        "dt_rank": config.get("time_step_rank", "auto"),
+        "use_bias": bool(config.get("use_bias", False)),
+        "use_conv_bias": bool(config.get("use_conv_bias", True)),
+    }
+    if task == "causal_lm":
+        fixed["tie_embeddings"] = tied
+    return fixed
+
+
 def convert(checkpoint, task=None, **head_args):
     """Builds the kerasseq `mamba` model of a Hugging Face Mamba checkpoint.
 
@@ -174,31 +208,7 @@ def convert(checkpoint, task=None, **head_args):
             f"Unknown task {task!r} for a Mamba checkpoint. Valid tasks: "
             f"{', '.join(sorted(HEADS))} (or None for 'causal_lm')."
         )
-    _check_supported(checkpoint)
-    config = checkpoint.config
-    hidden_dim = _config_value(checkpoint, "hidden_size")
-    tied = bool(config.get("tie_word_embeddings", True))
-    fixed = {
-        "num_layers": _config_value(checkpoint, "num_hidden_layers"),
-        "hidden_dim": hidden_dim,
-        "vocabulary_size": _config_value(checkpoint, "vocab_size"),
-        "position_embedding": "none",
-        "mlp_ratio": 0,
-        "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
-        "block_type": "pre_norm",
-        "normalization": "rms_norm",
-        "embedding_norm": False,
-        "final_norm": True,
-        "state_size": _config_value(checkpoint, "state_size"),
-        "conv_kernel": config.get("conv_kernel", 4),
-        "expand": config.get("expand", 2),
-        # "auto" in config.json: ceil(H / 16), as kerasseq's "auto"
-        "dt_rank": config.get("time_step_rank", "auto"),
-        "use_bias": bool(config.get("use_bias", False)),
-        "use_conv_bias": bool(config.get("use_conv_bias", True)),
-    }
-    if task == "causal_lm":
-        fixed["tie_embeddings"] = tied
+    fixed = model_arguments(checkpoint, task)
     model = build_checked(checkpoint, "mamba", task, fixed, head_args)
     backbone = model.backbone
 
@@ -214,6 +224,7 @@ def convert(checkpoint, task=None, **head_args):
         checkpoint, f"{prefix}norm_f.weight", backbone.final_norm.scale
     )
     if task == "causal_lm":
+        tied = fixed["tie_embeddings"]
         _load_output_table(checkpoint, model, tied)
     elif checkpoint.has("lm_head.weight"):
         # a new head replaces the language-model head

@@ -45,6 +45,18 @@ def _longformer_attention(checkpoint, name, mixer):
     longformer.load_global(checkpoint, name, mixer, source="local")
 
 
+def model_arguments(checkpoint, name, max_sequence_length=None):
+    """The `build_model(name, ...)` arguments a BERT-style checkpoint fixes
+    for the model `name` grown from it, at `max_sequence_length` positions
+    (default the checkpoint's)."""
+    fixed = bert.encoder_settings(checkpoint)[0]
+    if max_sequence_length is not None:
+        fixed["max_sequence_length"] = max_sequence_length
+    if name == "bigbird":
+        del fixed["causal"]  # BigBirdAttention is bidirectional only
+    return fixed
+
+
 def warm_start(
     path, name, task=None, max_sequence_length=None, **mixer_and_head_args
 ):
@@ -88,11 +100,8 @@ def warm_start(
         task,
         f"; {name} is warm-started from a BERT-style encoder",
     )
-    fixed, offset = bert.encoder_settings(checkpoint)
-    if max_sequence_length is not None:
-        fixed["max_sequence_length"] = max_sequence_length
-    if name == "bigbird":
-        del fixed["causal"]  # BigBirdAttention is bidirectional only
+    fixed = model_arguments(checkpoint, name, max_sequence_length)
+    offset = bert.position_offset(checkpoint)
     free = mixer_names(name)
     mixer_args = {k: v for k, v in mixer_and_head_args.items() if k in free}
     head_args = {k: v for k, v in mixer_and_head_args.items() if k not in free}

@@ -271,3 +271,48 @@ def test_longformer_and_bigbird_warm_start_from_bert(name):
     ids = np.random.default_rng(0).integers(0, 100, (2, 160)).astype("int32")
     logits = model({"token_ids": ids, "padding_mask": np.ones((2, 160), bool)})
     assert tuple(logits.shape) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "name, checkpoint, task, arguments",
+    [
+        ("gpt2", "gpt2", "causal_lm", {}),
+        ("mamba", "mamba", "causal_lm", {}),
+        ("transformer", "roberta", "sequence_classification", {}),
+        ("bigbird", "big_bird", "sequence_classification", {}),
+        # a warm start: BERT's weights grown into Longformer at 24 positions
+        ("longformer", "bert", "sequence_classification", {"window": 4}),
+        ("recurrent_gpt2", "gpt2", "causal_lm", {}),
+    ],
+)
+def test_the_run_record_is_the_config_of_the_model_built(
+    name, checkpoint, task, arguments
+):
+    # what check_checkpoint reads from config.json alone is what
+    # build_from_checkpoint then builds, with the checkpoint's part marked
+    from kerasseq.pretrained import build_from_checkpoint
+    from kerasseq.pretrained import check_checkpoint
+
+    path = os.path.join(FIXTURES, checkpoint)
+    if task == "sequence_classification":
+        arguments = {**arguments, "num_classes": 3}
+    arguments = {**arguments, "max_sequence_length": 24}
+    record = check_checkpoint(name, path, task, **arguments)
+    model = build_from_checkpoint(name, path, task, **arguments)
+    assert {"hidden_dim", "num_layers", "vocabulary_size"} <= set(record.fixed)
+    assert "num_classes" not in record.fixed
+    built = model.backbone.get_config()
+    for key, value in record.backbone.items():
+        if key in built and key != "dtype":
+            assert built[key] == value, key
+    mixer = model.backbone.blocks[0].mixer.get_config()
+    for key, value in record.mixer.items():
+        assert mixer[key] == value, key
+    head = model.get_config()
+    for key, value in record.head.items():
+        if key in head:
+            assert head[key] == value, key
+    assert record.checkpoint["model_type"] == checkpoint
+    assert json.loads(json.dumps(record.to_dict()))["fixed"] == list(
+        record.fixed
+    )
