@@ -6,22 +6,9 @@ model, defines its own task flags, and turns the parsed flags into an
 `ExperimentConfig`'s fields (their defaults, help and allowed values).
 """
 
-from absl import flags
-
 from experiments.common import options
 from experiments.common.config import ExperimentConfig
 from experiments.common.options import catalogue
-
-
-def define_path(name, default, help_text):
-    """Defines the string flag `--name` holding a path (`~` expanded)."""
-    flags.DEFINE(
-        options.PathParser(),
-        name,
-        default,
-        help_text,
-        serializer=flags.ArgumentSerializer(),
-    )
 
 
 def define_shared_flags(
