@@ -55,10 +55,14 @@ test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -m "not large" \
 	  -n $(WORKERS) $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
 
+# with the exact-resume tests of the train loop on JAX
 test-all: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 	$(PYTEST) -n $(WORKERS)
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
-	  $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
+	  $(JAX_TESTS) && KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
+	  tests/experiments/test_callbacks.py \
+	  tests/experiments/test_synthetic_binary.py -k "resume"; \
+	  else echo "jax missing: JAX pass skipped"; fi
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

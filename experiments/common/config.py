@@ -146,6 +146,13 @@ class ExperimentConfig:
         "least at every evaluation.",
         minimum=0,
     )
+    checkpoint_minutes: float = setting(
+        10.0,
+        "Minutes of training after which a checkpoint is also written "
+        "between those of --checkpoint_every (with --steps), so that a "
+        "killed run loses at most about this long. 0: none.",
+        minimum=0,
+    )
     batch_size: int = setting(32, "Global batch size.", minimum=1)
     learning_rate: float = setting(1e-3, "Peak learning rate (AdamW).")
     weight_decay: float = setting(0.01, "AdamW weight decay.", minimum=0)
@@ -292,7 +299,8 @@ class ExperimentConfig:
         """Steps between checkpoints (`None` with `steps=0`: each epoch):
         `checkpoint_every`, or by default the largest divisor of the
         evaluation spacing that is at most a tenth of `steps`, so that a
-        killed run loses at most about 10% of its training."""
+        killed run loses at most about 10% of its training (and, with
+        `checkpoint_minutes`, at most that long)."""
         if not self.steps:
             return None
         if self.checkpoint_every:

@@ -119,7 +119,7 @@ def say(config, message):
 
 
 # where training stands, for the line Ctrl-C prints (set by the train
-# loop's `callbacks.TrainingPosition`)
+# loop's `callbacks.Checkpoints`)
 position = {}
 
 

@@ -42,10 +42,11 @@ from absl import app
 
 from experiments.common import console
 from experiments.common import results as results_lib
-from experiments.common.callbacks import BackupAndRestore
+from experiments.common.callbacks import Checkpoints
 from experiments.common.callbacks import EpochTimer
-from experiments.common.callbacks import TrainingPosition
+from experiments.common.callbacks import MetricsLog
 from experiments.common.callbacks import WandbLogger
+from experiments.common.callbacks import checkpoint_position
 from experiments.common.distribute import DistributionError
 from experiments.common.distribute import check_batch_size
 from experiments.common.distribute import get_strategy
@@ -297,6 +298,7 @@ def _train_time(metrics_path):
 # run directory written under other values of these holds the same
 # experiment.
 _BOOKKEEPING = (
+    "checkpoint_minutes",
     "data_dir",
     "download",
     "fresh_process",
@@ -410,16 +412,18 @@ def _fit_and_evaluate(
     train,
     validation_freq=1,
 ):
-    """`model.fit` with the run's callbacks, then every eval split."""
+    """`model.fit` with the run's callbacks from its last checkpoint, then
+    every eval split. Returns each epoch's logs (`{name: [value, ...]}`)
+    and the evaluations."""
     metrics_path = os.path.join(run_dir, "metrics.csv")
+    backup_dir = os.path.join(run_dir, "backup")
+    every_seconds = None
+    if config.steps and config.checkpoint_minutes:
+        every_seconds = 60 * config.checkpoint_minutes
     callbacks = [
         EpochTimer(),
-        BackupAndRestore(
-            os.path.join(run_dir, "backup"), delete_checkpoint=False
-        ),
-        # after the backup: what Ctrl-C says the same command resumes from
-        TrainingPosition(name, steps_per_epoch, _checkpointed_epoch(run_dir)),
-        keras.callbacks.CSVLogger(metrics_path, append=True),
+        Checkpoints(backup_dir, name, steps_per_epoch, every_seconds),
+        MetricsLog(metrics_path),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
     ]
     if config.wandb_mode != "disabled":
@@ -432,16 +436,47 @@ def _fit_and_evaluate(
             )
         )
     validation = next(iter(evals.values()), None)
-    history = model.fit(
-        train,
-        steps_per_epoch=steps_per_epoch,
-        epochs=epochs,
-        validation_data=validation,
-        validation_freq=validation_freq,
-        callbacks=callbacks,
-        # Keras's own verbosity: 0 silent, 1 a progress bar, 2 a line
-        verbose=min(config.verbose, 2),
-    )
+
+    def fit(first_epoch, last_epoch, steps, skip):
+        # `skip`: the batches an uninterrupted run trained before this fit
+        history = model.fit(
+            train.skip(skip) if skip else train,
+            steps_per_epoch=steps,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            validation_data=validation,
+            validation_freq=validation_freq,
+            callbacks=callbacks,
+            # Keras's own verbosity: 0 silent, 1 a progress bar, 2 a line
+            verbose=min(config.verbose, 2),
+        )
+        return history.history
+
+    epoch, within = checkpoint_position(backup_dir)
+    logs = []
+    try:
+        if within:
+            # a checkpoint within an epoch: its remaining batches first
+            logs.append(
+                fit(
+                    epoch,
+                    epoch + 1,
+                    steps_per_epoch - within,
+                    epoch * steps_per_epoch + within,
+                )
+            )
+            epoch += 1
+        if epoch < epochs:
+            skip = epoch * steps_per_epoch if steps_per_epoch else 0
+            logs.append(fit(epoch, epochs, steps_per_epoch, skip))
+    finally:
+        for callback in callbacks:
+            if isinstance(callback, WandbLogger):
+                callback.finish()
+    history = {}
+    for fitted in logs:
+        for key, values in fitted.items():
+            history.setdefault(key, []).extend(values)
 
     datasets, evals = evals, {}
     for split, dataset in datasets.items():
@@ -490,27 +525,23 @@ def train_and_evaluate(config, name, data, strategy=None):
             raise ModelSettingsError(
                 f"Cannot build {name!r} with these arguments: {error}"
             ) from error
-    # Keras's epochs are the stretches between checkpoints (by default
-    # between evaluations); a resumed run starts at the epoch after the
-    # last checkpoint and skips the batches trained before it, so that it
-    # sees the data an uninterrupted run would have seen
-    resumed_epoch = _checkpointed_epoch(run_dir)
+    # Keras's epochs are the spans between checkpoints (`checkpoint_steps`);
+    # a resumed run goes on from its last checkpoint (an epoch's end, or
+    # within an epoch after --checkpoint_minutes) and skips the batches
+    # trained before it, so that it sees the data an uninterrupted run saw
+    resumed_epoch, within = checkpoint_position(os.path.join(run_dir, "backup"))
     validation_freq = 1
     if config.steps:
         steps_per_epoch = min(config.checkpoint_steps(), config.steps)
         validation_freq = max(1, config.eval_steps() // steps_per_epoch)
         epochs = math.ceil(config.steps / steps_per_epoch)
         train = _make_train(data).repeat()
-        train = train.skip(resumed_epoch * steps_per_epoch)
         total_steps = steps_per_epoch * epochs
+        resumed_at = resumed_epoch * steps_per_epoch + within
         console.say(
             config,
             f"{name}: training {total_steps} steps in {run_dir}"
-            + (
-                f", resuming at step {resumed_epoch * steps_per_epoch}"
-                if resumed_epoch
-                else ""
-            ),
+            + (f", resuming at step {resumed_at}" if resumed_at else ""),
         )
     else:
         steps_per_epoch, epochs = None, config.epochs
@@ -560,7 +591,7 @@ def train_and_evaluate(config, name, data, strategy=None):
             validation_freq,
         )
     model.save(os.path.join(run_dir, "model.keras"))
-    last = {k: v[-1] for k, v in history.history.items() if v}
+    last = {k: v[-1] for k, v in history.items() if v}
     results = {
         "model": name,
         "task": config.task,
@@ -597,13 +628,3 @@ def _make_train(data):
         raise ModelSettingsError(
             f"The training data cannot be made: {error}"
         ) from error
-
-
-def _checkpointed_epoch(run_dir):
-    """The epoch an interrupted run resumes at: the one after the last
-    checkpoint that Keras's `BackupAndRestore` recorded (0 if none)."""
-    path = os.path.join(run_dir, "backup", "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f).get("epoch", 0))

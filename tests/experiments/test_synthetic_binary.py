@@ -16,7 +16,9 @@ from experiments import synthetic
 from experiments.common import config as config_lib
 from experiments.common import options
 from experiments.common import train
+from experiments.common.callbacks import Checkpoints
 from experiments.common.callbacks import EpochTimer
+from experiments.common.callbacks import checkpoint_position
 from experiments.common.config import ExperimentConfig
 from kerasseq import catalogue
 
@@ -148,15 +150,24 @@ def _final_weights(run_dir):
     return [keras.ops.convert_to_numpy(w) for w in model.weights]
 
 
+_RESUMED_MODELS = [
+    "gpt",
+    # ~40 s each; on JAX too in `make test-all`
+    pytest.param("mamba", marks=pytest.mark.large),
+    pytest.param("performer", marks=pytest.mark.large),
+]
+
+
+@pytest.mark.parametrize("model", _RESUMED_MODELS)
 def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, model
 ):
     """Same weights, bit for bit, and same results: the resumed run skips
     the batches trained before its checkpoint, and the optimizer's state
     and the dropout seeds come back with the weights. Checkpoints at every
     step (--checkpoint_every=1), evaluations at every second."""
     settings = dict(
-        models=("gpt",),
+        models=(model,),
         steps=6,
         eval_every=2,
         checkpoint_every=1,
@@ -176,8 +187,8 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
     config = _config(tmp_path / "resumed", **settings)
     with pytest.raises(KeyboardInterrupt):
         train.run(config, synthetic.make_task_data)
-    whole = tmp_path / "whole" / "bit_parity" / "gpt"
-    resumed = tmp_path / "resumed" / "bit_parity" / "gpt"
+    whole = tmp_path / "whole" / "bit_parity" / model
+    resumed = tmp_path / "resumed" / "bit_parity" / model
     assert (resumed / "backup").exists()
     assert not (resumed / "results.json").exists()
     assert _epochs(resumed) == [0, 1, 2]
@@ -194,6 +205,69 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
         for d in (whole, resumed)
     ]
     assert results[0] == results[1]
+    # the resumed rows follow the header the interrupted run wrote
+    assert _metrics_rows(whole) == _metrics_rows(resumed)
+
+
+def _metrics_rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return [
+            {k: v for k, v in row.items() if k != "epoch_time_s"}
+            for row in csv.DictReader(f)
+        ]
+
+
+@pytest.mark.parametrize("model", _RESUMED_MODELS)
+def test_a_checkpoint_within_a_span_resumes_exactly(
+    tmp_path, monkeypatch, model
+):
+    """--checkpoint_minutes adds checkpoints within a span of
+    --checkpoint_every steps (here after every step but a span's last). A
+    run killed after step 5 of spans of 3 resumes at step 5: it trains only
+    step 6, and ends with the weights, results and metrics.csv rows (the
+    span's running loss included) of the uninterrupted run."""
+    settings = dict(
+        models=(model,),
+        steps=6,
+        eval_every=6,
+        checkpoint_every=3,
+        checkpoint_minutes=1e-9,
+        model_args={"dropout": 0.1},
+    )
+    train.run(_config(tmp_path / "whole", **settings), synthetic.make_task_data)
+
+    original = Checkpoints.on_train_batch_end
+    trained, crashed = [], []
+
+    def crash(self, batch, logs=None):
+        original(self, batch, logs)
+        trained.append(self._units())
+        if trained[-1] == 5 and not crashed:
+            crashed.append(True)
+            raise KeyboardInterrupt("simulated preemption")
+
+    monkeypatch.setattr(Checkpoints, "on_train_batch_end", crash)
+    config = _config(tmp_path / "resumed", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(config, synthetic.make_task_data)
+    whole = tmp_path / "whole" / "bit_parity" / model
+    resumed = tmp_path / "resumed" / "bit_parity" / model
+    assert checkpoint_position(resumed / "backup") == (1, 2)
+
+    trained.clear()
+    train.run(config, synthetic.make_task_data)
+    assert trained == [6]
+    weights = _final_weights(whole), _final_weights(resumed)
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    results = [
+        json.loads((d / "results.json").read_text()) for d in (whole, resumed)
+    ]
+    assert results[0]["eval"] == results[1]["eval"]
+    for r in results:
+        del r["final_train"]["epoch_time_s"]
+    assert results[0]["final_train"] == results[1]["final_train"]
+    assert _metrics_rows(whole) == _metrics_rows(resumed)
 
 
 @pytest.mark.parametrize(
