@@ -139,6 +139,18 @@ def interrupted_line(program):
     )
 
 
+# absl's flags that print help and exit
+_HELP_FLAGS = {"?", "help", "helpfull", "helpshort", "helpxml"}
+
+
+def _asks_for_help(args):
+    """Whether command-line `args` name one of absl's help flags."""
+    return any(
+        arg.startswith("-") and arg.split("=")[0].lstrip("-") in _HELP_FLAGS
+        for arg in args
+    )
+
+
 def run(main):
     """`absl.app.run(main)` as the binaries want it.
 
@@ -146,6 +158,7 @@ def run(main):
       raised for anything the user can fix: a flag, the data, the
       workdir) prints one line and how to get help, and exits with 2
       (absl prints "FATAL" or the whole flag list, and exits with 1).
+    - `--help` (and absl's other help flags) exits with 0, not absl's 1.
     - Ctrl-C ends the program with 130, the shell's code for it, and a line
       saying that the same command resumes (the run directories keep their
       last checkpoint).
@@ -177,6 +190,12 @@ def run(main):
             return flag_values(argv)
         except flags.Error as error:
             usage_error(error)
+        except SystemExit as done:
+            # absl's --help and --helpfull print the flags and exit with 1;
+            # help that was asked for is a success
+            if done.code == 1 and _asks_for_help(argv[1:]):
+                sys.exit(0)
+            raise
 
     def main_with_conventions(argv):
         try:
