@@ -102,6 +102,13 @@ class LraOptions(options.ExampleLimits):
         "Generated ListOps: shortest expression (the longest is --max_length).",
         minimum=1,
     )
+    listops_tokens: str | None = setting(
+        "lra",
+        "ListOps tokens: lra drops ']' as LRA's pipeline did for its "
+        "published table (the LRA paper's); brackets keeps it, as LRA's "
+        "pipeline since March 2021 and S4's do.",
+        choices=catalogue.LISTOPS_TOKENS,
+    )
     pathfinder_difficulty: str | None = setting(
         "curv_baseline",
         "Pathfinder: which of LRA's difficulties to read.",
@@ -154,6 +161,7 @@ class LraOptions(options.ExampleLimits):
             listops_min_length=_applying(
                 generating_listops, self.listops_min_length
             ),
+            listops_tokens=_applying(task == "listops", self.listops_tokens),
             pathfinder_difficulty=_applying(
                 task == "pathfinder", self.pathfinder_difficulty
             ),
@@ -351,7 +359,7 @@ def load_splits(config):
     download = "never" if config.download == "never" else "auto"
     if task == "listops":
         return {
-            s: lra.load_listops(data_dir, s, max_length)
+            s: lra.load_listops(data_dir, s, max_length, args.listops_tokens)
             for s in ("train", "val", "test")
         }
     if task == "retrieval":
@@ -421,7 +429,20 @@ def make_task_data(config):
             keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         ],
         model_overrides=spec.model_overrides if args.lra_sizes else {},
+        report=_report(config),
     )
+
+
+def _report(config):
+    """What `results.json` says of the data: for ListOps, its tokens and
+    the published results that read the same ones."""
+    if config.task != "listops":
+        return {}
+    tokens = config.task_args.listops_tokens
+    return {
+        "listops_tokens": tokens,
+        "published_with": listops.PUBLISHED_WITH[tokens],
+    }
 
 
 # === the LRA table ===

@@ -5,9 +5,9 @@ Trains every model of `--model` to point at the answer span in windows of
 are cut into windows `--doc_stride` tokens apart), then turns the
 validation windows' start and end logits back into answer text (n-best
 spans, at most `--max_answer_length` tokens; for 2.0 "no answer" when the
-null score beats the best span by `--null_threshold`) and scores them with
-the official exact-match and F1 rules. Results go to
-`WORKDIR/squad<version>/<model>/`, with the predictions as
+null score beats the best span by `--null_threshold`) and scores them by
+the exact-match and F1 rules of that version's official script. Results go
+to `WORKDIR/squad<version>/<model>/`, with the predictions as
 `predictions.json` (id -> text, the official scripts' input).
 
     python -m experiments.squad --version=1.1 --model=transformer,mamba \
@@ -164,7 +164,7 @@ def make_task_data(config):
             with open(path, "w") as f:
                 json.dump(predictions, f, indent=1, ensure_ascii=False)
         answers = {e.id: e.answers for e in examples[split]}
-        return metrics.squad_scores(predictions, answers)
+        return metrics.squad_scores(predictions, answers, args.version)
 
     return train.TaskData(
         head="span_extraction",

@@ -65,6 +65,9 @@ LRA_TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
 PIXEL_TASKS = ("smnist", "psmnist", "scifar")
 SYNTHETIC_TASKS = ("bit_parity", "controlled_bit_parity", "dyck", "mqar")
 SQUAD_VERSIONS = ("1.1", "2.0")
+# how ListOps expressions become tokens: `lra` drops "]" as the tokenizer
+# of LRA's published results did, `brackets` keeps it
+LISTOPS_TOKENS = ("lra", "brackets")
 # the difficulties of LRA's Pathfinder-32 release
 PATHFINDER_DIFFICULTIES = (
     "curv_baseline",

@@ -1,8 +1,10 @@
 """The official evaluation metrics of GLUE, SQuAD and language modelling.
 
-NumPy and the standard library only. Classification metrics take 1-D arrays
-of class ids; correlations take 1-D arrays of numbers; the SQuAD scores
-follow the rules of the official v1.1 and v2.0 evaluation scripts.
+NumPy and the standard library only (and kerasseq's catalogue of names).
+Classification metrics take 1-D arrays of class ids; correlations take 1-D
+arrays of numbers; the SQuAD scores follow the rules of the official
+evaluation script of the version asked for, v1.1 or v2.0, which differ on
+answers that normalise to "" (such as "the").
 
 References:
     - [Wang et al., 2019](https://arxiv.org/abs/1804.07461) (GLUE)
@@ -17,6 +19,8 @@ import re
 import string
 
 import numpy as np
+
+from experiments.common.options import catalogue
 
 
 def _check_pair(a, b, names, min_length):
@@ -326,25 +330,49 @@ def normalize_answer(text):
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def _gold_answers(ground_truths):
-    """Normalised answers; an empty list is the one answer "" (SQuAD 2.0).
+SQUAD_VERSIONS = catalogue.SQUAD_VERSIONS
 
-    As the v2.0 script does, answers that normalise to "" are dropped.
+
+def _check_version(version):
+    if version not in SQUAD_VERSIONS:
+        raise ValueError(
+            f"Received an unknown SQuAD `version` {version!r}; expected one "
+            f"of {', '.join(repr(v) for v in SQUAD_VERSIONS)}."
+        )
+
+
+def _gold_answers(ground_truths, version):
+    """The normalised answers a prediction is scored against.
+
+    1.1 keeps every answer, also those that normalise to "" (such as "the"),
+    and needs at least one. 2.0 drops those, and scores a question left
+    with none (`[]`: unanswerable) against the one answer "".
     """
+    _check_version(version)
     if isinstance(ground_truths, str):
         raise TypeError(
             "Expected `ground_truths` to be a list of answer strings, got the "
             f"string {ground_truths!r}."
         )
     golds = [normalize_answer(g) for g in ground_truths]
+    if version == "1.1":
+        if not golds:
+            raise ValueError(
+                "SQuAD 1.1 scores questions with at least one answer (its "
+                f"script fails on none), got {list(ground_truths)!r}; score "
+                'unanswerable questions with version="2.0".'
+            )
+        return golds
     return [g for g in golds if g] or [""]
 
 
-def _token_f1(prediction, gold):
+def _token_f1(prediction, gold, version):
     """Token F1 of two normalised answers, counting repeated tokens."""
     pred_tokens = prediction.split()
     gold_tokens = gold.split()
-    if not pred_tokens or not gold_tokens:
+    # 2.0: abstaining is right exactly when the gold is empty too; 1.1 has
+    # no such rule, and an empty side shares no token: 0
+    if version == "2.0" and (not pred_tokens or not gold_tokens):
         return float(pred_tokens == gold_tokens)
     common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
     same = sum(common.values())
@@ -355,69 +383,93 @@ def _token_f1(prediction, gold):
     return 2 * precision * recall / (precision + recall)
 
 
-def exact_match(prediction, ground_truths):
+def exact_match(prediction, ground_truths, version="1.1"):
     """1.0 if the normalised prediction equals a normalised ground truth.
+
+    The rules of the official script of `version`: 1.1 compares with every
+    answer, so the prediction "a" matches the answer "the" (both normalise
+    to ""); 2.0 first drops the answers that normalise to "".
 
     Args:
         prediction: str.
-        ground_truths: list of str; `[]` for a question without an answer
-            (SQuAD 2.0), which only the prediction "" matches. Answers that
-            normalise to "" are dropped, as in the v2.0 script.
+        ground_truths: list of str; for `version="2.0"`, `[]` for a
+            question without an answer, which only a prediction that
+            normalises to "" matches.
+        version: `"1.1"` or `"2.0"`.
 
     Returns:
         1.0 or 0.0, the maximum over the ground truths.
+
+    Raises:
+        ValueError: an unknown `version`, or `[]` with `version="1.1"`.
+        TypeError: `ground_truths` given as one string.
     """
+    golds = _gold_answers(ground_truths, version)
     prediction = normalize_answer(prediction)
-    return float(any(prediction == g for g in _gold_answers(ground_truths)))
+    return float(any(prediction == g for g in golds))
 
 
-def f1(prediction, ground_truths):
+def f1(prediction, ground_truths, version="1.1"):
     """Token F1 of the prediction, the best over the ground truths.
 
     Tokens are the whitespace-separated words of the normalised answers; the
-    overlap counts repeated tokens (a multiset intersection). If either side
-    normalises to "", F1 is 1.0 when both do and 0.0 otherwise (the v2.0
-    rule).
+    overlap counts repeated tokens (a multiset intersection). When either
+    side normalises to "", 2.0's script gives 1.0 if both do and 0.0
+    otherwise, and 1.1's gives 0.0 (no token in common), so under 1.1 the
+    prediction "a" has F1 0.0 against "the" although it matches exactly.
 
     Args:
         prediction: str.
         ground_truths: list of str, as for `exact_match`.
+        version: `"1.1"` or `"2.0"`.
 
     Returns:
         float in [0, 1].
+
+    Raises:
+        ValueError, TypeError: as `exact_match`.
     """
+    golds = _gold_answers(ground_truths, version)
     prediction = normalize_answer(prediction)
-    return max(_token_f1(prediction, g) for g in _gold_answers(ground_truths))
+    return max(_token_f1(prediction, g, version) for g in golds)
 
 
 def _percent(values):
     return 100.0 * sum(values) / len(values)
 
 
-def squad_scores(predictions, answers):
+def squad_scores(predictions, answers, version="1.1"):
     """Exact match and F1 over a SQuAD evaluation set, in percent.
 
-    A question without a prediction scores 0 (as in the v1.1 script);
-    predictions of questions not in `answers` are ignored.
+    Equal to the `exact_match` and `f1` of the official v1.1 script, or the
+    `exact`, `f1` and `HasAns_*` / `NoAns_*` of the v2.0 script (without a
+    no-answer probability file), for the same questions and predictions.
+    A question without a prediction scores 0 and counts, as in the v1.1
+    script (the v2.0 script fails on it); predictions of questions not in
+    `answers` are ignored.
 
     Args:
         predictions: dict question id -> predicted answer text ("" for "no
             answer").
-        answers: dict question id -> list of answer texts; `[]` for a
-            question without an answer (SQuAD 2.0).
+        answers: dict question id -> list of answer texts; for
+            `version="2.0"`, `[]` for a question without an answer.
+        version: `"1.1"` or `"2.0"`, the official script whose rules apply.
 
     Returns:
         dict with `exact_match` and `f1` (percent), `count` (questions) and
-        `missing` (questions without a prediction). When some question has
-        no answer, also `has_answer_exact_match`, `has_answer_f1`,
-        `has_answer_count` (present when some question has an answer) and
-        `no_answer_exact_match`, `no_answer_f1`, `no_answer_count`.
+        `missing` (questions without a prediction). For 2.0 also, as its
+        script gives them, `has_answer_exact_match`, `has_answer_f1`,
+        `has_answer_count` when some question has an answer and
+        `no_answer_exact_match`, `no_answer_f1`, `no_answer_count` when
+        some has none.
 
     Raises:
-        ValueError: no questions.
+        ValueError: an unknown `version`, no questions, or a question
+            without answers under 1.1.
         TypeError: a prediction or a list of answers that is a str where the
             other is expected.
     """
+    _check_version(version)
     if not answers:
         raise ValueError(f"Expected at least one question, got {answers}.")
     exact = {}
@@ -425,6 +477,8 @@ def squad_scores(predictions, answers):
     missing = 0
     for qid, ground_truths in answers.items():
         if qid not in predictions:
+            # the answers are checked all the same
+            _gold_answers(ground_truths, version)
             missing += 1
             exact[qid] = token_f1[qid] = 0.0
             continue
@@ -434,21 +488,22 @@ def squad_scores(predictions, answers):
                 f"Expected the prediction of question {qid!r} to be a str, "
                 f"got {type(prediction).__name__} {prediction!r}."
             )
-        exact[qid] = exact_match(prediction, ground_truths)
-        token_f1[qid] = f1(prediction, ground_truths)
+        exact[qid] = exact_match(prediction, ground_truths, version)
+        token_f1[qid] = f1(prediction, ground_truths, version)
     result = {
         "exact_match": _percent(list(exact.values())),
         "f1": _percent(list(token_f1.values())),
         "count": len(answers),
         "missing": missing,
     }
-    no_answer = [qid for qid, a in answers.items() if not a]
-    if no_answer:
-        has_answer = [qid for qid, a in answers.items() if a]
-        for group, qids in (
-            ("has_answer", has_answer),
-            ("no_answer", no_answer),
-        ):
+    if version == "2.0":
+        # by the answers as given: an answer that normalises to "" still
+        # makes its question answerable, as in the v2.0 script
+        groups = {
+            "has_answer": [qid for qid, a in answers.items() if a],
+            "no_answer": [qid for qid, a in answers.items() if not a],
+        }
+        for group, qids in groups.items():
             if qids:
                 result[f"{group}_exact_match"] = _percent(
                     [exact[q] for q in qids]

@@ -24,16 +24,34 @@ header line `Source<TAB>Target`, then one expression per line, written with
 the parentheses of LRA's binary tree form (`( ( [MAX 2 ) 9 ) ] )` for
 `[MAX 2 9 ]`), and its value. Parentheses carry no information and are
 dropped when tokenizing, as LRA's input pipeline does.
+
+Two tokenizations share one id table (0 padding, digits 1-10, `[MIN`,
+`[MAX`, `[MED`, `[SM` 11-14, `]` 15; 16 ids either way):
+
+    lra       LRA's pipeline as it made the paper's published table: TFDS's
+              alphanumeric `Tokenizer` splits on every non-word character,
+              so `[MAX` becomes `MAX` and `]` is dropped: `[MAX 2 [MIN 3
+              4 ] 5 ]` and `[MAX 2 [MIN 3 4 5 ] ]` are one sequence.
+              The ids are those its `TokenTextEncoder` gives with the 14
+              tokens in the order above (LRA took the order from a Python
+              set); 15 is that encoder's out-of-vocabulary id.
+    brackets  `]` kept, as LRA's pipeline does since March 2021 (it renames
+              `]` to `X` before tokenizing) and S4's ListOps loader does.
+
+Either way an expression is cut at `max_length` tokens after the
+tokenization, as LRA cuts its encoded ids.
 """
 
 import os
 
 import numpy as np
 
+from kerasseq import catalogue
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
 from kerasseq.data.sources import progress_bar
+from kerasseq.layers.validation import check_choice
 from kerasseq.ops.checks import check_int
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -44,6 +62,14 @@ VOCABULARY = ("<pad>",) + DIGITS + OPERATORS + (CLOSE,)
 TOKEN_IDS = {token: i for i, token in enumerate(VOCABULARY)}
 NUM_CLASSES = 10
 LEAF_PROBABILITY = 0.75
+TOKENIZATIONS = catalogue.LISTOPS_TOKENS
+# the published results each tokenization reproduces the input of
+PUBLISHED_WITH = {
+    "lra": "LRA's published table (Tay et al., 2021, Table 1; its README's "
+    "leaderboard): LRA's pipeline until March 2021, which drops ']'",
+    "brackets": "LRA's pipeline since March 2021 (']' renamed 'X' and "
+    "kept) and S4's ListOps loader (Gu et al., 2022)",
+}
 
 SPLIT_FILES = {
     "train": "basic_train.tsv",
@@ -276,11 +302,22 @@ def load(data_dir, split):
     return read_tsv(path)
 
 
-def encode(sources, max_length):
-    """Token lists -> `(token_ids, padding_mask)`, `(N, max_length)` arrays;
-    longer expressions are cut at `max_length` (as LRA's pipeline does)."""
+def encode(sources, max_length, tokenization="lra"):
+    """Token lists (as `tokens` gives them) -> `(token_ids, padding_mask)`,
+    `(N, max_length)` arrays.
+
+    Args:
+        sources: list of token lists.
+        max_length: columns; longer expressions are cut, after the
+            tokenization (as LRA's pipeline cuts its ids).
+        tokenization: `"lra"` (drops `]`, as LRA's published results) or
+            `"brackets"` (keeps it); see the module's docstring.
+    """
+    check_choice("tokenization", tokenization, TOKENIZATIONS)
+    dropped = (CLOSE,) if tokenization == "lra" else ()
     ids = np.zeros((len(sources), max_length), np.int32)
     for row, source in enumerate(sources):
-        values = [TOKEN_IDS[t] for t in source[:max_length]]
+        kept = [t for t in source if t not in dropped][:max_length]
+        values = [TOKEN_IDS[t] for t in kept]
         ids[row, : len(values)] = values
     return ids, ids != 0

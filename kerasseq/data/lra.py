@@ -202,9 +202,10 @@ def encode_bytes(texts, max_length):
 # === ListOps ===
 
 
-def load_listops(data_dir, split, max_length):
+def load_listops(data_dir, split, max_length, tokenization="lra"):
+    """One split of ListOps; `tokenization` as for `listops.encode`."""
     sources, labels = listops.load(data_dir, split)
-    ids, mask = listops.encode(sources, max_length)
+    ids, mask = listops.encode(sources, max_length, tokenization)
     return TokenData({"token_ids": ids, "padding_mask": mask}, labels)
 
 

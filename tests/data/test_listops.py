@@ -1,3 +1,6 @@
+import json
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -114,15 +117,61 @@ def test_tsv_round_trip_and_encoding(tmp_path):
     assert labels.tolist() == [v for _, v in examples]
     assert sources == [listops.tokens(s) for s, _ in examples]
 
-    ids, mask = listops.encode(sources, 40)
+    ids, mask = listops.encode(sources, 40, "brackets")
     assert ids.shape == (30, 40) and ids.dtype == np.int32
+    lra_ids, lra_mask = listops.encode(sources, 40, "lra")
     for row, source in enumerate(sources):
         assert mask[row].sum() == len(source)
         decoded = [listops.VOCABULARY[i] for i in ids[row, : len(source)]]
         assert decoded == source
-    cut, cut_mask = listops.encode([["[MAX", "1", "2", "]"]], 2)
+        kept = [t for t in source if t != "]"]
+        assert lra_mask[row].sum() == len(kept)
+        decoded = [listops.VOCABULARY[i] for i in lra_ids[row, : len(kept)]]
+        assert decoded == kept
+    cut, cut_mask = listops.encode([["[MAX", "1", "2", "]"]], 2, "brackets")
     assert cut.tolist() == [[listops.TOKEN_IDS["[MAX"], 2]]
     assert cut_mask.all()
+
+
+LRA_GOLDENS = json.loads(
+    (pathlib.Path(__file__).parents[1] / "fixtures")
+    .joinpath("listops_lra_goldens.json")
+    .read_text()
+)
+
+
+def test_lra_tokens_equal_lra_pipeline():
+    # written by tests/fixtures/make_listops_goldens.py with TFDS's
+    # Tokenizer and TokenTextEncoder, as LRA's pipeline used them
+    assert LRA_GOLDENS["vocab_size"] == len(listops.VOCABULARY)
+    # LRA's vocabulary: the operators without "[", the digits; no "]"
+    ours = [t.lstrip("[") for t in listops.VOCABULARY[1:] if t != "]"]
+    assert ours == LRA_GOLDENS["vocabulary"]
+    # its out-of-vocabulary id is ours of "]", which "lra" never gives
+    assert LRA_GOLDENS["oov_id"] == listops.TOKEN_IDS["]"]
+    for case in LRA_GOLDENS["cases"]:
+        source, max_length = case["source"], case["max_length"]
+        ids, mask = listops.encode([listops.tokens(source)], max_length, "lra")
+        assert ids[0].tolist() == case["ids"], source
+        assert mask[0].tolist() == [i != 0 for i in case["ids"]], source
+        kept = [listops.VOCABULARY[i].lstrip("[") for i in ids[0] if i]
+        assert kept == case["tokens"][:max_length], source
+
+
+def test_lra_tokens_lose_where_lists_close():
+    first = listops.tokens("[MAX 2 [MIN 3 4 ] 5 ]")
+    second = listops.tokens("[MAX 2 [MIN 3 4 5 ] ]")
+    lra = [listops.encode([t], 12, "lra")[0] for t in (first, second)]
+    brackets = [listops.encode([t], 12, "brackets")[0] for t in (first, second)]
+    np.testing.assert_array_equal(lra[0], lra[1])
+    assert not np.array_equal(brackets[0], brackets[1])
+    # though their values differ: 5 and 3
+    assert evaluate(first)[0] == 5 and evaluate(second)[0] == 3
+
+
+def test_encode_refuses_an_unknown_tokenization():
+    with pytest.raises(ValueError, match="tokenization.*'brackets'.*'words'"):
+        listops.encode([["1"]], 4, "words")
 
 
 def test_lra_release_layout(tmp_path):

@@ -171,6 +171,33 @@ def test_lra_setup_unless_flags_say_otherwise(tmp_path):
     assert given.model_args == {} and given.batch_size == 32
 
 
+@pytest.mark.parametrize("tokens", ["lra", "brackets"])
+def test_listops_tokens_reach_the_data_and_the_record(tmp_path, tokens):
+    write_task_data("listops", tmp_path / "data")
+    options = {} if tokens == "lra" else {"listops_tokens": tokens}
+    config = _config(
+        tmp_path / "runs",
+        tmp_path / "data",
+        "listops",
+        ("gpt",),
+        task_options=options,
+    )
+    # LRA's published tokens by default, recorded in config.json
+    assert config.to_dict()["task_args"]["listops_tokens"] == tokens
+    data = lra_binary.make_task_data(config)
+    # and in results.json
+    assert data.report["listops_tokens"] == tokens
+    assert data.report["published_with"] == listops.PUBLISHED_WITH[tokens]
+    ids = np.concatenate(
+        [inputs["token_ids"].numpy() for inputs, _ in data.make_train()]
+    )
+    closes = np.any(ids == listops.TOKEN_IDS["]"])
+    assert closes == (tokens == "brackets")
+    # the other tasks record no ListOps tokens
+    other = lra_binary.LraOptions(listops_tokens=tokens).for_task("text")
+    assert other.listops_tokens is None
+
+
 def test_generated_data_is_reused_and_never_overwritten(tmp_path):
     options = {
         "generate": True,
@@ -221,6 +248,11 @@ def test_generated_data_is_reused_and_never_overwritten(tmp_path):
             "num_train_examples must be a positive",
         ),
         ("gif", {}, "expected one of"),
+        (
+            "listops",
+            {"listops_tokens": "words"},
+            "Unknown --listops_tokens='words'; valid: lra, brackets",
+        ),
     ],
 )
 def test_bad_options(task, options, message):
@@ -249,6 +281,10 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
         (
             ["--task=text", "--generate"],
             "--generate applies to --task=listops or pathfinder",
+        ),
+        (
+            ["--listops_tokens=words"],
+            "--listops_tokens=words: value should be one of <lra|brackets>",
         ),
     ]
     for args, match in cases:

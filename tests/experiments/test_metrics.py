@@ -1,4 +1,6 @@
+import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
@@ -191,24 +193,126 @@ def test_f1_counts_repeated_tokens():
 
 
 def test_no_answer_questions():
-    assert exact_match("", []) == 1.0
-    assert f1("", []) == 1.0
+    # 2.0: an unanswerable question is matched only by abstaining
+    assert exact_match("", [], "2.0") == 1.0
+    assert f1("", [], "2.0") == 1.0
     # "The." normalises to "", which is abstaining
-    assert exact_match("The.", []) == 1.0
-    assert f1("The.", []) == 1.0
-    assert exact_match("cat", []) == 0.0
-    assert f1("cat", []) == 0.0
+    assert exact_match("The.", [], "2.0") == 1.0
+    assert f1("The.", [], "2.0") == 1.0
+    assert exact_match("cat", [], "2.0") == 0.0
+    assert f1("cat", [], "2.0") == 0.0
     # abstaining on an answerable question
-    assert exact_match("", ["cat"]) == 0.0
-    assert f1("", ["cat"]) == 0.0
-    # answers that normalise to "" are dropped (v2.0 script)
-    assert exact_match("a", ["the", "cat"]) == 0.0
-    assert exact_match("a", ["the"]) == 1.0
+    for version in ("1.1", "2.0"):
+        assert exact_match("", ["cat"], version) == 0.0
+        assert f1("", ["cat"], version) == 0.0
+
+
+def test_answers_that_normalise_to_nothing_follow_the_version():
+    # 1.1 keeps the answer "the": "a" and "the" both normalise to ""
+    assert exact_match("a", ["the", "cat"], version="1.1") == 1.0
+    assert exact_match("a", ["the", "cat"]) == 1.0  # 1.1 by default
+    # ... but F1 has no token in common: 0
+    assert f1("a", ["the", "cat"], version="1.1") == 0.0
+    # 2.0 drops "the" and compares with "cat" only
+    assert exact_match("a", ["the", "cat"], version="2.0") == 0.0
+    assert f1("a", ["the", "cat"], version="2.0") == 0.0
+    # 2.0, nothing left: scored as unanswerable, abstaining is right
+    assert exact_match("a", ["the"], version="2.0") == 1.0
+    assert f1("a", ["the"], version="2.0") == 1.0
+    assert exact_match("a", ["the"], version="1.1") == 1.0
+    assert f1("a", ["the"], version="1.1") == 0.0
+
+
+def test_squad_metrics_refuse_an_unknown_version():
+    for call in (
+        lambda: exact_match("a", ["a"], version="2"),
+        lambda: f1("a", ["a"], version="2"),
+        lambda: squad_scores({"q": "a"}, {"q": ["a"]}, version="2"),
+    ):
+        with pytest.raises(ValueError) as error:
+            call()
+        message = str(error.value)
+        assert "version` '2'" in message and "'1.1', '2.0'" in message
+
+
+def test_squad_v1_refuses_questions_without_answers():
+    # the v1.1 script fails on them (max of no scores)
+    with pytest.raises(ValueError, match='version="2.0"'):
+        exact_match("", [], "1.1")
+    with pytest.raises(ValueError, match="at least one answer"):
+        squad_scores({"q": "x"}, {"q": []}, "1.1")
+    # also when the question has no prediction
+    with pytest.raises(ValueError, match="at least one answer"):
+        squad_scores({}, {"q": []}, "1.1")
 
 
 def test_ground_truths_must_be_a_list():
     with pytest.raises(TypeError, match="the string 'cat'"):
         exact_match("cat", "cat")
+
+
+GOLDENS = json.loads(
+    (pathlib.Path(__file__).parents[1] / "fixtures")
+    .joinpath("squad_official_goldens.json")
+    .read_text()
+)
+
+
+@pytest.mark.parametrize("version", ["1.1", "2.0"])
+def test_per_question_scores_equal_the_official_scripts(version):
+    cases = GOLDENS["cases"]
+    # the goldens hold the cases where the versions differ
+    assert any(c["1.1"] and c["1.1"] != c["2.0"] for c in cases)
+    for case in cases:
+        prediction, answers = case["prediction"], case["answers"]
+        expected = case[version]
+        if expected is None:
+            # the official v1.1 script fails on a question without answers
+            with pytest.raises(ValueError):
+                exact_match(prediction, answers, version)
+            continue
+        where = f"{case['id']} ({case['note']})"
+        assert exact_match(prediction, answers, version) == expected["exact"], (
+            where
+        )
+        assert f1(prediction, answers, version) == pytest.approx(
+            expected["f1"], rel=1e-12, abs=0
+        ), where
+
+
+# the official scripts' names for the aggregate keys
+OFFICIAL_KEYS = {
+    "1.1": {"exact_match": "exact_match", "f1": "f1"},
+    "2.0": {
+        "exact_match": "exact",
+        "f1": "f1",
+        "count": "total",
+        "has_answer_exact_match": "HasAns_exact",
+        "has_answer_f1": "HasAns_f1",
+        "has_answer_count": "HasAns_total",
+        "no_answer_exact_match": "NoAns_exact",
+        "no_answer_f1": "NoAns_f1",
+        "no_answer_count": "NoAns_total",
+    },
+}
+
+
+@pytest.mark.parametrize("version", ["1.1", "2.0"])
+def test_squad_scores_equal_the_official_scripts(version):
+    golden = GOLDENS["aggregates"][version]
+    scores = squad_scores(golden["predictions"], golden["questions"], version)
+    official = golden["official"]
+    keys = OFFICIAL_KEYS[version]
+    assert set(official) == set(keys.values())
+    for ours, theirs in keys.items():
+        assert scores[ours] == pytest.approx(official[theirs], rel=1e-12), ours
+    assert scores["count"] == len(golden["questions"])
+    missing = set(golden["questions"]) - set(golden["predictions"])
+    assert scores["missing"] == len(missing)
+    if version == "1.1":
+        # one question without a prediction, scored 0 and counted
+        assert missing
+        assert not any(k.startswith(("has_", "no_")) for k in scores)
 
 
 def test_squad_scores_aggregate_and_split_by_answerability():
@@ -227,7 +331,7 @@ def test_squad_scores_aggregate_and_split_by_answerability():
         "q5": "blue",  # EM 0, F1 0
         "other": "ignored",
     }
-    scores = squad_scores(predictions, answers)
+    scores = squad_scores(predictions, answers, version="2.0")
     # EM 2/5; F1 (1 + 2/3 + 1) / 5 = 8/15
     assert scores["exact_match"] == pytest.approx(40.0)
     assert scores["f1"] == pytest.approx(100 * 8 / 15)
@@ -243,11 +347,19 @@ def test_squad_scores_aggregate_and_split_by_answerability():
     assert scores["no_answer_count"] == 2
 
 
-def test_squad_v1_scores_have_no_answerability_split():
-    scores = squad_scores(
-        {"a": "Paris", "b": "x"}, {"a": ["paris"], "b": ["y"]}
+def test_squad_scores_split_only_for_v2():
+    predictions, answers = (
+        {"a": "Paris", "b": "x"},
+        {"a": ["paris"], "b": ["y"]},
     )
+    scores = squad_scores(predictions, answers, "1.1")
     assert scores == {"exact_match": 50.0, "f1": 50.0, "count": 2, "missing": 0}
+    # as the v2.0 script, which reports HasAns_* whenever a question has
+    # an answer
+    scores = squad_scores(predictions, answers, "2.0")
+    assert scores["has_answer_exact_match"] == 50.0
+    assert scores["has_answer_count"] == 2
+    assert "no_answer_count" not in scores
 
 
 def test_squad_scores_refuse_bad_input():
