@@ -99,7 +99,7 @@ def _first_y(fn, init, xs):
     return graph.structured_outputs
 
 
-def compile_function(fn):
+def compile_function(fn, relax_shapes=True):
     """Compiles `fn` with XLA for repeated calls on the active backend.
 
     On TensorFlow this is `tf.function(jit_compile=True)`; on JAX the function
@@ -108,6 +108,10 @@ def compile_function(fn):
 
     Args:
         fn: a Python function of tensors (nested structures allowed).
+        relax_shapes: bool. On TensorFlow, whether calls with new shapes may
+            share one program over shapes with unknown dimensions (fewer
+            compilations); `False` compiles one program per shape, with
+            every length known (as the scan kernels need).
 
     Returns:
         A callable with the same signature.
@@ -115,7 +119,7 @@ def compile_function(fn):
     if _backend() == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=True, reduce_retracing=True)
+        return tf.function(fn, jit_compile=True, reduce_retracing=relax_shapes)
     return fn
 
 

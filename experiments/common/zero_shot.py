@@ -1,0 +1,591 @@
+"""Zero- and few-shot evaluation of causal language models, scored as
+EleutherAI's lm-evaluation-harness (0.4.13) scores them.
+
+Nothing is trained: a pretrained model reads prompts built from a task's
+documents and is scored on what it predicts. The prompts, choices,
+few-shot sampling, tokenization and metrics follow lm-eval's own task
+definitions (`lm_eval/tasks/glue/*/default.yaml`, `wikitext/wikitext.yaml`,
+`squadv2/task.py`), so that the numbers compare with tables made with it;
+tests compare with goldens lm-eval wrote (`tests/fixtures/lm_eval/`).
+
+Three kinds of task:
+
+- multiple choice (GLUE): the context is the prompt, each choice a
+  continuation `" " + choice`; the prediction is the choice of highest
+  summed log-likelihood (`acc`, and lm-eval's `f1` / `mcc` where it has
+  them).
+- rolling log-likelihood (WikiText-2): each document (a Wikipedia article,
+  detokenized) is scored whole, in windows of the model's length; word
+  perplexity, byte perplexity and bits per byte.
+- generation (SQuAD 2.0): greedy continuation of the prompt up to the first
+  newline, scored with the official SQuAD 2.0 exact match and F1.
+
+lm-eval's conventions, kept here:
+
+- Few-shot examples come from the training split, drawn for each evaluated
+  document in order by one `random.Random(1234)` (`rnd.sample(train, k)`);
+  each is its prompt, `" "` and its answer, followed by `"\\n\\n"`.
+- A (context, continuation) pair: trailing whitespace of the context moves
+  to the continuation; the pair is encoded whole and split where the
+  context's own encoding ends; the model reads at most `max_length` tokens,
+  keeping their end.
+"""
+
+import dataclasses
+import math
+import random
+import re
+from collections.abc import Callable
+
+import numpy as np
+
+from experiments.common import metrics as metrics_lib
+
+FEWSHOT_SEED = 1234
+TARGET_DELIMITER = " "
+FEWSHOT_DELIMITER = "\n\n"
+# the context length lm-eval gives a model whose config names none
+DEFAULT_MAX_LENGTH = 2048
+# tokens a generation may add (lm-eval's default `max_gen_toks`)
+DEFAULT_MAX_GEN_TOKENS = 256
+
+
+# === Tokenization conventions ===
+
+
+def encode_pair(tokenizer, context, continuation, prefix_id):
+    """The token ids of a (context, continuation) pair, as lm-eval forms
+    them.
+
+    Trailing whitespace of `context` moves to `continuation`; the pair is
+    encoded whole and split where the context's own encoding ends (so a
+    merge across the boundary counts to the continuation). An empty
+    context becomes `[prefix_id]` (the end-of-text token).
+
+    Returns:
+        `(context_ids, continuation_ids)`, lists of ints.
+    """
+    if not context:
+        continuation_ids = tokenizer.encode(continuation)
+        if continuation_ids and continuation_ids[0] == prefix_id:
+            return continuation_ids[:1], continuation_ids[1:]
+        return [prefix_id], continuation_ids
+    stripped = context.rstrip()
+    spaces = context[len(stripped) :]
+    whole = tokenizer.encode(stripped + spaces + continuation)
+    context_ids = tokenizer.encode(stripped)
+    return context_ids, whole[len(context_ids) :]
+
+
+def rolling_windows(token_ids, prefix_id, max_length):
+    """Windows that score every token of a document once (lm-eval's
+    `loglikelihood_rolling` with a context of 1).
+
+    The first window reads `[prefix_id] + tokens[:L-1]` and scores
+    `tokens[:L]` (`L = max_length`); each next one scores the next `L`
+    tokens (fewer at the end) and reads the `L` tokens before each of
+    them, so the last, short window still reads a full window.
+
+    Returns:
+        A list of `(context_ids, continuation_ids)` pairs, disjoint.
+    """
+    tokens = list(token_ids)
+    if not tokens:
+        return []
+    first = min(max_length, len(tokens))
+    pairs = [([prefix_id], tokens[:first])]
+    done = first
+    while done < len(tokens):
+        count = min(len(tokens) - done, max_length)
+        end = done + count
+        window = tokens[max(end - max_length - 1, 0) : end - 1]
+        # the part before the scored tokens is their context
+        pairs.append((window[: len(window) - (count - 1)], tokens[done:end]))
+        done = end
+    return pairs
+
+
+# === Scoring with a model ===
+
+
+def _bucket(length, limit):
+    """The padded length of a batch: a power of two, at least 16, at most
+    `limit` (one compiled program per bucket)."""
+    return min(max(16, 1 << (length - 1).bit_length()), limit)
+
+
+class Scorer:
+    """Log-likelihoods of continuations under a `kerasseq.models.CausalLM`.
+
+    Requests are read in batches through the model's parallel form (the
+    same call as training), right-padded to a bucket length: a causal
+    model's predictions at real tokens do not depend on padding after them.
+
+    Args:
+        model: a `CausalLM`.
+        max_length: the most tokens the model reads at once.
+        batch_size: requests per forward pass.
+    """
+
+    def __init__(self, model, max_length, batch_size=8):
+        from kerasseq.ops.dispatch import compile_function
+
+        self.model = model
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+        def token_scores(token_ids, padding_mask, targets):
+            import keras
+
+            logits = model(
+                {"token_ids": token_ids, "padding_mask": padding_mask},
+                training=False,
+            )
+            logits = keras.ops.cast(logits, "float32")
+            log_probs = keras.ops.log_softmax(logits, axis=-1)
+            picked = keras.ops.take_along_axis(
+                log_probs, targets[..., None], axis=-1
+            )[..., 0]
+            greedy = keras.ops.argmax(logits, axis=-1) == targets
+            return picked, greedy
+
+        # one program per (batch, length) shape, each with a static length
+        # (the scan kernels need it)
+        self._scores = compile_function(token_scores, relax_shapes=False)
+
+    def loglikelihoods(self, requests):
+        """`(log-likelihood, is_greedy)` of each `(context_ids,
+        continuation_ids)` request, in order."""
+        # what the model reads: the pair's last max_length + 1 tokens but
+        # the last, with each position's next token as target
+        rows = []
+        for context_ids, continuation_ids in requests:
+            if not continuation_ids:
+                raise ValueError("A continuation encodes to no tokens.")
+            whole = (list(context_ids) + list(continuation_ids))[
+                -(self.max_length + 1) :
+            ]
+            rows.append((whole[:-1], whole[1:], len(continuation_ids)))
+        results = [None] * len(rows)
+        # longest first, as lm-eval orders them: batches of like lengths
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+        for begin in range(0, len(order), self.batch_size):
+            chosen = order[begin : begin + self.batch_size]
+            length = _bucket(len(rows[chosen[0]][0]), self.max_length)
+            inputs = np.zeros((self.batch_size, length), np.int32)
+            targets = np.zeros((self.batch_size, length), np.int32)
+            mask = np.zeros((self.batch_size, length), bool)
+            for row, index in enumerate(chosen):
+                tokens, labels, _ = rows[index]
+                inputs[row, : len(tokens)] = tokens
+                targets[row, : len(labels)] = labels
+                mask[row, : len(tokens)] = True
+            picked, greedy = self._scores(inputs, mask, targets)
+            picked = np.asarray(picked)
+            greedy = np.asarray(greedy)
+            for row, index in enumerate(chosen):
+                tokens, _, count = rows[index]
+                span = slice(len(tokens) - count, len(tokens))
+                results[index] = (
+                    float(np.sum(picked[row, span], dtype=np.float64)),
+                    bool(np.all(greedy[row, span])),
+                )
+        return results
+
+    def generate_until(self, tokenizer, context, until, max_tokens, end_id):
+        """The greedy continuation of `context`, cut before the first of
+        the strings `until` (or the end-of-text token), as lm-eval's
+        `generate_until`: the context keeps its last `max_length -
+        max_tokens` tokens."""
+        context_ids = tokenizer.encode(context) or [end_id]
+        context_ids = context_ids[-(self.max_length - max_tokens) :]
+        generated = []
+        text = ""
+        # a few tokens at a time, stopping once a stop string appeared
+        while len(generated) < max_tokens:
+            count = min(16, max_tokens - len(generated))
+            output = self.model.generate(
+                np.asarray([context_ids + generated], np.int32), count
+            )
+            new = [
+                int(t) for t in output[0, len(context_ids) + len(generated) :]
+            ]
+            generated += new
+            if end_id in generated:
+                generated = generated[: generated.index(end_id)]
+                text = tokenizer.decode(generated)
+                break
+            text = tokenizer.decode(generated)
+            if any(stop in text for stop in until):
+                break
+        for stop in until:
+            text = text.split(stop)[0]
+        return text
+
+
+# === Tasks ===
+
+
+@dataclasses.dataclass(frozen=True)
+class ChoiceTask:
+    """A multiple-choice task of lm-eval over a GLUE task's documents.
+
+    Attributes:
+        name: lm-eval's task name.
+        glue_task: the `kerasseq.data.glue` task its documents come from.
+        split: the evaluated split (the few-shot examples come from
+            `"train"`).
+        prompt: document -> the text before the answer.
+        choices: the answers, indexed by label.
+        metrics: lm-eval's metrics of the task (`acc`, `f1`, `mcc`).
+    """
+
+    name: str
+    glue_task: str
+    split: str
+    prompt: Callable[[dict], str]
+    choices: tuple
+    metrics: tuple = ("acc",)
+
+    kind = "multiple_choice"
+
+
+def _mnli_prompt(doc):
+    hypothesis = doc["hypothesis"].strip()
+    if not hypothesis.endswith("."):
+        hypothesis += "."
+    return (
+        f"{doc['premise']}\nQuestion: {hypothesis} True, False or "
+        "Neither?\nAnswer:"
+    )
+
+
+def _entailment_prompt(doc):
+    return (
+        f"{doc['sentence1']}\nQuestion: {doc['sentence2']} True or "
+        "False?\nAnswer:"
+    )
+
+
+# lm-eval's GLUE tasks (lm_eval/tasks/glue/<task>/default.yaml)
+CHOICE_TASKS = {
+    task.name: task
+    for task in (
+        ChoiceTask(
+            "cola",
+            "cola",
+            "validation",
+            lambda d: (
+                f"{d['sentence']}\nQuestion: Does this sentence make "
+                "sense?\nAnswer:"
+            ),
+            ("no", "yes"),
+            ("mcc",),
+        ),
+        ChoiceTask(
+            "sst2",
+            "sst2",
+            "validation",
+            lambda d: (
+                f"{d['sentence']}\nQuestion: Is this sentence positive "
+                "or negative?\nAnswer:"
+            ),
+            ("negative", "positive"),
+        ),
+        ChoiceTask(
+            "mrpc",
+            "mrpc",
+            "validation",
+            lambda d: (
+                f"Sentence 1: {d['sentence1']}\nSentence 2: "
+                f"{d['sentence2']}\nQuestion: Do both sentences mean the same "
+                "thing?\nAnswer:"
+            ),
+            ("no", "yes"),
+            ("acc", "f1"),
+        ),
+        ChoiceTask(
+            "qqp",
+            "qqp",
+            "validation",
+            lambda d: (
+                f"Question 1: {d['question1']}\nQuestion 2: "
+                f"{d['question2']}\nQuestion: Do both questions ask the same "
+                "thing?\nAnswer:"
+            ),
+            ("no", "yes"),
+            ("acc", "f1"),
+        ),
+        ChoiceTask(
+            "mnli",
+            "mnli",
+            "validation_matched",
+            _mnli_prompt,
+            ("True", "Neither", "False"),
+        ),
+        ChoiceTask(
+            "mnli_mismatch",
+            "mnli",
+            "validation_mismatched",
+            _mnli_prompt,
+            ("True", "Neither", "False"),
+        ),
+        ChoiceTask(
+            "qnli",
+            "qnli",
+            "validation",
+            lambda d: (
+                f"{d['question']}\n{d['sentence']}\nQuestion: Does this "
+                "response answer the question?\nAnswer:"
+            ),
+            ("yes", "no"),
+        ),
+        ChoiceTask(
+            "rte", "rte", "validation", _entailment_prompt, ("True", "False")
+        ),
+        ChoiceTask(
+            "wnli", "wnli", "validation", _entailment_prompt, ("False", "True")
+        ),
+    )
+}
+
+ROLLING_TASKS = ("wikitext",)
+GENERATION_TASKS = ("squadv2",)
+TASKS = tuple(CHOICE_TASKS) + ROLLING_TASKS + GENERATION_TASKS
+
+
+def fewshot_context(prompt, answer, train_docs, k, rnd):
+    """The text before a document's prompt: `k` training documents drawn
+    by `rnd`, each as its prompt, `" "`, its answer and `"\\n\\n"`
+    (`prompt(doc)` and `answer(doc)` give the strings)."""
+    if k == 0:
+        return ""
+    if k > len(train_docs):
+        raise ValueError(
+            f"--num_fewshot={k} exceeds the {len(train_docs)} training "
+            "documents to draw examples from."
+        )
+    shots = rnd.sample(train_docs, k)
+    return "".join(
+        prompt(d) + TARGET_DELIMITER + answer(d) + FEWSHOT_DELIMITER
+        for d in shots
+    )
+
+
+def _mean(values):
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def score_choices(task, scorer, tokenizer, docs, train_docs, k, prefix_id):
+    """Scores a `ChoiceTask` at `k` shots.
+
+    Returns:
+        `(metrics, samples)`: lm-eval's metrics of the task, and one record
+        per document (`doc`, `context`, `choices`, `loglikelihoods`,
+        `is_greedy`, `prediction`, `target`).
+    """
+    rnd = random.Random(FEWSHOT_SEED)
+    continuations = [TARGET_DELIMITER + c for c in task.choices]
+    contexts, requests = [], []
+    for doc in docs:
+        context = fewshot_context(
+            task.prompt,
+            lambda d: task.choices[d["label"]],
+            train_docs,
+            k,
+            rnd,
+        ) + task.prompt(doc)
+        contexts.append(context)
+        for continuation in continuations:
+            requests.append(
+                encode_pair(tokenizer, context, continuation, prefix_id)
+            )
+    scored = scorer.loglikelihoods(requests)
+    width = len(continuations)
+    samples, predictions = [], []
+    for i, doc in enumerate(docs):
+        mine = scored[i * width : (i + 1) * width]
+        lls = [ll for ll, _ in mine]
+        prediction = int(np.argmax(lls))
+        predictions.append(prediction)
+        samples.append(
+            {
+                "doc": doc,
+                "context": contexts[i],
+                "choices": continuations,
+                "loglikelihoods": lls,
+                "is_greedy": [
+                    s[1] for s in scored[i * width : (i + 1) * width]
+                ],
+                "prediction": prediction,
+                "target": int(doc["label"]),
+            }
+        )
+    labels = np.asarray([d["label"] for d in docs])
+    predictions = np.asarray(predictions)
+    results = {}
+    for metric in task.metrics:
+        if metric == "acc":
+            results["acc"] = _mean(labels == predictions)
+        elif metric == "f1":
+            results["f1"] = metrics_lib.f1_score(labels, predictions)
+        elif metric == "mcc":
+            results["mcc"] = metrics_lib.matthews_corrcoef(labels, predictions)
+    return results, samples
+
+
+# lm-eval's WikiText detokenizer (lm_eval/tasks/wikitext/
+# preprocess_wikitext.py): the raw files' tokenised spacing undone, in order
+_DETOKENIZE = (
+    ("s '", "s'"),
+    (re.compile(r"/' [0-9]/"), r"/'[0-9]/"),
+    (" @-@ ", "-"),
+    (" @,@ ", ","),
+    (" @.@ ", "."),
+    (" : ", ": "),
+    (" ; ", "; "),
+    (" . ", ". "),
+    (" ! ", "! "),
+    (" ? ", "? "),
+    (" , ", ", "),
+    (re.compile(r"\(\s*([^\)]*?)\s*\)"), r"(\1)"),
+    (re.compile(r"\[\s*([^\]]*?)\s*\]"), r"[\1]"),
+    (re.compile(r"{\s*([^}]*?)\s*}"), r"{\1}"),
+    (re.compile(r"\"\s*([^\"]*?)\s*\""), r'"\1"'),
+    (re.compile(r"'\s*([^']*?)\s*'"), r"'\1'"),
+    ("= = = =", "===="),
+    ("= = =", "==="),
+    ("= =", "=="),
+    (" \N{DEGREE SIGN} ", "\N{DEGREE SIGN}"),
+    (" \n", "\n"),
+    ("\n ", "\n"),
+    (" N ", " 1 "),
+    (" 's", "'s"),
+)
+
+
+def detokenize_wikitext(text):
+    """WikiText's raw text with its tokenised spacing undone, as lm-eval
+    scores it (`" @-@ "` -> `"-"`, `" , "` -> `", "`, ...)."""
+    for pattern, replacement in _DETOKENIZE:
+        if isinstance(pattern, str):
+            text = text.replace(pattern, replacement)
+        else:
+            text = pattern.sub(replacement, text)
+    return text
+
+
+_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")
+
+
+def wikitext_documents(raw):
+    """The articles of a WikiText raw file, as the document-level dataset
+    lm-eval reads (`EleutherAI/wikitext_document_level`) splits it: a new
+    document starts at each top-level heading line (` = Title = `); each
+    holds its lines, newline-terminated."""
+    documents, lines = [], []
+    for line in raw.split("\n"):
+        if _ARTICLE_HEADING.match(line) and "".join(lines).strip():
+            documents.append("\n".join(lines))
+            lines = []
+        lines.append(line)
+    if "".join(lines).strip():
+        documents.append("\n".join(lines))
+    return documents
+
+
+def score_rolling(scorer, tokenizer, pages, prefix_id):
+    """WikiText's three metrics over documents `pages` (raw text).
+
+    Returns:
+        `(metrics, samples)`: `word_perplexity`, `byte_perplexity`,
+        `bits_per_byte` (lm-eval's: log-likelihood of the detokenized
+        text, words and bytes counted in the raw text), and per document its
+        log-likelihood, words, bytes and windows.
+    """
+    samples = []
+    for page in pages:
+        text = detokenize_wikitext(page)
+        windows = rolling_windows(
+            tokenizer.encode(text), prefix_id, scorer.max_length
+        )
+        loglikelihood = sum(ll for ll, _ in scorer.loglikelihoods(windows))
+        samples.append(
+            {
+                "doc": {"page": page},
+                "loglikelihood": loglikelihood,
+                "words": len(re.split(r"\s+", page)),
+                "bytes": len(page.encode("utf-8")),
+                "windows": len(windows),
+            }
+        )
+    total = sum(s["loglikelihood"] for s in samples)
+    words = sum(s["words"] for s in samples)
+    num_bytes = sum(s["bytes"] for s in samples)
+    results = {
+        "word_perplexity": math.exp(-total / words),
+        "byte_perplexity": math.exp(-total / num_bytes),
+        "bits_per_byte": -total / num_bytes / math.log(2),
+        "perplexity_convention": (
+            "lm-eval loglikelihood_rolling: each document scored whole in "
+            f"disjoint windows of max_length={scorer.max_length} tokens, the "
+            "first after the end-of-text token, the last reading a full "
+            "window; detokenized text; words and bytes of the raw text"
+        ),
+    }
+    return results, samples
+
+
+def squad_prompt(doc):
+    """lm-eval's SQuAD 2.0 prompt (lm_eval/tasks/squadv2/task.py)."""
+    return (
+        f"Title: {doc['title']}\n\nBackground: {doc['context']}\n\n"
+        f"Question: {doc['question']}\n\nAnswer:"
+    )
+
+
+def squad_answer(doc):
+    answers = doc["answers"]["text"]
+    return answers[0] if answers else "unanswerable"
+
+
+def score_generation(
+    scorer, tokenizer, docs, train_docs, k, end_id, max_tokens
+):
+    """SQuAD 2.0 by greedy generation up to the first newline, scored with
+    the official SQuAD 2.0 exact match and F1 (lm-eval's `exact`, `f1`,
+    `HasAns_*`, `NoAns_*`)."""
+    rnd = random.Random(FEWSHOT_SEED)
+    samples = []
+    for doc in docs:
+        context = fewshot_context(
+            squad_prompt, squad_answer, train_docs, k, rnd
+        ) + squad_prompt(doc)
+        prediction = scorer.generate_until(
+            tokenizer, context, ["\n"], max_tokens, end_id
+        )
+        samples.append(
+            {"doc": doc, "context": context, "prediction": prediction}
+        )
+    scores = metrics_lib.squad_scores(
+        {s["doc"]["id"]: s["prediction"] for s in samples},
+        {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples},
+        version="2.0",
+    )
+    results = {
+        theirs: scores[ours]
+        for ours, theirs in _SQUAD_METRIC_NAMES.items()
+        if ours in scores
+    }
+    return results, samples
+
+
+# `metrics.squad_scores`'s names -> lm-eval's (the HF `squad_v2` metric's)
+_SQUAD_METRIC_NAMES = {
+    "exact_match": "exact",
+    "f1": "f1",
+    "has_answer_exact_match": "HasAns_exact",
+    "has_answer_f1": "HasAns_f1",
+    "no_answer_exact_match": "NoAns_exact",
+    "no_answer_f1": "NoAns_f1",
+}

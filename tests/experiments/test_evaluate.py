@@ -1,0 +1,266 @@
+"""Zero/few-shot evaluation (`experiments.evaluate`): lm-eval's
+conventions piece by piece, the scorer against the model's own logits, and
+the program on a tiny model (the comparison with lm-eval's own numbers is
+in test_evaluate_goldens.py)."""
+
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+
+from experiments.common import zero_shot
+from experiments.common.evaluation import load_model
+from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import run_binary
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+GPT2_DIR = os.environ.get(
+    "KERASSEQ_GPT2_DIR", os.path.join(REPO, ".venv", "share", "gpt2")
+)
+needs_gpt2 = pytest.mark.skipif(
+    not os.path.exists(os.path.join(GPT2_DIR, "encoder.json")),
+    reason=f"GPT-2's BPE files not in {GPT2_DIR} (`make test` fetches them)",
+)
+
+
+def test_rolling_windows_follow_lm_evals_documented_example():
+    # lm-eval's loglikelihood_rolling docstring: tokens 0..9, windows of 4,
+    # the end-of-text token first
+    eot = 99
+    windows = zero_shot.rolling_windows(range(10), eot, 4)
+    inputs = [(c + p)[:-1][-4:] for c, p in windows]
+    assert inputs == [[eot, 0, 1, 2], [3, 4, 5, 6], [5, 6, 7, 8]]
+    assert [p for _, p in windows] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+@pytest.mark.parametrize("count", [1, 4, 5, 9, 23])
+@pytest.mark.parametrize("max_length", [1, 4, 7])
+def test_rolling_windows_score_each_token_once_with_its_predecessors(
+    count, max_length
+):
+    tokens = list(range(100, 100 + count))
+    windows = zero_shot.rolling_windows(tokens, 0, max_length)
+    scored = [t for _, p in windows for t in p]
+    assert scored == tokens
+    for context, predicted in windows:
+        whole = context + predicted
+        # what the model reads fits it, and the tokens before each scored
+        # one are the document's (or the end-of-text token)
+        assert len(whole) - 1 <= max_length
+        first = tokens.index(predicted[0])
+        expected = ([0] + tokens)[: first + 1][-len(context) :]
+        assert context == expected
+
+
+class _Characters:
+    """A tokenizer of one token per character (id = code point)."""
+
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+
+def test_encode_pair_moves_trailing_spaces_to_the_continuation():
+    context, continuation = zero_shot.encode_pair(
+        _Characters(), "Answer:  ", "yes", 0
+    )
+    assert context == [ord(c) for c in "Answer:"]
+    assert continuation == [ord(c) for c in "  yes"]
+    # no context: the end-of-text token stands for it
+    assert zero_shot.encode_pair(_Characters(), "", "ab", 7) == (
+        [7],
+        [97, 98],
+    )
+
+
+@needs_gpt2
+def test_encode_pair_splits_the_whole_encoding_where_the_context_ends():
+    from kerasseq.data.tokenizers import GPT2Tokenizer
+
+    gpt2 = GPT2Tokenizer.from_directory(GPT2_DIR)
+    context, continuation = zero_shot.encode_pair(
+        gpt2, "Question: is it?\nAnswer:", " positive", gpt2.end_id
+    )
+    whole = gpt2.encode("Question: is it?\nAnswer: positive")
+    assert context + continuation == whole
+    assert context == gpt2.encode("Question: is it?\nAnswer:")
+
+
+def test_few_shot_examples_are_drawn_as_lm_eval_draws_them():
+    train = [{"text": f"t{i}", "label": i % 2} for i in range(10)]
+    rnd = random.Random(zero_shot.FEWSHOT_SEED)
+    first = zero_shot.fewshot_context(
+        lambda d: d["text"], lambda d: "ab"[d["label"]], train, 3, rnd
+    )
+    second = zero_shot.fewshot_context(
+        lambda d: d["text"], lambda d: "ab"[d["label"]], train, 3, rnd
+    )
+    # one generator for the task, `sample(train, k)` per document in order
+    expected = random.Random(1234)
+    for context in (first, second):
+        shots = expected.sample(train, 3)
+        assert context == "".join(
+            f"{d['text']} {'ab'[d['label']]}\n\n" for d in shots
+        )
+    assert zero_shot.fewshot_context(str, str, train, 0, rnd) == ""
+    with pytest.raises(ValueError, match="exceeds the 10 training"):
+        zero_shot.fewshot_context(str, str, train, 11, rnd)
+
+
+def test_wikitext_detokenizer_and_articles():
+    raw = (
+        " = Alpha = \n \n The 1 @,@ 000 km @-@ long road , built ( in 1900 ) "
+        "is 5 @.@ 5 m wide . \n \n = = History = = \n \n It 's old . \n"
+        " = Beta = \n \n Second article . \n"
+    )
+    pages = zero_shot.wikitext_documents(raw)
+    assert len(pages) == 2
+    assert pages[0].startswith(" = Alpha = ") and "= = History" in pages[0]
+    assert pages[1].startswith(" = Beta = ")
+    assert "\n".join(pages) == raw  # every line kept, in order
+    text = zero_shot.detokenize_wikitext(pages[0])
+    assert "1,000 km-long road, built (in 1900) is 5.5 m wide." in text
+    assert "== History ==" in text and "It's old." in text
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A kerasseq run directory holding a tiny GPT over GPT-2's vocabulary
+    and the config.json naming its tokenizer."""
+    if not os.path.exists(os.path.join(GPT2_DIR, "encoder.json")):
+        pytest.skip("GPT-2's BPE files are missing")
+    import kerasseq
+
+    run_dir = tmp_path_factory.mktemp("run")
+    model = kerasseq.models.build_model(
+        "gpt",
+        "causal_lm",
+        "tiny",
+        vocabulary_size=50257,
+        max_sequence_length=32,
+    )
+    model.save(run_dir / "model.keras")
+    record = {"task_args": {"tokenizer": "gpt2", "tokenizer_dir": GPT2_DIR}}
+    (run_dir / "config.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def test_scorer_equals_the_models_log_softmax(tiny_run):
+    model, tokenizer = load_model(str(tiny_run))
+    scorer = zero_shot.Scorer(model, max_length=32, batch_size=2)
+    rng = np.random.default_rng(0)
+    requests = [
+        (list(rng.integers(0, 50257, n)), list(rng.integers(0, 50257, m)))
+        for n, m in [(5, 1), (3, 4), (40, 2), (1, 1), (30, 5)]
+    ]
+    got = scorer.loglikelihoods(requests)
+    for (context, continuation), (ll, greedy) in zip(
+        requests, got, strict=True
+    ):
+        # the reference: one request alone, unpadded, keeping the end
+        whole = (context + continuation)[-33:]
+        tokens = np.asarray([whole[:-1]], np.int32)
+        logits = np.asarray(
+            model({"token_ids": tokens, "padding_mask": tokens >= 0})
+        )[0].astype(np.float64)
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        span = range(len(whole) - 1 - len(continuation), len(whole) - 1)
+        expected = sum(log_probs[t, whole[t + 1]] for t in span)
+        assert ll == pytest.approx(expected, abs=1e-4)
+        assert greedy == all(logits[t].argmax() == whole[t + 1] for t in span)
+
+
+def _sst2(data_dir):
+    folder = data_dir / "SST-2"
+    folder.mkdir(parents=True)
+    rows = {
+        "train.tsv": [
+            ("a fine , moving film .", 1),
+            ("dull and far too long .", 0),
+            ("the cast is wonderful .", 1),
+            ("nothing works here .", 0),
+        ],
+        "dev.tsv": [("i loved it .", 1), ("a mess .", 0), ("warm .", 1)],
+    }
+    for name, pairs in rows.items():
+        lines = ["sentence\tlabel"] + [f"{s}\t{y}" for s, y in pairs]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def test_program_writes_results_samples_and_table(tiny_run, tmp_path):
+    _sst2(tmp_path / "data")
+    result = run_binary(
+        "evaluate",
+        f"--init_from={tiny_run}",
+        "--task=sst2",
+        "--num_fewshot=0,2",
+        f"--data_dir={tmp_path / 'data'}",
+        f"--workdir={tmp_path / 'out'}",
+        "--batch_size=4",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    base = tmp_path / "out" / "evaluate"
+    name = tiny_run.name
+    results = json.loads((base / name / "results.json").read_text())
+    assert set(results["tasks"]["sst2"]) == {"0-shot", "2-shot"}
+    for k in (0, 2):
+        path = base / name / f"{k}shot" / "samples_sst2.jsonl"
+        samples = [json.loads(line) for line in path.read_text().splitlines()]
+        assert len(samples) == 3
+        for s in samples:
+            assert s["choices"] == [" negative", " positive"]
+            assert len(s["loglikelihoods"]) == 2
+            assert s["prediction"] == int(np.argmax(s["loglikelihoods"]))
+            assert s["context"].endswith(
+                f"{s['doc']['sentence']}\nQuestion: Is this sentence "
+                "positive or negative?\nAnswer:"
+            )
+            assert s["context"].count("\nAnswer: ") == k
+        accuracy = np.mean([s["prediction"] == s["target"] for s in samples])
+        assert results["tasks"]["sst2"][f"{k}-shot"]["acc"] == accuracy
+    table = (base / "comparison.md").read_text()
+    assert "| model | task | shots | acc |" in table
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "--init_from names no model"),
+        (("--init_from=x", "--task=sst3"), "Unknown --task sst3; valid: cola"),
+        (("--init_from=x", "--num_fewshot=one"), "comma-separated integers"),
+        (("--init_from=x", "--num_fewshot=-1"), "numbers >= 0, got [-1]"),
+        (("--init_from=/nonexistent/ckpt",), "--init_from='/nonexistent"),
+    ],
+)
+def test_usage_errors(args, message, tmp_path):
+    result = run_binary(
+        "evaluate",
+        *args,
+        f"--workdir={tmp_path}",
+        env={"HF_HUB_OFFLINE": "1", "KERASSEQ_OFFLINE": "1"},
+    )
+    assert_usage_error(result, message)
+
+
+def test_missing_data_offline_says_where_it_looked(tiny_run, tmp_path):
+    result = run_binary(
+        "evaluate",
+        f"--init_from={tiny_run}",
+        "--task=rte",
+        f"--data_dir={tmp_path}",
+        f"--workdir={tmp_path / 'out'}",
+    )
+    assert_usage_error(result, "No GLUE RTE")
+
+
+def test_help_lists_every_flag_without_loading_tensorflow():
+    from experiments.common import options
+    from experiments.evaluate import EvaluateOptions
+    from tests.experiments.test_options import _help
+
+    text = _help("evaluate")
+    assert "TENSORFLOW LOADED" not in text
+    for field in options.settings(EvaluateOptions):
+        assert f"--{options.flag_name(field)}:" in text, field.name
+    assert "wikitext, squadv2" in text  # the tasks, in --task's help
