@@ -4,6 +4,8 @@ import keras
 
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.layers.softmax_attention import recomputed
+from kerasseq.ops import checks
+from kerasseq.ops.block_sparse_attention import RANDOM_BLOCKS
 from kerasseq.ops.block_sparse_attention import block_sparse_attention
 from kerasseq.ops.block_sparse_attention import check_block_arguments
 
@@ -30,6 +32,18 @@ class BigBirdAttention(SoftmaxAttention):
     the same weight names (`query`, `key`, `value`, `output`: Hugging Face
     BigBird's `query`, `key`, `value` and `output.dense`).
 
+    In training the random blocks are always the seeded draw. At inference
+    `inference_random_blocks` chooses them: `"seeded"` (the default) keeps
+    the same draw, so the layer attends the same keys in training and
+    inference; `"first_block"` reproduces transformers'
+    `BigBirdBlockSparseAttention` in eval mode, which attends no random
+    block but gathers block 0 in each of the `num_random_blocks` random
+    slots, so that block 0's keys count `num_random_blocks` more times in
+    the softmax of every non-global block row (padded keys stay masked, the
+    global rows attend every key). `kerasseq.pretrained` sets
+    `"first_block"` on BigBird checkpoints converted from Hugging Face, so
+    that they predict as they did in transformers.
+
     Global blocks read the whole sequence, so the layer has no causal form
     and no token-by-token decoding.
 
@@ -43,6 +57,9 @@ class BigBirdAttention(SoftmaxAttention):
         num_random_blocks: int. Random key blocks per non-global block row.
         seed: int. Seed of the random blocks (a NumPy draw at trace time,
             the same on every backend).
+        inference_random_blocks: `"seeded"` or `"first_block"`. The random
+            blocks outside training: the seeded draw of training, or block
+            0 in every random slot (transformers' BigBird in eval mode).
         dropout: float. Dropout rate on the attention weights.
         use_bias: bool. Whether the projections have biases.
         kernel_initializer: initializer of the projection kernels.
@@ -59,7 +76,8 @@ class BigBirdAttention(SoftmaxAttention):
             static `seq_len`.
         padding_mask: optional boolean tensor `(batch_size, seq_len)`,
             `True` at real tokens. Padded keys receive no attention.
-        training: bool, whether dropout is active.
+        training: bool, whether dropout is active and the random blocks
+            are the seeded draw whatever `inference_random_blocks` says.
 
     Returns:
         Tensor of the input's shape.
@@ -84,6 +102,7 @@ class BigBirdAttention(SoftmaxAttention):
         num_global_blocks=2,
         num_random_blocks=3,
         seed=0,
+        inference_random_blocks="seeded",
         dropout=0.0,
         use_bias=True,
         kernel_initializer="glorot_uniform",
@@ -101,6 +120,9 @@ class BigBirdAttention(SoftmaxAttention):
         check_block_arguments(
             block_size, num_global_blocks, num_random_blocks, seed
         )
+        checks.check_mode(
+            inference_random_blocks, RANDOM_BLOCKS, "inference_random_blocks"
+        )
         super().__init__(
             num_heads,
             head_dim=head_dim,
@@ -114,6 +136,7 @@ class BigBirdAttention(SoftmaxAttention):
         self.num_global_blocks = num_global_blocks
         self.num_random_blocks = num_random_blocks
         self.seed = seed
+        self.inference_random_blocks = inference_random_blocks
         self.recompute_attention = recompute_attention
 
     @property
@@ -143,6 +166,7 @@ class BigBirdAttention(SoftmaxAttention):
         dropout = None
         if self.dropout > 0 and training:
             dropout = functools.partial(self.dropout_layer, training=training)
+        random_blocks = "seeded" if training else self.inference_random_blocks
 
         def attend(q, k, v):
             return block_sparse_attention(
@@ -155,6 +179,7 @@ class BigBirdAttention(SoftmaxAttention):
                 seed=self.seed,
                 key_mask=padding_mask,
                 dropout=dropout,
+                random_blocks=random_blocks,
             )
 
         enabled = self.recompute_attention and dropout is None
@@ -182,6 +207,7 @@ class BigBirdAttention(SoftmaxAttention):
                 "num_global_blocks": self.num_global_blocks,
                 "num_random_blocks": self.num_random_blocks,
                 "seed": self.seed,
+                "inference_random_blocks": self.inference_random_blocks,
                 "recompute_attention": self.recompute_attention,
             }
         )

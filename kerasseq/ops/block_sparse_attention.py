@@ -26,10 +26,17 @@ Which keys a query attends, in each head:
                                   every global block, and r random blocks
                                   drawn without replacement from the blocks
                                   outside that window and the global set
+                                  (`random_blocks="seeded"`), or r more
+                                  copies of block 0
+                                  (`random_blocks="first_block"`: what
+                                  transformers' BigBird attends in eval mode)
 
-Each key counts once. Keys where `key_mask` is False, and the n * b - T
-padding keys, are never attended. Scores are scaled by K ** -0.5 and
-normalised in float32.
+Each key of the window and global set counts once. With "first_block"
+the r random slots all gather block 0, so in the softmax of a non-global
+row its keys count r more times (1 + r with g >= 1, where block 0 is
+global), as transformers' duplicated gathers do. Keys where `key_mask` is
+False, and the n * b - T padding keys, are never attended. Scores are
+scaled by K ** -0.5 and normalised in float32.
 
 Non-global rows gather their S key blocks through a static (H, R, S) index
 table, so their scores are (B, H, R, b, S * b): memory O(T * S * b), never
@@ -46,6 +53,8 @@ from kerasseq.ops import checks
 # the score of a masked key: finite, so that a row with no allowed key
 # gets finite (uniform) weights instead of NaN
 MASKED_SCORE = -1e9
+# how the random key blocks are chosen (see `random_block_plan`)
+RANDOM_BLOCKS = ("seeded", "first_block")
 
 
 def block_sparse_attention(
@@ -58,6 +67,7 @@ def block_sparse_attention(
     seed=0,
     key_mask=None,
     dropout=None,
+    random_blocks="seeded",
 ):
     """BigBird's block-sparse bidirectional attention.
 
@@ -68,7 +78,11 @@ def block_sparse_attention(
     `num_random_blocks` random blocks drawn for each head and block row by
     `random_block_plan(n, H, g, r, seed)` among the blocks outside that
     window and the global set. The draw is a NumPy computation at trace
-    time: the same on every backend and every call.
+    time: the same on every backend and every call. With
+    `random_blocks="first_block"` every random block is block 0 instead
+    (its keys then count `r` more times in the softmax of those rows),
+    which is what transformers' `BigBirdBlockSparseAttention` attends in
+    eval mode.
 
     Computes in float32 whatever the input dtype and returns the dtype of
     `q`. The sequence length must be static; the batch size may be unknown.
@@ -90,6 +104,9 @@ def block_sparse_attention(
         dropout: optional callable applied to the float32 attention
             weights before they weight the values (e.g. a Keras `Dropout`
             layer in training).
+        random_blocks: `"seeded"` (the random blocks drawn from `seed`) or
+            `"first_block"` (block 0 in every random slot, as transformers'
+            BigBird in eval mode).
 
     Returns:
         `o` of shape `(B, T, H, V)` in the dtype of `q`.
@@ -107,6 +124,7 @@ def block_sparse_attention(
     check_block_arguments(
         block_size, num_global_blocks, num_random_blocks, seed
     )
+    checks.check_mode(random_blocks, RANDOM_BLOCKS, "random_blocks")
     batch, length, heads, key_dim, _ = checks.check_qkv(
         q, k, v, "block_sparse_attention"
     )
@@ -121,7 +139,13 @@ def block_sparse_attention(
         f"sequence length {length} ({num_blocks} blocks of {block_size})",
     )
     layout = _layout(
-        length, heads, block_size, num_global_blocks, num_random_blocks, seed
+        length,
+        heads,
+        block_size,
+        num_global_blocks,
+        num_random_blocks,
+        seed,
+        random_blocks,
     )
 
     dtype = q.dtype
@@ -209,15 +233,23 @@ def _block_rows(q, k, v, keep, layout, scale, dropout):
 
 
 def random_block_plan(
-    num_blocks, num_heads, num_global_blocks, num_random_blocks, seed
+    num_blocks,
+    num_heads,
+    num_global_blocks,
+    num_random_blocks,
+    seed,
+    random_blocks="seeded",
 ):
     """The random key blocks of every (head, block row), as used by
     `block_sparse_attention`.
 
-    Draws, with `numpy.random.default_rng(seed)`, head by head and row by
-    row, `num_random_blocks` distinct blocks among those outside the row's
-    window `{i - 1, i, i + 1}` and the global blocks, sorted. Global rows,
-    which attend to every block, get `-1`.
+    With `random_blocks="seeded"`, draws, with
+    `numpy.random.default_rng(seed)`, head by head and row by row,
+    `num_random_blocks` distinct blocks among those outside the row's
+    window `{i - 1, i, i + 1}` and the global blocks, sorted. With
+    `"first_block"` every random block of every row is block 0 (transformers'
+    BigBird in eval mode; `seed` is unused). Global rows, which attend to
+    every block, get `-1`.
 
     Args:
         num_blocks: positive int, n = ceil(T / block_size).
@@ -225,6 +257,7 @@ def random_block_plan(
         num_global_blocks: non-negative int, g.
         num_random_blocks: non-negative int, r.
         seed: non-negative int.
+        random_blocks: `"seeded"` or `"first_block"`.
 
     Returns:
         int32 NumPy array `(num_heads, num_blocks, num_random_blocks)`.
@@ -234,11 +267,15 @@ def random_block_plan(
     checks.check_int("num_global_blocks", num_global_blocks, 0)
     checks.check_int("num_random_blocks", num_random_blocks, 0)
     checks.check_int("seed", seed, 0)
+    checks.check_mode(random_blocks, RANDOM_BLOCKS, "random_blocks")
     _check_random_blocks(
         num_blocks, num_global_blocks, num_random_blocks, f"{num_blocks} blocks"
     )
     first, last = _global_split(num_blocks, num_global_blocks)
     plan = np.full((num_heads, num_blocks, num_random_blocks), -1, np.int32)
+    if random_blocks == "first_block":
+        plan[:, first : num_blocks - last] = 0
+        return plan
     rng = np.random.default_rng(seed)
     every = np.arange(num_blocks)
     for head in range(num_heads):
@@ -277,17 +314,20 @@ def max_random_blocks(num_blocks, num_global_blocks):
 class _Layout:
     """The static index tables and masks of one configuration."""
 
-    def __init__(self, length, heads, block_size, num_global, num_random, seed):
+    def __init__(
+        self, length, heads, block_size, num_global, num_random, seed, choice
+    ):
         num_blocks = -(-length // block_size)
         first, last = _global_split(num_blocks, num_global)
         rows = range(first, num_blocks - last)
         plan = random_block_plan(
-            num_blocks, heads, num_global, num_random, seed
+            num_blocks, heads, num_global, num_random, seed, choice
         )
         fixed = [_fixed_blocks(row, num_blocks, first, last) for row in rows]
         width = max((len(f) for f in fixed), default=0)
         slots = width + num_random
         # the window and global blocks, dummies (block 0, masked), random
+        # (block 0 repeated, unmasked, with "first_block")
         table = np.zeros((heads, len(rows), slots), np.int32)
         valid = np.zeros((len(rows), slots), bool)
         for j, (row, blocks) in enumerate(zip(rows, fixed, strict=True)):
@@ -312,8 +352,10 @@ class _Layout:
 
 
 @functools.lru_cache(maxsize=32)
-def _layout(length, heads, block_size, num_global, num_random, seed):
-    return _Layout(length, heads, block_size, num_global, num_random, seed)
+def _layout(length, heads, block_size, num_global, num_random, seed, choice):
+    return _Layout(
+        length, heads, block_size, num_global, num_random, seed, choice
+    )
 
 
 def _global_split(num_blocks, num_global_blocks):

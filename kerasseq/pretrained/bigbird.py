@@ -15,12 +15,14 @@ What is exact:
 - Up to `(5 + 2 * num_random_blocks) * block_size` tokens both
   transformers and kerasseq's `BigBirdAttention` (with its 2 global
   blocks) use full attention: the outputs match.
-- Longer inputs use the block-sparse pattern in both, but the random
-  blocks differ: kerasseq draws them from `seed`, whereas transformers
-  draws them with NumPy's global generator in training and, in eval mode
-  (since 4.x), uses block 0 for every random block (no randomness at
-  inference). The global and sliding blocks are the same, the random
-  ones are not, so outputs there differ.
+- Longer inputs use the block-sparse pattern in both. In eval mode
+  transformers attends no random block: every random slot gathers block 0
+  (so block 0's keys count `1 + num_random_blocks` times in each
+  non-global block row). The converted `BigBirdAttention` layers get
+  `inference_random_blocks="first_block"`, which does the same at
+  inference, so the outputs match there too, padded or not. In training
+  both draw random blocks, from different generators: kerasseq's from
+  `seed`, transformers' from NumPy's global one.
 - `rescale_embeddings: true` (multiplying the word embeddings by
   `sqrt(hidden_size)`, as in Pegasus-style checkpoints) and
   `use_bias: false` are refused; token types are folded as in `bert.py`.
@@ -52,12 +54,15 @@ def _mixer_args(checkpoint, seed):
             checkpoint, "num_random_blocks"
         ),
         "seed": seed,
+        # transformers' eval mode: block 0 in every random slot
+        "inference_random_blocks": "first_block",
     }
 
 
 def model_arguments(checkpoint, task, seed=0):
     """The `build_model` arguments config.json fixes: the encoder's and,
-    for block-sparse attention, its blocks (`seed` draws the random ones).
+    for block-sparse attention, its blocks (`seed` draws the random ones of
+    training; at inference they are transformers' eval-mode ones).
     """
     del task
     fixed = bert.encoder_settings(checkpoint)[0]
@@ -76,7 +81,9 @@ def convert(checkpoint, task=None, seed=0, **head_args):
             is left out).
         task: `None` for the `SequenceBackbone`, or a kerasseq head
             initialised afresh (see `bert.convert`).
-        seed: the seed of `BigBirdAttention`'s random blocks.
+        seed: the seed of `BigBirdAttention`'s random blocks in training
+            (at inference every random slot holds block 0, as in
+            transformers' eval mode).
         **head_args: the head's arguments, as in `bert.convert`.
 
     Returns:

@@ -5,7 +5,9 @@ from keras import ops
 
 from kerasseq.layers.bigbird_attention import BigBirdAttention
 from kerasseq.layers.softmax_attention import SoftmaxAttention
+from kerasseq.ops.block_sparse_attention import random_block_plan
 from tests.ops.test_block_sparse_attention import explicit_mask
+from tests.ops.test_block_sparse_attention import global_blocks
 from tests.testing import compiled
 from tests.testing import float64
 from tests.testing import layer_gradients
@@ -54,9 +56,26 @@ def attention_mask(layer, length):
     )
 
 
-def reference(layer, x, padding_mask=None):
+def transformers_eval_pattern(layer, length):
+    """transformers' BigBird in eval mode as `(H, T, T)` key counts: the
+    window and global blocks once, and block 0 once more for each of the
+    `num_random_blocks` random slots of a non-global query block (its
+    `rand_attn` is all zeros outside training)."""
+    block = layer.block_size
+    num_blocks = -(-length // block)
+    counts = explicit_mask(
+        length, layer.num_heads, block, layer.num_global_blocks, 0
+    ).astype(np.int64)
+    glob = global_blocks(num_blocks, layer.num_global_blocks)
+    rows = ~np.isin(np.arange(length) // block, glob)
+    counts[:, rows, :block] += layer.num_random_blocks
+    return counts
+
+
+def reference(layer, x, padding_mask=None, pattern=None):
     """The layer in float64 NumPy: projections, dense softmax attention
-    under the explicit mask, output projection."""
+    under the explicit mask (or `pattern`, `(H, T, T)` counts of how often
+    query t attends key s), output projection."""
     w = layer_weights(layer)
     x = x.astype(np.float64)
 
@@ -65,12 +84,14 @@ def reference(layer, x, padding_mask=None):
         return y + w[f"{name}_bias"]
 
     q, k, v = (project(n) for n in ("query", "key", "value"))
-    allowed = attention_mask(layer, x.shape[1])[None]
+    if pattern is None:
+        pattern = attention_mask(layer, x.shape[1])
+    allowed = pattern[None] > 0
     if padding_mask is not None:
         allowed = allowed & padding_mask[:, None, None, :]
     scores = np.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
     scores = np.where(allowed, scores, -np.inf)
-    p = np.exp(scores - scores.max(-1, keepdims=True))
+    p = pattern[None] * np.exp(scores - scores.max(-1, keepdims=True))
     p = p / p.sum(-1, keepdims=True)
     o = np.einsum("bhts,bshv->bthv", p, v)
     return np.einsum("bthk,hkd->btd", o, w["output_kernel"]) + w["output_bias"]
@@ -207,7 +228,47 @@ def test_mixed_bfloat16(length):
     assert rel_rms(y[mask], reference(layer, x, mask)[mask]) < 3e-2
 
 
-def test_config_round_trip():
+def test_first_block_inference_matches_transformers_eval():
+    # BigBird's 2 global blocks (other counts: the op's tests)
+    rng = np.random.default_rng(9)
+    layer = make_layer(
+        SPARSE_LENGTH, rng, seed=3, inference_random_blocks="first_block"
+    )
+    x, mask = inputs(rng, SPARSE_LENGTH)
+    y = numpy(compiled(layer)(x, mask))
+    pattern = transformers_eval_pattern(layer, SPARSE_LENGTH)
+    expected = reference(layer, x, mask, pattern)
+    assert rel_rms(y[mask], expected[mask]) < 1e-5
+    # block 0 counted once vs 1 + r times: the counts matter
+    once = reference(layer, x, mask, pattern > 0)
+    assert rel_rms(once[mask], expected[mask]) > 1e-3
+    # the seeded random blocks (training's) give other outputs
+    seeded = reference(layer, x, mask)
+    assert rel_rms(seeded[mask], expected[mask]) > 1e-2
+
+
+def test_training_keeps_the_seeded_random_blocks():
+    rng = np.random.default_rng(10)
+    layer = make_layer(
+        SPARSE_LENGTH, rng, seed=3, inference_random_blocks="first_block"
+    )
+    x, mask = inputs(rng, SPARSE_LENGTH)
+    # the draw of training has random blocks other than block 0
+    num_blocks = -(-SPARSE_LENGTH // layer.block_size)
+    plan = random_block_plan(num_blocks, 2, 2, 2, seed=3)
+    assert (plan[:, 1:-1] > 0).any()
+    seeded = reference(layer, x, mask)
+    pattern = transformers_eval_pattern(layer, SPARSE_LENGTH)
+    hf_eval = reference(layer, x, mask, pattern)
+    trained = numpy(layer(x, padding_mask=mask, training=True))
+    assert rel_rms(trained[mask], seeded[mask]) < 1e-5
+    assert rel_rms(trained[mask], hf_eval[mask]) > 1e-2
+    y = numpy(layer(x, padding_mask=mask, training=False))
+    assert rel_rms(y[mask], hf_eval[mask]) < 1e-5
+
+
+@pytest.mark.parametrize("inference_random_blocks", ["seeded", "first_block"])
+def test_config_round_trip(inference_random_blocks):
     layer = BigBirdAttention(
         4,
         head_dim=8,
@@ -215,23 +276,34 @@ def test_config_round_trip():
         num_global_blocks=3,
         num_random_blocks=1,
         seed=9,
+        inference_random_blocks=inference_random_blocks,
         dropout=0.1,
         use_bias=False,
     )
     config = layer.get_config()
     assert "causal" not in config
+    assert config["inference_random_blocks"] == inference_random_blocks
     restored = BigBirdAttention.from_config(config)
     assert restored.get_config() == config
     assert (restored.block_size, restored.num_global_blocks) == (16, 3)
     assert (restored.num_random_blocks, restored.seed) == (1, 9)
+    assert restored.inference_random_blocks == inference_random_blocks
     assert not restored.causal
+    assert BigBirdAttention(4).inference_random_blocks == "seeded"
 
 
-def test_keras_file_round_trip(tmp_path):
+@pytest.mark.parametrize("inference_random_blocks", ["seeded", "first_block"])
+def test_keras_file_round_trip(tmp_path, inference_random_blocks):
     rng = np.random.default_rng(7)
     inputs_ = keras.Input(shape=(SPARSE_LENGTH, HIDDEN))
     mask = keras.Input(shape=(SPARSE_LENGTH,), dtype="bool")
-    layer = BigBirdAttention(2, block_size=4, num_random_blocks=2, seed=4)
+    layer = BigBirdAttention(
+        2,
+        block_size=4,
+        num_random_blocks=2,
+        seed=4,
+        inference_random_blocks=inference_random_blocks,
+    )
     model = keras.Model([inputs_, mask], layer(inputs_, padding_mask=mask))
     perturb_weights(layer, rng)
     x, padding = inputs(rng, SPARSE_LENGTH, batch=3)
@@ -242,12 +314,17 @@ def test_keras_file_round_trip(tmp_path):
     restored = keras.saving.load_model(path)
     assert isinstance(restored.layers[-1], BigBirdAttention)
     assert restored.layers[-1].seed == 4
+    assert restored.layers[-1].inference_random_blocks == (
+        inference_random_blocks
+    )
     np.testing.assert_array_equal(
         restored.predict([x, padding], verbose=0), expected
     )
-    assert rel_rms(expected[padding], reference(layer, x, padding)[padding]) < (
-        1e-5
-    )
+    pattern = None
+    if inference_random_blocks == "first_block":
+        pattern = transformers_eval_pattern(layer, SPARSE_LENGTH)
+    ref = reference(layer, x, padding, pattern)
+    assert rel_rms(expected[padding], ref[padding]) < 1e-5
 
 
 def test_bad_arguments():
@@ -259,6 +336,10 @@ def test_bad_arguments():
         BigBirdAttention(2, num_random_blocks=-3)
     with pytest.raises(ValueError, match="`seed`.*got 'a'"):
         BigBirdAttention(2, seed="a")
+    with pytest.raises(
+        ValueError, match="`inference_random_blocks`.*'first_block'.*got 'hf'"
+    ):
+        BigBirdAttention(2, inference_random_blocks="hf")
     with pytest.raises(ValueError, match="`causal`.*got True.*global blocks"):
         BigBirdAttention(2, causal=True)
     with pytest.raises(ValueError, match="`num_heads`.*got 0"):

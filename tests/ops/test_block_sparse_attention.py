@@ -257,6 +257,34 @@ def test_random_block_plan_rules(num_global):
     assert (plan != other).any()
 
 
+@pytest.mark.parametrize("num_global", [0, 2])
+def test_first_block_counts_block_zero_in_every_random_slot(num_global):
+    # transformers' BigBird in eval mode: rand_attn all zeros
+    case = (2, 63, 2, 8, 8, 4, num_global, 3)
+    num_blocks, glob = 16, global_blocks(16, num_global)
+    plan = random_block_plan(num_blocks, 2, num_global, 3, 5, "first_block")
+    rows = [i for i in range(num_blocks) if i not in glob]
+    assert (plan[:, rows] == 0).all() and (plan[:, glob] == -1).all()
+    q, k, v, key_mask = make_inputs(case)
+    o = numpy(quick(run(case, random_blocks="first_block"))(q, k, v, key_mask))
+    # dense reference: in non-global rows block 0's keys count 3 more times
+    counts = case_mask(case[:-1] + (0,)).astype(np.float64)
+    row_blocks = np.arange(63) // 4
+    counts[:, ~np.isin(row_blocks, glob), :4] += 3
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    scores = np.einsum("bthk,bshk->bhts", q64, k64) / np.sqrt(8)
+    allowed = (counts[None] > 0) & key_mask[:, None, None, :]
+    scores = np.where(allowed, scores, -np.inf)
+    p = counts[None] * np.exp(scores - scores.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
+    expected = np.einsum("bhts,bshv->bthv", p, v64)
+    assert rel_rms(o[key_mask], expected[key_mask]) < 2e-6
+    seeded = reference(q, k, v, case_mask(case), key_mask)
+    assert rel_rms(o[key_mask], seeded[key_mask]) > 1e-2
+    with pytest.raises(ValueError, match="`random_blocks`.*got 'none'"):
+        run(case, random_blocks="none")(q, k, v, key_mask)
+
+
 def test_random_block_plan_is_uniform():
     # 300 draws of 3 among the 15 blocks outside row 10's window and globals
     counts = np.zeros(20)
