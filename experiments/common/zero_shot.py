@@ -23,8 +23,9 @@ Three kinds of task:
 lm-eval's conventions, kept here:
 
 - Few-shot examples come from the training split, drawn for each evaluated
-  document in order by one `random.Random(1234)` (`rnd.sample(train, k)`);
-  each is its prompt, `" "` and its answer, followed by `"\\n\\n"`.
+  document in order by one `random.Random(1234)` (`k + 1` drawn, the
+  document itself dropped, the first `k` kept); each is its prompt, `" "`
+  and its answer, followed by `"\\n\\n"`.
 - A (context, continuation) pair: trailing whitespace of the context moves
   to the continuation; the pair is encoded whole and split where the
   context's own encoding ends; the model reads at most `max_length` tokens,
@@ -354,18 +355,26 @@ GENERATION_TASKS = ("squadv2",)
 TASKS = tuple(CHOICE_TASKS) + ROLLING_TASKS + GENERATION_TASKS
 
 
-def fewshot_context(prompt, answer, train_docs, k, rnd):
+def fewshot_context(prompt, answer, train_docs, k, rnd, doc=None):
     """The text before a document's prompt: `k` training documents drawn
     by `rnd`, each as its prompt, `" "`, its answer and `"\\n\\n"`
-    (`prompt(doc)` and `answer(doc)` give the strings)."""
+    (`prompt(doc)` and `answer(doc)` give the strings).
+
+    As lm-eval's sampler: `k + 1` documents are drawn, those equal to the
+    evaluated `doc` dropped and the first `k` kept (so the draws of later
+    documents depend on this extra one); if fewer than `k` remain, `k` are
+    drawn again from the documents other than `doc`.
+    """
     if k == 0:
         return ""
-    if k > len(train_docs):
+    if k + 1 > len(train_docs):
         raise ValueError(
-            f"--num_fewshot={k} exceeds the {len(train_docs)} training "
-            "documents to draw examples from."
+            f"--num_fewshot={k} needs more than {k} training documents to "
+            f"draw examples from, got {len(train_docs)}."
         )
-    shots = rnd.sample(train_docs, k)
+    shots = [d for d in rnd.sample(train_docs, k + 1) if d != doc][:k]
+    if len(shots) < k:
+        shots = rnd.sample([d for d in train_docs if d != doc], k)
     return "".join(
         prompt(d) + TARGET_DELIMITER + answer(d) + FEWSHOT_DELIMITER
         for d in shots
@@ -394,6 +403,7 @@ def score_choices(task, scorer, tokenizer, docs, train_docs, k, prefix_id):
             train_docs,
             k,
             rnd,
+            doc,
         ) + task.prompt(doc)
         contexts.append(context)
         for continuation in continuations:
@@ -475,22 +485,28 @@ def detokenize_wikitext(text):
     return text
 
 
-_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")
+def _is_article_heading(line):
+    """Whether a raw line is a top-level heading (` = Title = `, not
+    ` = = Section = = `)."""
+    line = line.replace("= = =", "===").replace("= =", "==").strip()
+    return line.startswith("= ") and line.endswith(" =")
 
 
 def wikitext_documents(raw):
-    """The articles of a WikiText raw file, as the document-level dataset
-    lm-eval reads (`EleutherAI/wikitext_document_level`) splits it: a new
-    document starts at each top-level heading line (` = Title = `); each
-    holds its lines, newline-terminated."""
+    """The articles of a WikiText raw file, cut as the document-level
+    dataset lm-eval reads (`EleutherAI/wikitext_document_level`) cuts it:
+    each top-level heading line starts a document, which holds the lines up
+    to the next one joined by newlines; what precedes a heading is dropped
+    when it is only whitespace, and the last document keeps the file's
+    end."""
     documents, lines = [], []
     for line in raw.split("\n"):
-        if _ARTICLE_HEADING.match(line) and "".join(lines).strip():
-            documents.append("\n".join(lines))
+        if _is_article_heading(line):
+            if "\n".join(lines).strip():
+                documents.append("\n".join(lines))
             lines = []
         lines.append(line)
-    if "".join(lines).strip():
-        documents.append("\n".join(lines))
+    documents.append("\n".join(lines))
     return documents
 
 
@@ -559,7 +575,7 @@ def score_generation(
     samples = []
     for doc in docs:
         context = fewshot_context(
-            squad_prompt, squad_answer, train_docs, k, rnd
+            squad_prompt, squad_answer, train_docs, k, rnd, doc
         ) + squad_prompt(doc)
         prediction = scorer.generate_until(
             tokenizer, context, ["\n"], max_tokens, end_id

@@ -166,8 +166,24 @@ def _byte_alphabet():
     return alphabet
 
 
+# GPT-2's pre-tokenizer (OpenAI's pattern, as Hugging Face's tokenizers
+# apply it): contractions, a letter run, a digit run or a run of other
+# symbols (each with one leading space), whitespace; BPE merges only within
+# these pieces
+_GPT2_PIECES = (
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"
+    r"|\s+(?!\S)|\s+"
+)
+
+
 class GPT2Tokenizer(Tokenizer):
-    """GPT-2's byte-level BPE (keras-hub's `GPT2Tokenizer` underneath).
+    """GPT-2's byte-level BPE, as OpenAI's encoder and Hugging Face's
+    `GPT2TokenizerFast` apply it: the text is cut into pieces by GPT-2's
+    pattern (`<|endoftext|>` in the text is that token), each piece's UTF-8
+    bytes are merged by the rules in order of rank.
+
+    (keras-hub's `GPT2Tokenizer`, used before, departs from it: `"a\\n\\nb"`
+    gave 64, 628, 65 for 64, 198, 198, 65, and `" 'ts"` split `'t`.)
 
     Args:
         vocabulary: dict token string -> id (`vocab.json`/`encoder.json`).
@@ -185,21 +201,24 @@ class GPT2Tokenizer(Tokenizer):
     name = "gpt2"
 
     def __init__(self, vocabulary, merges):
-        import keras_hub
+        import regex  # \p{L} and look-ahead, which `re` lacks
 
         if GPT2_END_OF_TEXT not in vocabulary:
             raise DataFormatError(
                 f"The GPT-2 vocabulary has no {GPT2_END_OF_TEXT!r} token "
                 f"({len(vocabulary)} tokens)."
             )
-        self._tokenizer = keras_hub.tokenizers.GPT2Tokenizer(
-            vocabulary=vocabulary, merges=merges
-        )
+        self._vocabulary = vocabulary
+        self._ranks = {
+            tuple(rule.split(" ")): rank for rank, rule in enumerate(merges)
+        }
+        self._pattern = regex.compile(_GPT2_PIECES)
+        self._alphabet = _byte_alphabet()
+        self._cache = {}
         self.vocabulary_size = max(vocabulary.values()) + 1
         self.end_id = vocabulary[GPT2_END_OF_TEXT]
         self.pad_id = self.end_id
-        alphabet = _byte_alphabet()
-        to_byte = {char: byte for byte, char in alphabet.items()}
+        to_byte = {char: byte for byte, char in self._alphabet.items()}
         self._bytes = [b""] * self.vocabulary_size
         for token, token_id in vocabulary.items():
             if token == GPT2_END_OF_TEXT:
@@ -249,12 +268,45 @@ class GPT2Tokenizer(Tokenizer):
         return cls(vocabulary, merges)
 
     def encode_batch(self, texts):
-        if not texts:
-            return []
-        rows = self._tokenizer(list(texts))
-        if hasattr(rows, "to_list"):  # a tf.RaggedTensor
-            rows = rows.to_list()
-        return [[int(i) for i in row] for row in rows]
+        return [self._encode(text) for text in texts]
+
+    def _encode(self, text):
+        ids = []
+        for i, part in enumerate(text.split(GPT2_END_OF_TEXT)):
+            if i:
+                ids.append(self.end_id)
+            for piece in self._pattern.findall(part):
+                ids.extend(self._piece_ids(piece))
+        return ids
+
+    def _piece_ids(self, piece):
+        """The ids of one piece: its bytes' characters merged by rank."""
+        if piece not in self._cache:
+            symbols = [self._alphabet[b] for b in piece.encode("utf-8")]
+            while len(symbols) > 1:
+                pairs = zip(symbols, symbols[1:], strict=False)
+                best = min(
+                    pairs, key=lambda p: self._ranks.get(p, float("inf"))
+                )
+                if best not in self._ranks:
+                    break
+                merged, i = [], 0
+                while i < len(symbols):
+                    if tuple(symbols[i : i + 2]) == best:
+                        merged.append(symbols[i] + symbols[i + 1])
+                        i += 2
+                    else:
+                        merged.append(symbols[i])
+                        i += 1
+                symbols = merged
+            try:
+                self._cache[piece] = [self._vocabulary[s] for s in symbols]
+            except KeyError as error:
+                raise DataFormatError(
+                    f"The GPT-2 merges make {error.args[0]!r}, which the "
+                    "vocabulary lacks."
+                ) from None
+        return self._cache[piece]
 
     def token_bytes(self, token_id):
         if not 0 <= token_id < self.vocabulary_size:

@@ -90,27 +90,29 @@ def test_encode_pair_splits_the_whole_encoding_where_the_context_ends():
 def test_few_shot_examples_are_drawn_as_lm_eval_draws_them():
     train = [{"text": f"t{i}", "label": i % 2} for i in range(10)]
     rnd = random.Random(zero_shot.FEWSHOT_SEED)
-    first = zero_shot.fewshot_context(
-        lambda d: d["text"], lambda d: "ab"[d["label"]], train, 3, rnd
-    )
-    second = zero_shot.fewshot_context(
-        lambda d: d["text"], lambda d: "ab"[d["label"]], train, 3, rnd
-    )
-    # one generator for the task, `sample(train, k)` per document in order
+    contexts = [
+        zero_shot.fewshot_context(
+            lambda d: d["text"], lambda d: "ab"[d["label"]], train, 3, rnd, doc
+        )
+        for doc in ({"text": "x"}, train[4], {"text": "y"})
+    ]
+    # one generator for the task; per document in order, k + 1 drawn, the
+    # document itself dropped, the first k kept
     expected = random.Random(1234)
-    for context in (first, second):
-        shots = expected.sample(train, 3)
+    for context, doc in zip(contexts, ({}, train[4], {}), strict=True):
+        shots = [d for d in expected.sample(train, 4) if d != doc][:3]
         assert context == "".join(
             f"{d['text']} {'ab'[d['label']]}\n\n" for d in shots
         )
+        assert doc == {} or f"{doc['text']} " not in context
     assert zero_shot.fewshot_context(str, str, train, 0, rnd) == ""
-    with pytest.raises(ValueError, match="exceeds the 10 training"):
-        zero_shot.fewshot_context(str, str, train, 11, rnd)
+    with pytest.raises(ValueError, match="more than 10 training documents"):
+        zero_shot.fewshot_context(str, str, train, 10, rnd)
 
 
 def test_wikitext_detokenizer_and_articles():
     raw = (
-        " = Alpha = \n \n The 1 @,@ 000 km @-@ long road , built ( in 1900 ) "
+        " \n = Alpha = \n \n The 1 @,@ 000 km @-@ long road , built ( in 1900 ) "
         "is 5 @.@ 5 m wide . \n \n = = History = = \n \n It 's old . \n"
         " = Beta = \n \n Second article . \n"
     )
@@ -118,7 +120,8 @@ def test_wikitext_detokenizer_and_articles():
     assert len(pages) == 2
     assert pages[0].startswith(" = Alpha = ") and "= = History" in pages[0]
     assert pages[1].startswith(" = Beta = ")
-    assert "\n".join(pages) == raw  # every line kept, in order
+    # every line kept, in order, but the blank one before the first title
+    assert " \n" + "\n".join(pages) == raw
     text = zero_shot.detokenize_wikitext(pages[0])
     assert "1,000 km-long road, built (in 1900) is 5.5 m wide." in text
     assert "== History ==" in text and "It's old." in text
