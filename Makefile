@@ -46,8 +46,9 @@ run: $(RUNTIME_STAMP)
 	  --eval_every=300 --batch_size=64 --learning_rate=1e-3 \
 	  --workdir=runs/default --wandb_mode=offline
 
-# the backend-agnostic tests run again on JAX (skipped where jax is missing)
-JAX_TESTS := tests/ops tests/layers tests/models tests/pretrained
+# the backend-agnostic tests run again on JAX (skipped where jax is missing);
+# the converters' (tests/pretrained) in `make test-all` only, for time
+JAX_TESTS := tests/ops tests/layers tests/models
 HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
 
 test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
@@ -59,7 +60,7 @@ test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 test-all: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 	$(PYTEST) -n $(WORKERS)
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
-	  $(JAX_TESTS) && KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
+	  $(JAX_TESTS) tests/pretrained && KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
 	  tests/experiments/test_callbacks.py \
 	  tests/experiments/test_synthetic_binary.py -k "resume"; \
 	  else echo "jax missing: JAX pass skipped"; fi
