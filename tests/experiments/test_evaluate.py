@@ -112,8 +112,9 @@ def test_few_shot_examples_are_drawn_as_lm_eval_draws_them():
 
 def test_wikitext_detokenizer_and_articles():
     raw = (
-        " \n = Alpha = \n \n The 1 @,@ 000 km @-@ long road , built ( in 1900 ) "
-        "is 5 @.@ 5 m wide . \n \n = = History = = \n \n It 's old . \n"
+        " \n = Alpha = \n \n The 1 @,@ 000 km @-@ long road , built "
+        "( in 1900 ) is 5 @.@ 5 m wide . \n \n = = History = = \n \n "
+        "It 's old . \n"
         " = Beta = \n \n Second article . \n"
     )
     pages = zero_shot.wikitext_documents(raw)
