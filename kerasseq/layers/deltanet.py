@@ -4,8 +4,10 @@ import keras
 from keras import ops
 
 from kerasseq.layers.causal_conv import causal_conv
+from kerasseq.layers.causal_conv import causal_conv_prefill
 from kerasseq.layers.causal_conv import causal_conv_step
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -306,6 +308,51 @@ class DeltaNet(SequenceLayer):
         q, k, v, beta = self._features(q, k, v, x)
         o, new_state["delta"] = delta_rule_step(
             q, k, v, beta, state["delta"], scale=self._head_dim**-0.5
+        )
+        return self._output(o, x), new_state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, hidden_dim)` in one pass: `(outputs (B, T,
+        hidden_dim), state)`, the state the convolutions' last inputs and
+        the delta rule's last state (see `SequenceLayer`)."""
+        self._check_width("inputs", inputs, 3)
+        initial = state
+        if state is None:
+            batch = inputs.shape[0]
+            if batch is None:
+                batch = ops.shape(inputs)[0]
+            state = self.get_initial_state(batch)
+        for key, shape in self._state_shapes(inputs.shape[0]).items():
+            check_state(f"state[{key!r}]", state[key], shape)
+        x = inputs
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        new_state = {}
+        if self.use_short_conv:
+            branches = []
+            for name, y in (("q", q), ("k", k), ("v", v)):
+                y, new_state[f"conv_{name}"] = causal_conv_prefill(
+                    state[f"conv_{name}"],
+                    y,
+                    getattr(self, f"{name}_conv1d_kernel"),
+                    length,
+                )
+                branches.append(y)
+            q, k, v = branches
+        q, k, v, beta = self._features(q, k, v, x)
+        keep = real_steps(length, inputs.shape[1])
+        if keep is not None:
+            # padded steps write nothing: S_t = S_{t-1}
+            beta = beta * ops.cast(keep, beta.dtype)[:, None]
+        o, new_state["delta"] = delta_rule(
+            q,
+            k,
+            v,
+            beta,
+            scale=self._head_dim**-0.5,
+            initial_state=None if initial is None else state["delta"],
+            return_final_state=True,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
         )
         return self._output(o, x), new_state
 

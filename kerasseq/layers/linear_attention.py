@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from kerasseq import ops as kops
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
@@ -136,6 +137,30 @@ class LinearAttention(SoftmaxAttention):
         check_state("state[1]", state[1], (batch, heads, size))
         q, k, v = self._features(inputs[:, None])
         o, state = kops.linear_attention_step(q[:, 0], k[:, 0], v[:, 0], state)
+        return self._output(o), state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
+        state)`, the state the sums `(S, z)` after it (see
+        `SequenceLayer`)."""
+        self._check_inputs(inputs, 3)
+        initial, _ = self._prefill_state(inputs, state, max_length)
+        batch, heads, size = inputs.shape[0], self.num_heads, self._head_dim
+        check_state("state[0]", initial[0], (batch, heads, size, size))
+        check_state("state[1]", initial[1], (batch, heads, size))
+        keep = real_steps(length, inputs.shape[1])
+        # padded keys add nothing to the sums
+        q, k, v = self._features(inputs, None if keep is None else keep[None])
+        o, state = kops.linear_attention(
+            q,
+            k,
+            v,
+            causal=True,
+            initial_state=state,
+            return_final_state=True,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+        )
         return self._output(o), state
 
     def get_config(self):

@@ -20,6 +20,7 @@ from kerasseq.layers.glu import apply_glu
 from kerasseq.layers.glu import build_glu
 from kerasseq.layers.glu import complex_readout
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import state_after
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -250,6 +251,17 @@ class LinearRNN(_LinearRNNBase):
         h, state = matrix_recurrence_step(self.A, u, state)
         return self._head(ops.matmul(h, self.C), inputs), state
 
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
+        state)`, the state `h` after it (see `SequenceLayer`)."""
+        check_input_width("inputs", inputs, 3, self._width())
+        if state is not None:
+            check_state("state", state, (inputs.shape[0], self.A.shape[0]))
+        u = ops.matmul(ops.cast(inputs, "float32"), self.B)
+        h = matrix_recurrence(self.A, u, initial_state=state, mode=self.mode)
+        outputs = self._head(ops.matmul(h, self.C), inputs)
+        return outputs, state_after(h, length)
+
 
 @keras.saving.register_keras_serializable(package="kerasseq")
 class DiagonalRNN(_LinearRNNBase):
@@ -363,6 +375,24 @@ class DiagonalRNN(_LinearRNNBase):
         a = ops.broadcast_to(self._lambda(), ops.shape(b))
         h, state = linear_recurrence_step(a, b, state)
         return self._head(self._readout(h), inputs), state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
+        state)`, the state `h` after it (see `SequenceLayer`)."""
+        check_input_width("inputs", inputs, 3, self._width())
+        if state is not None:
+            check_state("state", state, (inputs.shape[0], self.A_re.shape[0]))
+        b = self._drive(inputs)
+        a = ops.broadcast_to(self._lambda(), ops.shape(b))
+        h = linear_recurrence(
+            a,
+            b,
+            initial_state=state,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+        )
+        outputs = self._head(self._readout(h), inputs)
+        return outputs, state_after(h, length)
 
     def get_config(self):
         return {**super().get_config(), "chunk_size": self.chunk_size}

@@ -358,6 +358,55 @@ class LongformerAttention(SoftmaxAttention):
         outputs = self._output(outputs[:, 0])
         return outputs, {"key": keys, "value": values, "index": index + 1}
 
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
+        state)`, the state the cache of the last `window * dilation + 1`
+        keys and values (see `SequenceLayer`)."""
+        self._check_inputs(inputs, 3)
+        checks.check_static_length("inputs", inputs)
+        state, fresh = self._prefill_state(inputs, state, max_length)
+        size = self.window * self.dilation + 1
+        heads = (self.num_heads, self._head_dim)
+        for key in ("key", "value"):
+            expected = (inputs.shape[0], size, *heads)
+            check_state(f"state[{key!r}]", state[key], expected)
+        q = self._project(inputs, "query")
+        k = self._project(inputs, "key")
+        v = self._project(inputs, "value")
+        # the cache, then the prompt: row r holds token index - size + r
+        keys = ops.concatenate(
+            [state["key"], ops.cast(k, state["key"].dtype)], 1
+        )
+        values = ops.concatenate(
+            [state["value"], ops.cast(v, state["value"].dtype)], 1
+        )
+        if fresh:
+            # nothing before the prompt: `call`'s banded attention over it
+            options = dict(
+                window=self.window, causal=True, dilation=self.dilation
+            )
+            outputs = self._windowed(q, k, v, None, options, training=False)
+        else:
+            steps = inputs.shape[1]
+            index = state["index"]
+            query_at = index + ops.arange(steps, dtype="int32")
+            key_at = index - size + ops.arange(size + steps, dtype="int32")
+            gap = query_at[:, None] - key_at[None, :]
+            mask = ops.logical_and(gap >= 0, gap < size)
+            mask = ops.logical_and(mask, gap % self.dilation == 0)
+            mask = ops.logical_and(mask, key_at[None, :] >= 0)
+            outputs = self._attend(q, keys, values, mask[None, None], False)
+        count = inputs.shape[1] if length is None else length
+        count = ops.cast(count, "int32")
+        # the `size` rows before token index + count
+        shape = (ops.shape(keys)[0], size, *heads)
+        new_state = {
+            "key": ops.slice(keys, (0, count, 0, 0), shape),
+            "value": ops.slice(values, (0, count, 0, 0), shape),
+            "index": state["index"] + count,
+        }
+        return self._output(outputs), new_state
+
     def get_config(self):
         config = super().get_config()
         config.update(

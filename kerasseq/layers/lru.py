@@ -7,6 +7,7 @@ from kerasseq.layers.glu import apply_glu
 from kerasseq.layers.glu import build_glu
 from kerasseq.layers.glu import complex_readout
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import state_after
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -233,6 +234,24 @@ class LRU(SequenceLayer):
         a = self._eigenvalues() * ops.ones_like(b)
         h, new_state = linear_recurrence_step(a, b, state)
         return self._outputs(h, x), new_state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
+        state)`, the state `h` after it (see `SequenceLayer`)."""
+        self._check_width("inputs", inputs, 3)
+        if state is not None:
+            check_state("state", state, (inputs.shape[0], self.nu_log.shape[0]))
+        x = ops.cast(inputs, "float32")
+        b = self._inputs(x)
+        a = self._eigenvalues() * ops.ones_like(b)
+        h = linear_recurrence(
+            a,
+            b,
+            initial_state=state,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+        )
+        return self._outputs(h, x), state_after(h, length)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_state
@@ -100,6 +101,34 @@ class LSTM(SequenceLayer):
             check_state(f"state[{i}]", part, expected)
         outputs, state = self.lstm.cell(inputs, state)
         return self._project(outputs), list(state)
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
+        state)`, the state `[h, c]` after it (see `SequenceLayer`)."""
+        self._check_inputs(inputs, 3)
+        if state is not None:
+            expected = (inputs.shape[0], self.lstm.units)
+            for i, part in enumerate(state):
+                check_state(f"state[{i}]", part, expected)
+        # the weights in the compute dtype, as `call` autocasts them
+        cell = self.lstm.cell
+        gates = ops.matmul(inputs, ops.cast(cell.kernel, inputs.dtype))
+        if cell.use_bias:
+            gates = gates + ops.cast(cell.bias, gates.dtype)
+        recurrent_kernel = ops.cast(cell.recurrent_kernel, gates.dtype)
+        keep = real_steps(length, inputs.shape[1])
+        if keep is not None:
+            # padded steps keep the state
+            keep = ops.broadcast_to(keep[None], ops.shape(gates)[:2])
+        outputs, final = lstm_recurrence(
+            gates,
+            recurrent_kernel,
+            keep,
+            initial_state=state,
+            return_final_state=True,
+        )
+        state = [ops.cast(part, self.compute_dtype) for part in final]
+        return self._project(outputs), state
 
     def compute_output_shape(self, input_shape):
         return input_shape

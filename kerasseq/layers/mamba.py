@@ -4,8 +4,10 @@ import keras
 from keras import ops
 
 from kerasseq.layers.causal_conv import causal_conv
+from kerasseq.layers.causal_conv import causal_conv_prefill
 from kerasseq.layers.causal_conv import causal_conv_step
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -290,6 +292,58 @@ class Mamba(SequenceLayer):
         )
         new_state = {"conv": window, "ssm": ssm}
         return self.out_proj(y), new_state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
+        state)`, the state the convolution's last inputs and the scan's
+        last state (see `SequenceLayer`)."""
+        self._check_width("inputs", inputs, 3)
+        initial = state
+        if state is None:
+            batch = inputs.shape[0]
+            if batch is None:
+                batch = ops.shape(inputs)[0]
+            state = self.get_initial_state(batch)
+        inner = self.D.shape[0]
+        expected = {
+            "conv": (inputs.shape[0], self.conv_kernel - 1, inner),
+            "ssm": (inputs.shape[0], inner, self.state_size),
+        }
+        for key, shape in expected.items():
+            check_state(f"state[{key!r}]", state[key], shape)
+        xz = self.in_proj(inputs)
+        x, z = xz[..., :inner], xz[..., inner:]
+        x, window = causal_conv_prefill(
+            state["conv"], x, self.conv1d_kernel, length
+        )
+        if self.conv1d_bias is not None:
+            x = x + ops.cast(self.conv1d_bias, x.dtype)
+        x = ops.silu(x)
+        delta, B, C = self._ssm_inputs(x)
+        scan_args = self._scan_args()
+        keep = real_steps(length, inputs.shape[1])
+        if keep is not None:
+            # a zero step size at a padded step leaves the state as it is:
+            # h = exp(0 * A) h + 0 * B x
+            delta = ops.cast(delta, "float32")
+            bias = scan_args.pop("delta_bias")
+            if bias is not None:
+                delta = delta + ops.cast(bias, "float32")
+            delta = ops.softplus(delta) * ops.cast(keep, "float32")[:, None]
+            scan_args["delta_softplus"] = False
+        y, ssm = selective_scan(
+            x,
+            delta,
+            B=B,
+            C=C,
+            z=z,
+            initial_state=None if initial is None else state["ssm"],
+            return_final_state=True,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+            **scan_args,
+        )
+        return self.out_proj(y), {"conv": window, "ssm": ssm}
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from kerasseq import ops as kops
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.layers.softmax_attention import recomputed
 from kerasseq.layers.validation import check_positive_int
@@ -235,6 +236,34 @@ class PerformerAttention(SoftmaxAttention):
         q, k, v = self._features(*self._projections(inputs[:, None]))
         o, state = kops.linear_attention_step(
             q[:, 0], k[:, 0], v[:, 0], state, normalize=False
+        )
+        return self._output(self._normalise(o)), state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
+        state)`, the state the running sums `(S, z)` after it (see
+        `SequenceLayer`)."""
+        self._check_inputs(inputs, 3)
+        initial, _ = self._prefill_state(inputs, state, max_length)
+        batch, heads = inputs.shape[0], self.num_heads
+        features, size = self._num_features, self._head_dim
+        check_state("state[0]", initial[0], (batch, heads, features, size + 1))
+        check_state("state[1]", initial[1], (batch, heads, features))
+        keep = real_steps(length, inputs.shape[1])
+        # padded keys add nothing to the sums
+        q, k, v = self._features(
+            *self._projections(inputs), None if keep is None else keep[None]
+        )
+        o, state = kops.linear_attention(
+            q,
+            k,
+            v,
+            causal=True,
+            normalize=False,
+            initial_state=state,
+            return_final_state=True,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
         )
         return self._output(self._normalise(o)), state
 

@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import state_after
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -129,6 +130,22 @@ class QuasiLSTM(SequenceLayer):
         f, iz, o = self._gates(inputs)
         c, state = linear_recurrence_step(f, iz, state)
         return self._output(c, o), state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
+        state)`, the cell after it (see `SequenceLayer`)."""
+        check_input_width("inputs", inputs, 3, self.gates.kernel.shape[0])
+        if state is not None:
+            check_state("state", state, (inputs.shape[0], self._units()))
+        f, iz, o = self._gates(inputs)
+        c = linear_recurrence(
+            f,
+            iz,
+            initial_state=state,
+            mode=self.mode,
+            chunk_size=self.chunk_size,
+        )
+        return self._output(c, o), state_after(c, length)
 
     def compute_output_shape(self, input_shape):
         return input_shape

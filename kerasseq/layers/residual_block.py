@@ -49,8 +49,9 @@ class ResidualBlock(SequenceLayer):
     Args:
         mixer: a token-mixer layer (or its serialized config), with the
             signature `mixer(x, padding_mask=None, training=None)`; for
-            decoding also `get_initial_state(batch_size, max_length)` and
-            `step(x_t, state)`.
+            decoding also `get_initial_state(batch_size, max_length)`,
+            `step(x_t, state)` and `prefill(x, state, length, max_length)`
+            (see `SequenceLayer`).
         mlp_ratio: float. The MLP's hidden width as a multiple of the input
             width; 0 drops the MLP.
         activation: the MLP's activation: a Keras activation name, or
@@ -182,6 +183,17 @@ class ResidualBlock(SequenceLayer):
             h, state = self.mixer.step(inputs, state)
         else:
             h, state = self.mixer.step(self.mixer_norm(inputs), state)
+        return self._finish(inputs, h, training=False), state
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, D)` in one pass with the mixer's
+        `prefill`: `(outputs (B, T, D), state)` (see `SequenceLayer`)."""
+        mixer_inputs = inputs
+        if self.block_type != "post_norm":
+            mixer_inputs = self.mixer_norm(inputs)
+        h, state = self.mixer.prefill(
+            mixer_inputs, state, length=length, max_length=max_length
+        )
         return self._finish(inputs, h, training=False), state
 
     def compute_output_shape(self, input_shape):

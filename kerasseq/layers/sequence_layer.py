@@ -20,6 +20,28 @@ class SequenceLayer(keras.layers.Layer):
 
     Subclasses call `mask_inputs` first in `call(inputs, padding_mask=None,
     ..., mask=None)`; Keras fills `mask`.
+
+    A causal layer that decodes token by token has three more methods:
+
+    - `get_initial_state(batch_size, max_length=None)`: the state before
+      the first token (`max_length`: the size of a key/value cache;
+      recurrent layers ignore it).
+    - `step(x_t, state)`: one token `(batch_size, dim)` -> `(y_t, state)`.
+    - `prefill(inputs, state=None, length=None, max_length=None)`: a
+      whole prompt `(batch_size, seq_len, dim)` -> `(outputs, state)`, in
+      one parallel (or chunked) pass with the kernels of `call`, never a
+      loop of `step`. `outputs` are `call`'s outputs on the prompt, and
+      `state` is what `step` would hold after stepping through it from
+      `state` (from `get_initial_state(batch_size, max_length)` when
+      `None`; `max_length` then defaults to `seq_len`): an attention
+      layer's cache filled at the prompt's positions, a recurrence's last
+      state (and its short convolutions' last inputs). With `length` (an
+      int or scalar int tensor) only the first `length` steps are real
+      and the rest right padding: the outputs at real steps and the state
+      after the `length`-th step are exactly those of the unpadded prompt,
+      so prompts padded to a few bucket lengths share one compiled
+      program. A key/value cache must hold the state's tokens plus
+      `seq_len`.
     """
 
     # whether step t reads steps up to t only; the recurrent layers always
@@ -66,3 +88,21 @@ class SequenceLayer(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None):
         return mask
+
+
+def real_steps(length, seq_len):
+    """`None` when `length` is `None` (every step real), else a boolean
+    `(seq_len,)` tensor, `True` at the first `length` steps."""
+    if length is None:
+        return None
+    return ops.arange(seq_len, dtype="int32") < ops.cast(length, "int32")
+
+
+def state_after(h, length=None):
+    """The step `length - 1` of `h` `(B, T, ...)` (the last one when
+    `length` is `None`): a recurrence's state after a right-padded
+    prompt."""
+    if length is None:
+        return h[:, -1]
+    index = ops.cast(length, "int32") - 1
+    return ops.take(h, index, axis=1)

@@ -4,11 +4,13 @@ import keras
 from keras import ops
 
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.layers.validation import check_rate
 from kerasseq.layers.validation import check_state
 from kerasseq.layers.validation import resolve_head_dim
+from kerasseq.ops import checks
 
 
 def recomputed(fn, enabled):
@@ -30,7 +32,8 @@ class SoftmaxAttention(SequenceLayer):
 
     For decoding, `step` appends one token to a key/value cache of fixed
     length (set by `get_initial_state`) and attends over the filled part, so
-    stepping through a sequence gives the same outputs as `call`.
+    stepping through a sequence gives the same outputs as `call`; `prefill`
+    fills the cache with a whole prompt in one pass.
 
     Args:
         num_heads: int. Number of attention heads.
@@ -167,23 +170,26 @@ class SoftmaxAttention(SequenceLayer):
         setattr(self, f"{name}_bias", bias)
 
     # projections as plain matmuls: einsum with an ellipsis has a slow
-    # gradient on the TensorFlow backend
+    # gradient on the TensorFlow backend. The weights are cast to the
+    # input's dtype as `call` autocasts them: `step` and `prefill` run
+    # outside `call`, where a mixed policy leaves them float32.
     def _project(self, x, name):
-        kernel = getattr(self, f"{name}_kernel")
+        kernel = ops.cast(getattr(self, f"{name}_kernel"), x.dtype)
         bias = getattr(self, f"{name}_bias")
         hidden_dim = kernel.shape[0]
         heads = (self.num_heads, self._head_dim)
         y = ops.matmul(x, ops.reshape(kernel, (hidden_dim, -1)))
         y = ops.reshape(y, (*ops.shape(x)[:-1], *heads))
-        return y if bias is None else y + bias
+        return y if bias is None else y + ops.cast(bias, y.dtype)
 
     def _output(self, x):
-        kernel = ops.reshape(
-            self.output_kernel, (-1, self.output_kernel.shape[-1])
-        )
+        kernel = ops.cast(self.output_kernel, x.dtype)
+        kernel = ops.reshape(kernel, (-1, kernel.shape[-1]))
         x = ops.reshape(x, (*ops.shape(x)[:-2], kernel.shape[0]))
         y = ops.matmul(x, kernel)
-        return y if self.output_bias is None else y + self.output_bias
+        if self.output_bias is None:
+            return y
+        return y + ops.cast(self.output_bias, y.dtype)
 
     def _rotate(self, x, positions):
         """Rotary position embedding of `x` (B, T, H, K) at `positions`
@@ -274,6 +280,63 @@ class SoftmaxAttention(SequenceLayer):
         outputs = self._attend(q, keys, values, mask, training=False)
         outputs = self._output(outputs[:, 0])
         return outputs, {"key": keys, "value": values, "index": index + 1}
+
+    def _prefill_state(self, inputs, state, max_length):
+        """The state to prefill from, checked, and whether it is fresh
+        (from `get_initial_state`, so that nothing precedes the prompt)."""
+        batch = inputs.shape[0]
+        if batch is None:
+            batch = ops.shape(inputs)[0]
+        if state is None:
+            size = inputs.shape[1] if max_length is None else max_length
+            return self.get_initial_state(batch, max_length=size), True
+        if not self.causal:
+            # raises, saying why the layer cannot decode
+            self.get_initial_state(batch, max_length=1)
+        return state, False
+
+    def prefill(self, inputs, state=None, length=None, max_length=None):
+        """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
+        state)`, the state a cache holding the prompt's keys and values
+        (see `SequenceLayer`)."""
+        self._check_inputs(inputs, 3)
+        checks.check_static_length("inputs", inputs)
+        state, fresh = self._prefill_state(inputs, state, max_length)
+        heads = (self.num_heads, self._head_dim)
+        for key in ("key", "value"):
+            expected = (inputs.shape[0], None, *heads)
+            check_state(f"state[{key!r}]", state[key], expected)
+        steps = inputs.shape[1]
+        if fresh and state["key"].shape[1] < steps:
+            raise ValueError(
+                "Received an invalid value for argument `max_length`, "
+                f"expected at least the prompt's {steps} tokens (the cache "
+                f"holds them), got {max_length!r}."
+            )
+        index = state["index"]
+        positions = index + ops.arange(steps, dtype="int32")
+        q = self._rotate(self._project(inputs, "query"), positions)
+        k = self._rotate(self._project(inputs, "key"), positions)
+        v = self._project(inputs, "value")
+        keep = real_steps(length, steps)
+        cached = []
+        for name, x in (("key", k), ("value", v)):
+            x = ops.cast(x, state[name].dtype)
+            if keep is not None:
+                x = ops.where(keep[None, :, None, None], x, ops.zeros_like(x))
+            cached.append(ops.slice_update(state[name], (0, index, 0, 0), x))
+        keys, values = cached
+        if fresh:
+            # nothing before the prompt: `call`'s attention over it
+            mask = (positions[:, None] >= positions[None, :])[None, None]
+            outputs = self._attend(q, k, v, mask, training=False)
+        else:
+            slots = ops.arange(ops.shape(keys)[1], dtype="int32")
+            mask = (slots[None, :] <= positions[:, None])[None, None]
+            outputs = self._attend(q, keys, values, mask, training=False)
+        count = steps if length is None else ops.cast(length, "int32")
+        new_state = {"key": keys, "value": values, "index": index + count}
+        return self._output(outputs), new_state
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -37,6 +37,26 @@ def cache_length(total, limit=None):
     return size
 
 
+def prefill_length(prompt_len, limit):
+    """The length `generate` pads a prompt of `prompt_len` tokens to for
+    its one-pass prefill: the next power of two, at least 16, so that one
+    compiled prefill serves every prompt length up to it; at most `limit`
+    (the cache length, which holds the padded prompt)."""
+    return min(max(16, 1 << (prompt_len - 1).bit_length()), limit)
+
+
+def sample(logits, temperature, seed_generator):
+    """The next token ids `(batch_size,)` int32 from `logits`: the argmax
+    at temperature 0, else a draw from `softmax(logits / temperature)`."""
+    if temperature == 0:
+        next_ids = ops.argmax(logits, axis=-1)
+    else:
+        next_ids = keras.random.categorical(
+            logits / temperature, 1, seed=seed_generator
+        )[:, 0]
+    return ops.cast(next_ids, "int32")
+
+
 @keras.saving.register_keras_serializable(package="kerasseq")
 class CausalLM(Task):
     """Predicts the next token at every position; generates text.
@@ -44,8 +64,9 @@ class CausalLM(Task):
     The logits reuse the token embedding table (tied input and output
     embeddings, as GPT-2 and Mamba), or with `tie_embeddings=False` come
     from an output table of their own (`output_embedding`, as GPT-NeoX /
-    Pythia). `generate` decodes with the backbone's `step`, so a
-    recurrent mixer keeps constant memory per generated token and an
+    Pythia). `generate` runs the prompt in one pass with the backbone's
+    `prefill` (each mixer's parallel form), then decodes with its `step`,
+    so a recurrent mixer keeps constant memory per generated token and an
     attention mixer fills a key/value cache.
 
     Args:
@@ -99,10 +120,20 @@ class CausalLM(Task):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.tie_embeddings = tie_embeddings
         self._step_function = None
+        self._prefill_function = None
 
     def _step(self, token_ids, position, states):
         hidden, states = self.backbone.step(token_ids, position, states)
         return self._logits(hidden), states
+
+    def _prefill(self, token_ids, length, max_length):
+        """The logits after the `length`-th token of the right-padded
+        prompts `token_ids`, and the states after it."""
+        hidden, states = self.backbone.prefill(
+            token_ids, length=length, max_length=max_length
+        )
+        last = ops.take(hidden, ops.cast(length, "int32") - 1, axis=1)
+        return self._logits(last), states
 
     def _logits(self, hidden):
         table = self.output_embedding or self.backbone.token_embedding
@@ -113,6 +144,17 @@ class CausalLM(Task):
 
     def generate(self, token_ids, max_new_tokens, temperature=0.0, seed=None):
         """Continues each prompt by `max_new_tokens` tokens.
+
+        The prompt runs in one compiled call of the backbone's `prefill`,
+        padded on the right to a bucket length (`prefill_length`: powers
+        of two from 16), exactly: padding reaches neither the real tokens
+        nor the states. The new tokens come one compiled `step` each, with
+        key/value caches of a bucket length too (`cache_length`). XLA thus
+        compiles the prefill once per (prompt bucket, cache bucket) and
+        the step once per cache bucket, whatever the lengths within them.
+        A backbone whose mixers have no `prefill` steps through the prompt
+        instead. The tokens are those of decoding the prompt token by
+        token with `step`.
 
         Args:
             token_ids: int array `(batch_size, prompt_len)`, prompts of equal
@@ -141,21 +183,34 @@ class CausalLM(Task):
         seed_generator = keras.random.SeedGenerator(seed)
         # attention caches are masked past the current position, so a cache
         # longer than `total` decodes the same tokens
-        states = backbone.get_initial_state(
-            batch_size,
-            max_length=cache_length(total, backbone.max_sequence_length),
-        )
-        outputs = [token_ids[:, t] for t in range(prompt_len)]
-        for t in range(total - 1):
-            position = ops.convert_to_tensor(t, dtype="int32")
-            logits, states = self._step_function(outputs[t], position, states)
-            if t + 1 < prompt_len:
-                continue
-            if temperature == 0:
-                next_ids = ops.argmax(logits, axis=-1)
-            else:
-                next_ids = keras.random.categorical(
-                    logits / temperature, 1, seed=seed_generator
-                )[:, 0]
-            outputs.append(ops.cast(next_ids, "int32"))
-        return ops.convert_to_numpy(ops.stack(outputs, axis=1))
+        max_length = cache_length(total, backbone.max_sequence_length)
+        if backbone.can_prefill:
+            if self._prefill_function is None:
+                # one program per padded prompt length: the scan kernels
+                # need the length static
+                self._prefill_function = compile_function(
+                    self._prefill, relax_shapes=False
+                )
+            padded = prefill_length(prompt_len, max_length)
+            logits, states = self._prefill_function(
+                ops.pad(token_ids, [[0, 0], [0, padded - prompt_len]]),
+                ops.convert_to_tensor(prompt_len, dtype="int32"),
+                max_length,
+            )
+        else:
+            states = backbone.get_initial_state(
+                batch_size, max_length=max_length
+            )
+            for t in range(prompt_len):
+                position = ops.convert_to_tensor(t, dtype="int32")
+                logits, states = self._step_function(
+                    token_ids[:, t], position, states
+                )
+        outputs = [token_ids]
+        for t in range(prompt_len, total):
+            next_ids = sample(logits, temperature, seed_generator)
+            outputs.append(next_ids[:, None])
+            if t + 1 < total:
+                position = ops.convert_to_tensor(t, dtype="int32")
+                logits, states = self._step_function(next_ids, position, states)
+        return ops.convert_to_numpy(ops.concatenate(outputs, axis=1))

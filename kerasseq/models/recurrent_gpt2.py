@@ -11,9 +11,12 @@ import math
 import keras
 from keras import ops
 
+from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
 from kerasseq.models.causal_lm import check_generate_args
+from kerasseq.models.causal_lm import prefill_length
+from kerasseq.models.causal_lm import sample
 from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
 
@@ -323,6 +326,7 @@ class RecurrentGPT2(Task):
         self.bptt_segments = bptt_segments
         self._step_function = None
         self._advance_function = None
+        self._prefill_function = None
 
     @property
     def cell(self):
@@ -371,6 +375,34 @@ class RecurrentGPT2(Task):
         }
         return logits, state
 
+    def _prefill(self, token_ids, length, cell_state):
+        """The first `length` tokens of a segment (`token_ids`, right
+        padded) in one pass with the blocks' `prefill`: the logits after
+        the last of them, and the segment's state as `_step` leaves it."""
+        backbone = self.backbone
+        x = backbone._embed({"token_ids": token_ids}, start=0)
+        feedback = self.recurrence.feedback(cell_state)
+        x = x + ops.cast(feedback, x.dtype)[:, None, :]
+        caches = []
+        for block in backbone.blocks:
+            x, cache = block.prefill(
+                x, length=length, max_length=self.segment_length
+            )
+            caches.append(cache)
+        hidden = ops.cast(backbone._finish(x), "float32")
+        last = ops.take(hidden, ops.cast(length, "int32") - 1, axis=1)
+        logits = backbone.token_embedding(
+            ops.cast(last, backbone.compute_dtype), reverse=True
+        )
+        real = ops.cast(real_steps(length, token_ids.shape[1]), "float32")
+        state = {
+            "blocks": caches,
+            "cell": cell_state,
+            "sum": ops.einsum("t,btd->bd", real, hidden),
+            "last": last,
+        }
+        return logits, state
+
     def _advance(self, cell_state, summary):
         """The cell's state after a finished segment."""
         return self.recurrence.update(cell_state, summary)
@@ -390,10 +422,13 @@ class RecurrentGPT2(Task):
     def generate(self, token_ids, max_new_tokens, temperature=0.0, seed=None):
         """Continues each prompt by `max_new_tokens` tokens.
 
-        Decodes token by token with the blocks' `step` (a key/value cache
-        within the segment); when a segment fills up, the cell reads its
-        summary, the cache is emptied and positions restart at 0. Greedy
-        decoding picks the argmax of the model's teacher-forced logits.
+        Each segment of the prompt runs in one compiled pass of the
+        blocks' `prefill` (the last one right-padded to a bucket length,
+        as `CausalLM.generate` pads), then the new tokens come one `step`
+        each (a key/value cache within the segment); when a segment fills
+        up, the cell reads its summary, the cache is emptied and positions
+        restart at 0. Greedy decoding picks the argmax of the model's
+        teacher-forced logits.
 
         Args:
             token_ids: int array `(batch_size, prompt_len)`, prompts of equal
@@ -412,30 +447,48 @@ class RecurrentGPT2(Task):
         if self._step_function is None:
             self._step_function = compile_function(self._step)
             self._advance_function = compile_function(self._advance)
+            # one program per padded segment length: the scan kernels and
+            # the summary need it static
+            self._prefill_function = compile_function(
+                self._prefill, relax_shapes=False
+            )
         seed_generator = keras.random.SeedGenerator(seed)
         length = self.segment_length
-        state = self._fresh_segment(
-            batch_size, self.recurrence.initial_state(batch_size)
-        )
-        outputs = [token_ids[:, t] for t in range(prompt_len)]
-        for t in range(total - 1):
-            position = t % length
-            if t > 0 and position == 0:
-                if self.segment_summary == "mean":
-                    summary = state["sum"] / float(length)
-                else:
-                    summary = state["last"]
-                cell_state = self._advance_function(state["cell"], summary)
-                state = self._fresh_segment(batch_size, cell_state)
-            position = ops.convert_to_tensor(position, dtype="int32")
-            logits, state = self._step_function(outputs[t], position, state)
-            if t + 1 < prompt_len:
-                continue
-            if temperature == 0:
-                next_ids = ops.argmax(logits, axis=-1)
+
+        def advance(state):
+            # the cell's state after the segment `state` finished
+            if self.segment_summary == "mean":
+                summary = state["sum"] / float(length)
             else:
-                next_ids = keras.random.categorical(
-                    logits / temperature, 1, seed=seed_generator
-                )[:, 0]
-            outputs.append(ops.cast(next_ids, "int32"))
-        return ops.convert_to_numpy(ops.stack(outputs, axis=1))
+                summary = state["last"]
+            return self._advance_function(state["cell"], summary)
+
+        # the prompt's segments in one pass each, the last one padded
+        cell_state = self.recurrence.initial_state(batch_size)
+        start = (prompt_len - 1) // length * length
+        for begin in range(0, start, length):
+            _, state = self._prefill_function(
+                token_ids[:, begin : begin + length],
+                ops.convert_to_tensor(length, dtype="int32"),
+                cell_state,
+            )
+            cell_state = advance(state)
+        real = prompt_len - start
+        padded = prefill_length(real, length)
+        logits, state = self._prefill_function(
+            ops.pad(token_ids[:, start:], [[0, 0], [0, padded - real]]),
+            ops.convert_to_tensor(real, dtype="int32"),
+            cell_state,
+        )
+        outputs = [token_ids]
+        for t in range(prompt_len, total):
+            next_ids = sample(logits, temperature, seed_generator)
+            outputs.append(next_ids[:, None])
+            if t + 1 == total:
+                break
+            position = t % length
+            if position == 0:
+                state = self._fresh_segment(batch_size, advance(state))
+            position = ops.convert_to_tensor(position, dtype="int32")
+            logits, state = self._step_function(next_ids, position, state)
+        return ops.convert_to_numpy(ops.concatenate(outputs, axis=1))

@@ -279,6 +279,54 @@ class SequenceBackbone(keras.Model):
             new_states.append(state)
         return self._finish(x), new_states
 
+    @property
+    def can_prefill(self):
+        """Whether every block's mixer has `prefill` (every kerasseq mixer
+        that steps has)."""
+        return all(hasattr(block.mixer, "prefill") for block in self.blocks)
+
+    def prefill(
+        self, inputs, states=None, position=0, length=None, max_length=None
+    ):
+        """Runs a prompt through every block in one pass, with each
+        mixer's `prefill` (its parallel form), for `step` to continue.
+
+        Args:
+            inputs: token ids `(batch_size, seq_len)`, or features
+                `(batch_size, seq_len, feature_dim)`.
+            states: list from `get_initial_state`, `step` or `prefill`;
+                `None` for `get_initial_state(batch_size, max_length)`.
+            position: int or scalar int tensor, the position of the first
+                token (the number of tokens `states` hold).
+            length: optional int or scalar int tensor: only the first
+                `length` tokens are real, the rest right padding whose
+                outputs are undefined; the states are those after the
+                `length`-th token.
+            max_length: int, the size of attention caches when `states`
+                is `None`; defaults to `max_sequence_length`, or to
+                `seq_len` without a position table.
+
+        Returns:
+            `(hidden, states)`: the backbone's outputs `(batch_size,
+            seq_len, hidden_dim)`, as `call` gives them for the prompt,
+            and the states `step` would hold after it.
+        """
+        key = "token_ids" if self.token_inputs else "features"
+        x = self._embed({key: inputs}, start=position)
+        if states is None:
+            # each mixer starts from its initial state: attention then
+            # attends within the prompt only, as `call` does
+            states = [None] * len(self.blocks)
+            if max_length is None:
+                max_length = self.max_sequence_length or inputs.shape[1]
+        new_states = []
+        for block, state in zip(self.blocks, states, strict=True):
+            x, state = block.prefill(
+                x, state, length=length, max_length=max_length
+            )
+            new_states.append(state)
+        return self._finish(x), new_states
+
     def get_config(self):
         return {
             "mixer": keras.saving.serialize_keras_object(self.mixer),

@@ -24,6 +24,10 @@ and after the loop dL/dU = sum_{b,t} h_{t-1}^T dz_t is one matmul, and
 dL/dgates_t = dz_t. The loop holds one small matmul per step in each
 direction, as cuDNN's LSTM does.
 
+A state (h_{-1}, c_{-1}) may be given to start from, and the final
+(h, c) returned; the gradients then reach the initial state too
+(G_h(-1) and G_c(-1) above) and start from those of the final state.
+
 Padding. A step with mask 0 keeps the state, h_t = h_{t-1} and c_t =
 c_{t-1}, and outputs h_{t-1} (what `keras.layers.LSTM` does with a mask);
 its gradients pass straight through to step t - 1.
@@ -43,12 +47,20 @@ from kerasseq.ops.linear_recurrence import write_step
 MODES = ("auto", "recurrent")
 
 
-def lstm_recurrence(gates, recurrent_kernel, mask=None, mode="auto"):
+def lstm_recurrence(
+    gates,
+    recurrent_kernel,
+    mask=None,
+    initial_state=None,
+    return_final_state=False,
+    mode="auto",
+):
     """Runs the LSTM cell over time from precomputed input projections.
 
     Computes in float32 whatever the input dtype, under `jit_compile=True`
-    and `jax.jit`, differentiable in `gates` and `recurrent_kernel` with a
-    hand-written backward pass. The state starts at zeros.
+    and `jax.jit`, differentiable in `gates`, `recurrent_kernel` and
+    `initial_state` with a hand-written backward pass. The state starts at
+    zeros unless `initial_state` is given.
 
     Args:
         gates: `x_t W + b` for every step, `(B, T, 4H)`, the four gates in
@@ -56,12 +68,17 @@ def lstm_recurrence(gates, recurrent_kernel, mask=None, mode="auto"):
         recurrent_kernel: U, `(H, 4H)`, in the same gate order.
         mask: optional `(B, T)`, true (or 1) at real steps; a step with 0
             keeps the state and repeats the previous output.
+        initial_state: optional `(h, c)`, each `(B, H)`, the state before
+            the first step; zeros when `None`.
+        return_final_state: bool. Also return `(h, c)` after the last
+            step.
         mode: `"auto"` or `"recurrent"`, the only form: every step's
             gates need the previous state through a nonlinearity, so there
             is no parallel scan.
 
     Returns:
-        h `(B, T, H)` in the dtype of `gates`.
+        h `(B, T, H)` in the dtype of `gates`; with `return_final_state` a
+        tuple `(h, (h_T, c_T))`, the final state in float32.
 
     Example:
 
@@ -87,24 +104,48 @@ def lstm_recurrence(gates, recurrent_kernel, mask=None, mode="auto"):
         "(B, T, 4H) with H of `recurrent_kernel`",
     )
     checks.check_static_length("gates", gates)
+    if initial_state is not None:
+        if not isinstance(initial_state, (tuple, list)) or (
+            len(initial_state) != 2
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `initial_state`, "
+                "expected a pair (h, c) of shapes (B, H), got "
+                f"{type(initial_state).__name__}."
+            )
+        initial_state = tuple(
+            ops.cast(ops.convert_to_tensor(x), "float32") for x in initial_state
+        )
+        for name, x in zip(("h", "c"), initial_state, strict=True):
+            checks.check_shape(
+                f"initial_state ({name})",
+                x,
+                (gates.shape[0], units),
+                "(B, H) with H of `recurrent_kernel`",
+            )
     out_dtype = gates.dtype
     gates = ops.cast(gates, "float32")
     recurrent_kernel = ops.cast(recurrent_kernel, "float32")
-    if mask is None:
-        h = _differentiable(gates, recurrent_kernel, None)
-    else:
+    if mask is not None:
         mask = ops.convert_to_tensor(mask)
         checks.check_shape("mask", mask, gates.shape[:2], "(B, T)")
-        h = _differentiable(
-            gates, recurrent_kernel, ops.cast(mask, "float32")[..., None]
-        )
-    return ops.cast(h, out_dtype)
+        mask = ops.cast(mask, "float32")[..., None]
+    if initial_state is None and not return_final_state:
+        h = _differentiable(gates, recurrent_kernel, mask)
+        return ops.cast(h, out_dtype)
+    h, c_final = _differentiable_with_state(
+        gates, recurrent_kernel, mask, initial_state
+    )
+    return ops.cast(h, out_dtype), (h[:, -1], c_final)
 
 
-def _forward(gates, U, mask):
-    """The loop: h and c `(B, T, H)` and the activations `(B, T, 4H)`."""
+def _forward(gates, U, mask, h0=None, c0=None):
+    """The loop from `(h0, c0)` (zeros when `None`): h and c `(B, T, H)`
+    and the activations `(B, T, 4H)`."""
     length = gates.shape[1]
-    h0 = ops.zeros_like(gates[:, 0, : U.shape[0]])
+    zeros = ops.zeros_like(gates[:, 0, : U.shape[0]])
+    h0 = zeros if h0 is None else h0
+    c0 = zeros if c0 is None else c0
 
     def step(t, carry):
         h, c, hs, cs, acts = carry
@@ -124,13 +165,15 @@ def _forward(gates, U, mask):
         return h_new, c_new, hs, cs, acts
 
     hs = ops.zeros_like(gates[..., : U.shape[0]])
-    initial = (h0, h0, hs, hs, ops.zeros_like(gates))
+    initial = (h0, c0, hs, hs, ops.zeros_like(gates))
     _, _, hs, cs, acts = ops.fori_loop(0, length, step, initial)
     return hs, cs, acts
 
 
-def _backward(U, hs, cs, acts, mask, upstream):
-    """Gradients for `gates` and U by the reverse loop (module docstring)."""
+def _backward(U, hs, cs, acts, mask, upstream, start=None, grad_cell=None):
+    """Gradients for `gates` and U by the reverse loop (module docstring),
+    and those of the initial state `start` = `(h0, c0)` (zeros when
+    `None`), given `grad_cell`, the gradient of the final cell."""
     length = hs.shape[1]
     zeros = ops.zeros_like(hs[:, 0])
     U_t = ops.transpose(U)
@@ -143,6 +186,8 @@ def _backward(U, hs, cs, acts, mask, upstream):
         previous = ops.maximum(t - 1, 0)
         first = ops.cast(ops.equal(t, 0), "float32")
         c_prev = read_step(cs, previous) * (1.0 - first)
+        if start is not None:
+            c_prev = c_prev + start[1] * first
         c = f * c_prev + i * g  # the unmasked new cell
         tanh_c = ops.tanh(c)
         if mask is None:
@@ -168,11 +213,15 @@ def _backward(U, hs, cs, acts, mask, upstream):
             next_c = next_c + (1.0 - m) * grad_c
         return next_h, next_c, grad_z
 
-    initial = (zeros, zeros, ops.zeros_like(acts))
-    _, _, grad_z = ops.fori_loop(0, length, step, initial)
-    previous_h = ops.concatenate([zeros[:, None], hs[:, :-1]], axis=1)
+    grad_cell = zeros if grad_cell is None else grad_cell
+    initial = (zeros, grad_cell, ops.zeros_like(acts))
+    grad_h0, grad_c0, grad_z = ops.fori_loop(0, length, step, initial)
+    h0 = zeros if start is None else start[0]
+    previous_h = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1)
     grad_U = ops.einsum("bth,btg->hg", previous_h, grad_z)
-    return grad_z, grad_U
+    if start is None:
+        return grad_z, grad_U
+    return grad_z, grad_U, grad_h0, grad_c0
 
 
 def _differentiable(gates, U, mask):
@@ -202,3 +251,38 @@ def _differentiable(gates, U, mask):
         return hs, grad
 
     return run_masked(gates, U, mask)
+
+
+def _differentiable_with_state(gates, U, mask, initial_state):
+    """`(h, c_T)` from `initial_state` (zeros when `None`), differentiable
+    in the initial state and through the final cell too."""
+    inputs = [gates, U]
+    if initial_state is None:
+        zeros = ops.zeros_like(gates[:, 0, : U.shape[0]])
+        initial_state = (zeros, zeros)
+    inputs.extend(initial_state)
+    if mask is not None:
+        inputs.append(mask)
+
+    @ops.custom_gradient
+    def run(gates, U, h0, c0, *mask):
+        mask = mask[0] if mask else None
+        hs, cs, acts = _forward(gates, U, mask, h0, c0)
+
+        def grad(*args, upstream=None):
+            upstream = args if upstream is None else upstream
+            if len(upstream) == 1:
+                upstream = upstream[0]
+            grad_h, grad_cell = upstream
+            if grad_h is None:
+                grad_h = ops.zeros_like(hs)
+            grads = _backward(
+                U, hs, cs, acts, mask, grad_h, (h0, c0), grad_cell
+            )
+            if mask is None:
+                return grads
+            return (*grads, ops.zeros_like(mask))
+
+        return (hs, cs[:, -1]), grad
+
+    return run(*inputs)

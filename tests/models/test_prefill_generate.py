@@ -1,0 +1,172 @@
+"""`generate` runs the prompt in one pass (the backbone's `prefill`) and
+then steps: the tokens are those of decoding token by token, the backbone's
+prefill gives its call's outputs and the stepped states, and one compiled
+prefill serves every prompt length of a bucket."""
+
+import keras
+import numpy as np
+import pytest
+
+from kerasseq.models import RecurrentGPT2
+from kerasseq.models import build_model
+from kerasseq.models.causal_lm import cache_length
+from kerasseq.models.causal_lm import prefill_length
+from kerasseq.models.causal_lm import sample
+
+VOCAB = 20
+
+
+def _model(name):
+    return build_model(
+        name, "causal_lm", "tiny", vocabulary_size=VOCAB, max_sequence_length=64
+    )
+
+
+def _prompt(length, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, VOCAB, (2, length)).astype("int32")
+
+
+def decode_token_by_token(model, token_ids, max_new_tokens, temperature=0.0):
+    """`generate` as it was before prefill: every prompt token through
+    `step` too (compiled once `generate` has compiled it)."""
+    step = model._step_function or model._step
+    batch, prompt_len = token_ids.shape
+    total = prompt_len + max_new_tokens
+    limit = model.backbone.max_sequence_length
+    states = model.backbone.get_initial_state(
+        batch, max_length=cache_length(total, limit)
+    )
+    seed_generator = keras.random.SeedGenerator(3)
+    tokens = [
+        keras.ops.convert_to_tensor(token_ids[:, t]) for t in range(prompt_len)
+    ]
+    for t in range(total - 1):
+        position = keras.ops.convert_to_tensor(t, "int32")
+        logits, states = step(tokens[t], position, states)
+        if t + 1 >= prompt_len:
+            tokens.append(sample(logits, temperature, seed_generator))
+    return np.stack([keras.ops.convert_to_numpy(t) for t in tokens], 1)
+
+
+# on JAX the default suite keeps mamba; `make test-all` runs gpt there too
+IN_DEFAULT_SUITE = (
+    ["mamba"] if keras.backend.backend() == "jax" else ["gpt", "mamba"]
+)
+
+
+@pytest.mark.parametrize("name", IN_DEFAULT_SUITE)
+def test_generate_gives_the_tokens_of_token_by_token_decoding(name):
+    check_generate(name)
+
+
+def check_generate(name):
+    model = _model(name)
+    prompt = _prompt(11)
+    generated = model.generate(prompt, 6)
+    np.testing.assert_array_equal(
+        generated, decode_token_by_token(model, prompt, 6)
+    )
+    # sampling draws the same tokens from the same seed
+    np.testing.assert_array_equal(
+        model.generate(prompt, 6, temperature=1.0, seed=3),
+        decode_token_by_token(model, prompt, 6, temperature=1.0),
+    )
+    if keras.backend.backend() == "tensorflow":
+        # prompts of 1 to 16 tokens share one compiled prefill
+        for length in (1, 16):
+            model.generate(_prompt(length), 2)
+        assert model._prefill_function.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax",
+    reason="on JAX in make test-all only (test_prefill_generate_every_model)",
+)
+def test_backbone_prefill_is_call_and_leaves_the_stepped_states():
+    # parallel blocks, rotary positions, no position table
+    check_backbone_prefill("pythia")
+
+
+def check_backbone_prefill(name):
+    backbone = _model(name).backbone
+    ids = _prompt(9, seed=1)
+    full = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids, bool)})
+    states = backbone.get_initial_state(2, max_length=16)
+    for t in range(7):
+        _, states = backbone.step(ids[:, t], t, states)
+    # the first 7 tokens padded to 9 with other ids
+    padded = np.concatenate([ids[:, :7], ids[:, :2][:, ::-1]], 1)
+    hidden, prefilled = backbone.prefill(padded, length=7, max_length=16)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(hidden)[:, :7],
+        keras.ops.convert_to_numpy(full)[:, :7],
+        atol=1e-5,
+    )
+    for got, expected in zip(
+        keras.tree.flatten(prefilled), keras.tree.flatten(states), strict=True
+    ):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(got),
+            keras.ops.convert_to_numpy(expected),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    # and prefilling from a state continues it: the last two tokens
+    hidden, _ = backbone.prefill(ids[:, 7:], prefilled, position=7)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(hidden),
+        keras.ops.convert_to_numpy(full)[:, 7:],
+        atol=1e-5,
+    )
+
+
+def test_prompts_pad_to_buckets():
+    assert [prefill_length(n, 1024) for n in (1, 16, 17, 100, 512)] == [
+        16,
+        16,
+        32,
+        128,
+        512,
+    ]
+    # never past the cache
+    assert prefill_length(100, 120) == 120
+
+
+def recurrent_decode_token_by_token(model, token_ids, max_new_tokens):
+    """`RecurrentGPT2.generate` as it was before prefill, greedy: every
+    prompt token through `_step`, eagerly."""
+    batch, prompt_len = token_ids.shape
+    length = model.segment_length
+    state = model._fresh_segment(batch, model.recurrence.initial_state(batch))
+    tokens = [
+        keras.ops.convert_to_tensor(token_ids[:, t]) for t in range(prompt_len)
+    ]
+    for t in range(prompt_len + max_new_tokens - 1):
+        if t > 0 and t % length == 0:
+            cell_state = model._advance(state["cell"], state["last"])
+            state = model._fresh_segment(batch, cell_state)
+        logits, state = model._step(tokens[t], t % length, state)
+        if t + 1 >= prompt_len:
+            tokens.append(sample(logits, 0.0, None))
+    return np.stack([keras.ops.convert_to_numpy(t) for t in tokens], 1)
+
+
+def check_recurrent_gpt2_generates_as_it_steps():
+    backbone = build_model(
+        "gpt2",
+        "causal_lm",
+        "tiny",
+        vocabulary_size=VOCAB,
+        max_sequence_length=16,
+    ).backbone
+    model = RecurrentGPT2(backbone, segment_length=8, summary="last")
+    # open the gate so that segments feed the next ones
+    model.gate_alpha.assign(np.full(model.gate_alpha.shape, 0.5, "float32"))
+    # two whole segments and 3 tokens in the prompt, 7 new ones: one more
+    # segment begins while decoding
+    prompt = _prompt(19, seed=4)
+    np.testing.assert_array_equal(
+        model.generate(prompt, max_new_tokens=7),
+        recurrent_decode_token_by_token(model, prompt, 7),
+    )
