@@ -83,9 +83,11 @@ class EvaluateOptions:
     )
     tokenizer_dir: str | None = setting(
         None,
-        "Directory with GPT-2-style BPE files (vocab.json + merges.txt or "
-        "encoder.json + vocab.bpe). Default: the checkpoint's own directory, "
-        "or for a kerasseq run the tokenizer its config.json records.",
+        "Directory with a byte-level BPE tokenizer: GPT-2's vocab.json + "
+        "merges.txt (or encoder.json + vocab.bpe), or else a Hugging Face "
+        "tokenizer.json (GPT-NeoX's: Pythia, Mamba). Default: the "
+        "checkpoint's own directory, or for a kerasseq run the tokenizer its "
+        "config.json records.",
         path=True,
     )
     data_dir: str | None = setting(

@@ -19,6 +19,7 @@ from kerasseq.data.errors import DataNotFoundError
 from kerasseq.models import CausalLM
 from kerasseq.pretrained import CheckpointError
 from kerasseq.pretrained import from_hf
+from kerasseq.pretrained.hf import resolve
 
 
 class UsageError(ValueError):
@@ -135,6 +136,11 @@ def model_label(source):
 def load_model(source, tokenizer_dir=None):
     """The `CausalLM` of `source` and its tokenizer.
 
+    A checkpoint's tokenizer is its byte-level BPE: `vocab.json` +
+    `merges.txt` (GPT-2) or, where those are absent, `tokenizer.json`
+    (GPT-NeoX's: Pythia, Mamba), from `tokenizer_dir` if given, else from
+    the checkpoint's directory (a hub id's downloaded snapshot).
+
     Raises:
         UsageError: no such model, not a causal LM, or no tokenizer.
     """
@@ -148,16 +154,15 @@ def load_model(source, tokenizer_dir=None):
             tokenizer = _run_tokenizer(run_dir, tokenizer_dir)
         else:
             model = from_hf(source, task="causal_lm")
-            directory = tokenizer_dir or (
-                source if os.path.isdir(source) else None
-            )
-            if directory is None:
+            directory = tokenizer_dir or resolve(source)
+            try:
+                tokenizer = tokenizers.make_tokenizer("gpt2", directory)
+            except DataNotFoundError as error:
+                hint = "" if tokenizer_dir else "; give --tokenizer_dir"
                 raise UsageError(
-                    f"No tokenizer for {source!r}: give --tokenizer_dir, "
-                    "a directory with its vocab.json and merges.txt."
-                )
-            tokenizer = tokenizers.make_tokenizer("gpt2", directory)
-    except (CheckpointError, DataNotFoundError) as error:
+                    f"--init_from={source!r}: {str(error).rstrip('.')}{hint}."
+                ) from error
+    except (CheckpointError, DataNotFoundError, DataFormatError) as error:
         raise UsageError(f"--init_from={source!r}: {error}") from error
     if not isinstance(model, CausalLM):
         raise UsageError(

@@ -145,7 +145,13 @@ def test_gpt2_missing_files_name_both_layouts(tmp_path):
     with pytest.raises(DataNotFoundError) as error:
         make_tokenizer("gpt2", str(tmp_path))
     message = str(error.value)
-    for name in ("vocab.json", "merges.txt", "encoder.json", "vocab.bpe"):
+    for name in (
+        "vocab.json",
+        "merges.txt",
+        "encoder.json",
+        "vocab.bpe",
+        "tokenizer.json",
+    ):
         assert name in message
     with pytest.raises(ValueError, match="--tokenizer_dir"):
         make_tokenizer("gpt2")
@@ -164,6 +170,109 @@ def test_gpt2_bad_files(tmp_path):
     (tmp_path / "merges.txt").write_text("")
     with pytest.raises(DataFormatError, match="endoftext"):
         make_tokenizer("gpt2", str(tmp_path))
+
+
+# a GPT-NeoX-style tokenizer.json (NFC, ByteLevel, specials 0 and 1, runs
+# of spaces as added tokens) and the ids Hugging Face's tokenizers and
+# transformers' GPTNeoXTokenizer give (tests/fixtures/
+# make_neox_tokenizer_goldens.py)
+NEOX_DIR = os.path.join(REPO, "tests", "fixtures", "neox_tokenizer")
+
+
+@pytest.fixture(scope="module")
+def neox_goldens():
+    with open(os.path.join(NEOX_DIR, "goldens.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _neox_copy(directory, change=None):
+    """The fixture's tokenizer.json in `directory`, changed by `change`."""
+    with open(os.path.join(NEOX_DIR, "tokenizer.json"), encoding="utf-8") as f:
+        root = json.load(f)
+    if change is not None:
+        change(root)
+    directory.mkdir(exist_ok=True)
+    (directory / "tokenizer.json").write_text(json.dumps(root))
+    return directory
+
+
+def _merges_as_strings(root):
+    root["model"]["merges"] = [" ".join(m) for m in root["model"]["merges"]]
+
+
+@pytest.mark.parametrize("merges", ["pairs", "strings"])
+def test_tokenizer_json_ids_equal_hugging_faces(tmp_path, neox_goldens, merges):
+    change = _merges_as_strings if merges == "strings" else None
+    tokenizer = make_tokenizer("gpt2", str(_neox_copy(tmp_path, change)))
+    texts = neox_goldens["texts"]
+    # spaces, newlines, contractions, NFC, specials in the text, digits
+    assert tokenizer.encode_batch(texts) == neox_goldens["ids"]
+    assert tokenizer.end_id == neox_goldens["end_id"] == 0
+    assert tokenizer.vocabulary_size == neox_goldens["about"]["vocabulary_size"]
+    decoded = [tokenizer.decode(ids) for ids in neox_goldens["ids"]]
+    assert decoded == neox_goldens["decoded"]
+
+
+def test_gpt2_pattern_is_the_byte_level_pre_tokenizers(neox_goldens):
+    """GPT-NeoX's pre-tokenizer (tokenizers' ByteLevel) cuts every text
+    where GPT-2's pattern does."""
+    import regex
+
+    from kerasseq.data.tokenizers import _GPT2_PIECES
+    from kerasseq.data.tokenizers import _byte_alphabet
+
+    alphabet = _byte_alphabet()
+    for text, expected in zip(
+        neox_goldens["texts"], neox_goldens["pre_tokenizer"], strict=True
+    ):
+        pieces = regex.findall(_GPT2_PIECES, text)
+        symbols = [
+            "".join(alphabet[b] for b in p.encode("utf-8")) for p in pieces
+        ]
+        assert symbols == expected, text
+
+
+def test_tokenizer_json_end_token_from_tokenizer_config(tmp_path):
+    directory = _neox_copy(tmp_path)
+    config = {"eos_token": {"content": "<|padding|>"}}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
+    assert make_tokenizer("gpt2", str(directory)).end_id == 1
+
+
+def test_vocab_json_wins_over_tokenizer_json(tmp_path):
+    vocabulary = _write_tiny_bpe(_neox_copy(tmp_path))
+    tokenizer = make_tokenizer("gpt2", str(tmp_path))
+    assert tokenizer.end_id == vocabulary["<|endoftext|>"] == 17
+
+
+def _set(path, value):
+    def change(root):
+        *parents, last = path.split(".")
+        node = root
+        for key in parents:
+            node = node[key]
+        node[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        ("model.type", "Unigram", "model.type is 'Unigram'"),
+        ("pre_tokenizer", {"type": "Metaspace"}, "pre_tokenizer is"),
+        ("pre_tokenizer.add_prefix_space", True, "add_prefix_space"),
+        ("normalizer", {"type": "Lowercase"}, "normalizer 'Lowercase'"),
+        ("added_tokens", [{"content": "x", "id": 3, "lstrip": True}], "lstrip"),
+        ("model.merges", [["a", "b", "c"]], "Merge rule 1"),
+    ],
+)
+def test_tokenizer_json_of_another_kind_is_named(
+    tmp_path, path, value, message
+):
+    directory = _neox_copy(tmp_path, _set(path, value))
+    with pytest.raises(DataFormatError, match=message):
+        make_tokenizer("gpt2", str(directory))
 
 
 def test_bytes_ids_and_specials():

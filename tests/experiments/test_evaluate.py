@@ -175,6 +175,74 @@ def test_scorer_equals_the_models_log_softmax(tiny_run):
         assert greedy == all(logits[t].argmax() == whole[t + 1] for t in span)
 
 
+HF_FIXTURES = os.path.join(REPO, "tests", "fixtures", "hf")
+NEOX_TOKENIZER = os.path.join(REPO, "tests", "fixtures", "neox_tokenizer")
+
+
+def _pythia_like(directory, vocabulary_size=None):
+    """The tiny GPT-NeoX checkpoint of tests/fixtures/hf/gpt_neox in
+    `directory` (config.json and model.safetensors, no tokenizer), its
+    embeddings grown to `vocabulary_size` rows."""
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    source = os.path.join(HF_FIXTURES, "gpt_neox")
+    weights = load_file(os.path.join(source, "model.safetensors"))
+    with open(os.path.join(source, "config.json")) as f:
+        config = json.load(f)
+    if vocabulary_size is not None:
+        rng = np.random.default_rng(0)
+        for name in ("gpt_neox.embed_in.weight", "embed_out.weight"):
+            extra = vocabulary_size - weights[name].shape[0]
+            rows = rng.normal(0, 0.2, (extra, weights[name].shape[1]))
+            weights[name] = np.concatenate(
+                [weights[name], rows.astype(weights[name].dtype)]
+            )
+        config.update(vocab_size=vocabulary_size, eos_token_id=0)
+    directory.mkdir()
+    save_file(weights, str(directory / "model.safetensors"))
+    (directory / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def test_load_model_reads_a_checkpoints_tokenizer_json(tmp_path):
+    """A Pythia-like checkpoint that ships only tokenizer.json: its
+    GPT-NeoX tokenizer (ids as Hugging Face's tokenizers gives them) with
+    its own end-of-text id, 0."""
+    with open(os.path.join(NEOX_TOKENIZER, "goldens.json")) as f:
+        goldens = json.load(f)
+    size = goldens["about"]["vocabulary_size"]
+    directory = _pythia_like(tmp_path / "pythia", size)
+    with open(os.path.join(NEOX_TOKENIZER, "tokenizer.json")) as f:
+        (directory / "tokenizer.json").write_text(f.read())
+    model, tokenizer = load_model(str(directory))
+    assert tokenizer.end_id == goldens["end_id"] == 0
+    assert tokenizer.encode_batch(goldens["texts"]) == goldens["ids"]
+    # scored with the end-of-text id as the empty context's stand-in
+    request = zero_shot.encode_pair(tokenizer, "", "a\n\nb", tokenizer.end_id)
+    assert request[0] == [0]
+    scorer = zero_shot.Scorer(model, max_length=16, batch_size=1)
+    [(loglikelihood, _)] = scorer.loglikelihoods([request])
+    assert np.isfinite(loglikelihood) and loglikelihood < 0
+
+
+def test_checkpoint_without_a_tokenizer_is_a_usage_error(tmp_path):
+    from experiments.common.evaluation import UsageError
+
+    directory = _pythia_like(tmp_path / "bare")
+    with pytest.raises(UsageError) as error:
+        load_model(str(directory))
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"--init_from={str(directory)!r}: ")
+    for name in (
+        "vocab.json + merges.txt",
+        "tokenizer.json",
+        "--tokenizer_dir",
+    ):
+        assert name in message
+
+
 def _sst2(data_dir):
     folder = data_dir / "SST-2"
     folder.mkdir(parents=True)
