@@ -4,6 +4,11 @@ r"""Benchmarks of the kerasseq kernels and models: tokens/s and memory.
     python -m experiments.benchmark ops --seq_len=16384 --passes=forward
     python -m experiments.benchmark layers --models=gpt,mamba \
         --lengths=1024,2048,4096
+    python -m experiments.benchmark lm --models=gpt2,mamba \
+        --tokenizer_dir=.venv/share/gpt2 --peer_python=PYTHON_WITH_TORCH
+
+`lm` measures a language model's 0-shot scoring and generation against
+transformers (`experiments/common/lm_benchmark.py` says how).
 
 `layers` trains each registered model (`--preset`, `small` by default, as a
 token classifier over a 256-token vocabulary, so that causal and
@@ -50,6 +55,7 @@ from absl import app
 from absl import flags
 
 from experiments.common import console
+from experiments.common import lm_benchmark
 from experiments.common.parsing import parse_lengths
 from experiments.common.parsing import parse_list
 
@@ -685,13 +691,18 @@ def _table(results):
 
 
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("ops", "layers"):
+    if len(argv) != 2 or argv[1] not in ("ops", "layers", "lm"):
         raise app.UsageError(
             "usage: python -m experiments.benchmark ops [--op=...] "
-            "[--mode=...] | layers [--models=...] [--lengths=...]"
+            "[--mode=...] | layers [--models=...] [--lengths=...] | lm "
+            "[--models=...] --tokenizer_dir=..."
         )
     if argv[1] == "layers":
         main_layers()
+        return
+    if argv[1] == "lm":
+        models = parse_list(FLAGS.models, lm_benchmark.LM_MODELS, "models")
+        lm_benchmark.main(models, _run_json, _environment, _save)
         return
     if FLAGS._measure:
         op, mode, pass_name = FLAGS._measure.split(":")
