@@ -15,10 +15,11 @@ Tasks, with lm-eval's prompts, choices and metrics (see
 mnli_mismatch, qnli, rte, wnli (multiple choice by summed
 log-likelihood); wikitext (WikiText-2's test articles, rolling
 log-likelihood: word and byte perplexity, bits per byte); squadv2 (greedy
-generation to the first newline; SQuAD 2.0's exact match and F1).
-`--data_dir` holds the same files as the tasks' own binaries read (GLUE's
-release folders, `wikitext-2-raw/`, SQuAD's JSON); without it the data is
-downloaded as they do.
+generation to the first newline; SQuAD 2.0's exact match and F1); squad
+(SQuAD 1.1, which lm-eval lacks: squadv2's prompt and generation, the
+official 1.1 exact match and F1). `--data_dir` holds the same files as
+the tasks' own binaries read (GLUE's release folders, `wikitext-2-raw/`,
+SQuAD's JSON); without it the data is downloaded as they do.
 
 Writes `WORKDIR/evaluate/<model>/results.json` (metrics per task and
 shot count), `WORKDIR/evaluate/<model>/<k>shot/samples_<task>.jsonl` (one
@@ -93,7 +94,8 @@ class EvaluateOptions:
     data_dir: str | None = setting(
         None,
         "Local data: GLUE's release folders, wikitext-2-raw/, SQuAD's "
-        "train-v2.0.json and dev-v2.0.json; only they are read.",
+        "train-v2.0.json and dev-v2.0.json (squadv2) or train-v1.1.json and "
+        "dev-v1.1.json (squad); only they are read.",
         path=True,
     )
     download: str = setting(

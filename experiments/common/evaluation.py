@@ -106,6 +106,7 @@ def score(task, k, scorer, tokenizer, docs, train_docs, settings):
             k,
             end_id,
             settings.max_gen_toks,
+            task=task,
         )
     except ValueError as error:
         raise UsageError(f"{task}: {error}") from error
@@ -223,8 +224,9 @@ def read_documents(task, settings):
             docs = [{"page": p} for p in zero_shot.wikitext_documents(raw)]
             train = []
         else:
-            docs = _squad_docs("validation", settings)
-            train = _squad_docs("train", settings)
+            version = zero_shot.GENERATION_TASKS[task].version
+            docs = _squad_docs(version, "validation", settings)
+            train = _squad_docs(version, "train", settings)
     except (DataNotFoundError, DataFormatError) as error:
         raise UsageError(str(error)) from error
     return docs[: settings.limit] if settings.limit else docs, train
@@ -248,9 +250,9 @@ def _glue_docs(task, split, settings):
     ]
 
 
-def _squad_docs(split, settings):
+def _squad_docs(version, split, settings):
     examples, _ = squad.load_squad(
-        "2.0", split, settings.data_dir, settings.download
+        version, split, settings.data_dir, settings.download
     )
     return [
         {

@@ -17,8 +17,9 @@ Three kinds of task:
 - rolling log-likelihood (WikiText-2): each document (a Wikipedia article,
   detokenized) is scored whole, in windows of the model's length; word
   perplexity, byte perplexity and bits per byte.
-- generation (SQuAD 2.0): greedy continuation of the prompt up to the first
-  newline, scored with the official SQuAD 2.0 exact match and F1.
+- generation (SQuAD 2.0, and SQuAD 1.1, which lm-eval lacks, with the
+  same prompt): greedy continuation of the prompt up to the first newline,
+  scored with the official exact match and F1 of the version.
 
 lm-eval's conventions, kept here:
 
@@ -350,9 +351,62 @@ CHOICE_TASKS = {
     )
 }
 
+
+@dataclasses.dataclass(frozen=True)
+class GenerationTask:
+    """A SQuAD task scored by greedy generation: lm-eval's `squadv2`
+    prompt, the answer generated up to the first newline, scored by the
+    official script of `version`.
+
+    Attributes:
+        name: the task's name in `--task`.
+        version: the SQuAD version of the documents and of the scoring
+            rules (`"1.1"` or `"2.0"`).
+        metric_names: `metrics.squad_scores`'s names -> the task's.
+        note: what results.json says of the task where it departs from
+            lm-eval, or `None`.
+    """
+
+    name: str
+    version: str
+    metric_names: dict
+    note: str | None = None
+
+    kind = "generate_until"
+
+
+# `metrics.squad_scores`'s names -> lm-eval's (the HF `squad_v2` metric's)
+_SQUAD_METRIC_NAMES = {
+    "exact_match": "exact",
+    "f1": "f1",
+    "has_answer_exact_match": "HasAns_exact",
+    "has_answer_f1": "HasAns_f1",
+    "no_answer_exact_match": "NoAns_exact",
+    "no_answer_f1": "NoAns_f1",
+}
+
+GENERATION_TASKS = {
+    task.name: task
+    for task in (
+        # lm-eval's squadv2 (lm_eval/tasks/squadv2/task.py)
+        GenerationTask("squadv2", "2.0", _SQUAD_METRIC_NAMES),
+        # SQuAD v1.1: lm-eval 0.4.13 has no such task (its squad_completion
+        # is a cloze variant); squadv2's prompt and generation, the
+        # official v1.1 script's exact match and F1
+        GenerationTask(
+            "squad",
+            "1.1",
+            {"exact_match": "exact_match", "f1": "f1"},
+            note=(
+                "lm-eval 0.4.13 has no SQuAD 1.1 task: the prompt, few-shot "
+                "examples and greedy generation of its squadv2, scored by "
+                "the official SQuAD 1.1 script's exact match and F1"
+            ),
+        ),
+    )
+}
 ROLLING_TASKS = ("wikitext",)
-GENERATION_TASKS = ("squadv2",)
-TASKS = tuple(CHOICE_TASKS) + ROLLING_TASKS + GENERATION_TASKS
+TASKS = tuple(CHOICE_TASKS) + ROLLING_TASKS + tuple(GENERATION_TASKS)
 
 
 def fewshot_context(prompt, answer, train_docs, k, rnd, doc=None):
@@ -553,7 +607,8 @@ def score_rolling(scorer, tokenizer, pages, prefix_id):
 
 
 def squad_prompt(doc):
-    """lm-eval's SQuAD 2.0 prompt (lm_eval/tasks/squadv2/task.py)."""
+    """lm-eval's SQuAD 2.0 prompt (lm_eval/tasks/squadv2/task.py), also
+    the SQuAD 1.1 task's."""
     return (
         f"Title: {doc['title']}\n\nBackground: {doc['context']}\n\n"
         f"Question: {doc['question']}\n\nAnswer:"
@@ -566,11 +621,21 @@ def squad_answer(doc):
 
 
 def score_generation(
-    scorer, tokenizer, docs, train_docs, k, end_id, max_tokens
+    scorer,
+    tokenizer,
+    docs,
+    train_docs,
+    k,
+    end_id,
+    max_tokens,
+    task="squadv2",
 ):
-    """SQuAD 2.0 by greedy generation up to the first newline, scored with
-    the official SQuAD 2.0 exact match and F1 (lm-eval's `exact`, `f1`,
-    `HasAns_*`, `NoAns_*`)."""
+    """A SQuAD task (`GENERATION_TASKS`, or its name) by greedy generation
+    up to the first newline, scored with the official exact match and F1
+    of the task's version: lm-eval's `exact`, `f1`, `HasAns_*`, `NoAns_*`
+    for `squadv2`; `exact_match`, `f1` for `squad` (1.1)."""
+    if isinstance(task, str):
+        task = GENERATION_TASKS[task]
     rnd = random.Random(FEWSHOT_SEED)
     samples = []
     for doc in docs:
@@ -586,22 +651,13 @@ def score_generation(
     scores = metrics_lib.squad_scores(
         {s["doc"]["id"]: s["prediction"] for s in samples},
         {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples},
-        version="2.0",
+        version=task.version,
     )
     results = {
         theirs: scores[ours]
-        for ours, theirs in _SQUAD_METRIC_NAMES.items()
+        for ours, theirs in task.metric_names.items()
         if ours in scores
     }
+    if task.note:
+        results["task_note"] = task.note
     return results, samples
-
-
-# `metrics.squad_scores`'s names -> lm-eval's (the HF `squad_v2` metric's)
-_SQUAD_METRIC_NAMES = {
-    "exact_match": "exact",
-    "f1": "f1",
-    "has_answer_exact_match": "HasAns_exact",
-    "has_answer_f1": "HasAns_f1",
-    "no_answer_exact_match": "NoAns_exact",
-    "no_answer_f1": "NoAns_f1",
-}

@@ -6,6 +6,7 @@ in test_evaluate_goldens.py)."""
 import json
 import os
 import random
+import types
 
 import numpy as np
 import pytest
@@ -295,6 +296,157 @@ def test_program_writes_results_samples_and_table(tiny_run, tmp_path):
     assert "| model | task | shots | acc |" in table
 
 
+LM_EVAL_MODEL = os.path.join(REPO, "tests", "fixtures", "lm_eval", "model")
+LOIRE = (
+    "The Loire is the longest river in France. It rises in the Massif "
+    "Central and flows 1,006 km to the Atlantic at Saint-Nazaire."
+)
+
+
+def _squad11(data_dir):
+    """A tiny SQuAD v1.1 in the official layout: one dev question with a
+    plain answer, one whose only answer ("The") normalises to "", one with
+    such an answer among others."""
+
+    def article(qas, context=LOIRE):
+        for qa in qas:
+            qa["answers"] = [
+                {"text": t, "answer_start": context.index(t)}
+                for t in qa["answers"]
+            ]
+        return {
+            "title": "Loire",
+            "paragraphs": [{"context": context, "qas": qas}],
+        }
+
+    dev = [
+        {"id": "q1", "question": "How long is the Loire?",
+         "answers": ["1,006 km", "1,006"]},
+        {"id": "q2", "question": "Which word opens the text?",
+         "answers": ["The"]},
+        {"id": "q3", "question": "What is the longest river?",
+         "answers": ["The", "Loire"]},
+    ]  # fmt: skip
+    train = [
+        {"id": f"t{i}", "question": q, "answers": [a]}
+        for i, (q, a) in enumerate(
+            [
+                ("Where does the Loire rise?", "Massif Central"),
+                ("Where does it reach the Atlantic?", "Saint-Nazaire"),
+                ("In which country is the Loire?", "France"),
+            ]
+        )
+    ]
+    data_dir.mkdir()
+    for name, qas in (("dev-v1.1.json", dev), ("train-v1.1.json", train)):
+        root = {"version": "1.1", "data": [article(qas)]}
+        (data_dir / name).write_text(json.dumps(root))
+    return data_dir
+
+
+def _official_v11(predictions, answers):
+    """Exact match and F1 as the official SQuAD v1.1 script computes them
+    (written out here from its rules, independently of kerasseq)."""
+    import collections
+    import re
+    import string
+
+    def normalize(text):
+        text = "".join(c for c in text.lower() if c not in string.punctuation)
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+    def f1(prediction, gold):
+        ours, theirs = normalize(prediction).split(), normalize(gold).split()
+        same = sum(
+            (collections.Counter(ours) & collections.Counter(theirs)).values()
+        )
+        if same == 0:
+            return 0.0
+        precision, recall = same / len(ours), same / len(theirs)
+        return 2 * precision * recall / (precision + recall)
+
+    exact = [
+        max(float(normalize(predictions[q]) == normalize(g)) for g in golds)
+        for q, golds in answers.items()
+    ]
+    f1s = [
+        max(f1(predictions[q], g) for g in golds)
+        for q, golds in answers.items()
+    ]
+    return 100 * np.mean(exact), 100 * np.mean(f1s)
+
+
+def _squad_settings(data_dir):
+    return types.SimpleNamespace(
+        data_dir=str(data_dir), download="never", limit=None, max_gen_toks=4
+    )
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_squad11_scores_the_generations_by_the_official_v11_rules(tmp_path, k):
+    from experiments.common import evaluation
+
+    settings = _squad_settings(_squad11(tmp_path / "squad"))
+    docs, train = evaluation.read_documents("squad", settings)
+    assert [d["id"] for d in docs] == ["q1", "q2", "q3"]
+    model, tokenizer = load_model(LM_EVAL_MODEL)
+    scorer = zero_shot.Scorer(model, evaluation.default_max_length(model))
+    metrics, samples = evaluation.score(
+        "squad", k, scorer, tokenizer, docs, train, settings
+    )
+    for sample in samples:
+        # squadv2's prompt; k examples from train, each with its answer
+        assert sample["context"].endswith(zero_shot.squad_prompt(sample["doc"]))
+        assert sample["context"].count("\n\nAnswer: ") == k
+    exact, f1 = _official_v11(
+        {s["doc"]["id"]: s["prediction"] for s in samples},
+        {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples},
+    )
+    assert set(metrics) == {"exact_match", "f1", "task_note"}
+    assert metrics["exact_match"] == pytest.approx(exact, abs=1e-9)
+    assert metrics["f1"] == pytest.approx(f1, abs=1e-9)
+    assert "no SQuAD 1.1 task" in metrics["task_note"]
+
+
+class _FixedAnswers:
+    """Stands in for a scorer: 'generates' a fixed answer per question."""
+
+    def __init__(self, answers):
+        self.answers = answers
+
+    def generate_until(self, tokenizer, context, until, max_tokens, end_id):
+        question = context.rsplit("Question: ", 1)[1].split("\n")[0]
+        return self.answers[question]
+
+
+def test_squad11_keeps_answers_that_normalise_to_nothing(tmp_path):
+    """ "The" normalises to "": SQuAD 1.1's script scores against it (the
+    empty prediction matches it exactly, with F1 0), 2.0's drops it."""
+    from experiments.common import evaluation
+    from experiments.common import metrics as metrics_lib
+
+    settings = _squad_settings(_squad11(tmp_path / "squad"))
+    docs, train = evaluation.read_documents("squad", settings)
+    scorer = _FixedAnswers(
+        {
+            "How long is the Loire?": " 1,006 km.",
+            "Which word opens the text?": "",
+            "What is the longest river?": " a",
+        }
+    )
+    tokenizer = types.SimpleNamespace(end_id=0)
+    metrics, samples = evaluation.score(
+        "squad", 0, scorer, tokenizer, docs, train, settings
+    )
+    predictions = {s["doc"]["id"]: s["prediction"] for s in samples}
+    answers = {d["id"]: d["answers"]["text"] for d in docs}
+    exact, f1 = _official_v11(predictions, answers)
+    assert (exact, f1) == pytest.approx((100.0, 100.0 / 3))
+    assert (metrics["exact_match"], metrics["f1"]) == pytest.approx((exact, f1))
+    v2 = metrics_lib.squad_scores(predictions, answers, version="2.0")
+    assert (v2["exact_match"], v2["f1"]) == pytest.approx((200 / 3, 200 / 3))
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -335,4 +487,4 @@ def test_help_lists_every_flag_without_loading_tensorflow():
     assert "TENSORFLOW LOADED" not in text
     for field in options.settings(EvaluateOptions):
         assert f"--{options.flag_name(field)}:" in text, field.name
-    assert "wikitext, squadv2" in text  # the tasks, in --task's help
+    assert "wikitext, squadv2, squad" in text  # the tasks, in --task's help
