@@ -192,6 +192,18 @@ def make_task_data(config):
             "nll": nll,
             "tokens": tokens,
             "words": words[split],
+            "perplexity_convention": (
+                f"the {split} split's raw text as one token stream "
+                f"({args.tokenizer} tokenizer) after one end-of-text token, "
+                f"scored in windows of {seq_len} tokens advancing by "
+                f"{args.eval_stride}: every token scored once, the first "
+                "window's all, each later one's last stride tokens with the "
+                "tokens before them in its window as context; perplexity "
+                "per token, and per whitespace-separated word of the raw "
+                "text (word_perplexity). Not lm-eval's convention (documents "
+                "scored apart, detokenized, disjoint windows): "
+                "python -m experiments.evaluate --task=wikitext gives that."
+            ),
         }
 
     return train.TaskData(

@@ -605,8 +605,10 @@ def train_and_evaluate(config, name, data, strategy=None):
         "train_time_s": _train_time(os.path.join(run_dir, "metrics.csv")),
         "data": data.report,
         "final_train": {k: float(v) for k, v in last.items()},
+        # numbers as floats; a text (a score's convention) as it is
         "eval": {
-            s: {k: float(v) for k, v in m.items()} for s, m in evals.items()
+            s: {k: v if isinstance(v, str) else float(v) for k, v in m.items()}
+            for s, m in evals.items()
         },
         **({"eval_examples_dropped": dropped} if dropped else {}),
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -48,6 +48,14 @@ def run_models(tmp_path, models):
             assert math.isclose(
                 scores["word_perplexity"], math.exp(nll / words), rel_tol=1e-6
             )
+            # the convention is named with this run's window and stride
+            convention = scores["perplexity_convention"]
+            assert f"windows of {config.task_args.seq_len} tokens" in (
+                convention
+            )
+            assert f"advancing by {config.task_args.eval_stride}" in (
+                convention
+            )
             # a model barely trained is near uniform over 258 byte ids
             assert 20 < scores["perplexity"] < 1000
         assert (path.parent / "model.keras").exists()
@@ -114,7 +122,8 @@ def test_bad_options():
     [
         (["--model=gpt,transformer"], "cannot be causal LMs"),
         (["--data_dir=EMPTY", "--tokenizer=gpt2", "--tokenizer_dir=EMPTY"],
-         "expected vocab.json + merges.txt or encoder.json + vocab.bpe"),
+         "expected vocab.json + merges.txt, encoder.json + vocab.bpe or "
+         "tokenizer.json"),
         (["--data_dir=EMPTY"], "wiki.train.raw"),
     ],
 )  # fmt: skip
