@@ -22,10 +22,13 @@ the tasks' own binaries read (GLUE's release folders, `wikitext-2-raw/`,
 SQuAD's JSON); without it the data is downloaded as they do.
 
 Writes `WORKDIR/evaluate/<model>/results.json` (metrics per task and
-shot count), `WORKDIR/evaluate/<model>/<k>shot/samples_<task>.jsonl` (one
-record per document: the document, the exact context, the choices and
-their log-likelihoods, the prediction) and the comparison table
-`WORKDIR/evaluate/comparison.{md,csv}`.
+shot count, each with its `<metric>_stderr` as lm-eval reports it: the
+standard error of the mean for acc, a bootstrap for f1 and mcc, "N/A" for
+the perplexities and SQuAD), `WORKDIR/evaluate/<model>/<k>shot/
+samples_<task>.jsonl` (one record per document: the document, the exact
+context, the choices and their log-likelihoods, the prediction) and the
+comparison table `WORKDIR/evaluate/comparison.{md,csv}` (a `±` column
+after each metric).
 """
 
 import dataclasses
@@ -113,6 +116,12 @@ class EvaluateOptions:
         "Tokens the model reads at once (default: its position table's "
         "length, or 2048 as lm-eval gives models without one).",
         minimum=2,
+    )
+    bootstrap_iters: int = setting(
+        zero_shot.DEFAULT_BOOTSTRAP_ITERS,
+        "Bootstrap resamples for the standard errors of f1 and mcc, drawn "
+        "as lm-eval draws them (its default); 0: no standard errors.",
+        minimum=0,
     )
     max_gen_toks: int = setting(
         256, "Tokens a generation may add (lm-eval's default).", minimum=1

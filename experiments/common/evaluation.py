@@ -93,6 +93,7 @@ def score(task, k, scorer, tokenizer, docs, train_docs, settings):
                 train_docs,
                 k,
                 end_id,
+                bootstrap_iters=settings.bootstrap_iters,
             )
         if task == "wikitext":
             return zero_shot.score_rolling(
@@ -113,10 +114,16 @@ def score(task, k, scorer, tokenizer, docs, train_docs, settings):
 
 
 def _row(name, task, k, metrics):
+    """A table row: each metric, then its standard error (`±`: lm-eval's,
+    or N/A)."""
     row = {"model": name, "task": task, "shots": k}
     for key, value in metrics.items():
-        if isinstance(value, float):
+        if isinstance(value, float) and not key.endswith("_stderr"):
             row[key] = round(value, 4)
+            stderr = metrics.get(f"{key}_stderr", zero_shot.NOT_AVAILABLE)
+            row[f"{key} ±"] = (
+                round(stderr, 4) if isinstance(stderr, float) else stderr
+            )
     return row
 
 

@@ -129,6 +129,74 @@ def test_wikitext_detokenizer_and_articles():
     assert "== History ==" in text and "It's old." in text
 
 
+def test_acc_stderr_is_the_mean_standard_error():
+    # acc of 4 documents, 1 0 1 1: mean 3/4, sample variance
+    # (3 * (1/4)**2 + (3/4)**2) / 3 = 1/4, so stderr sqrt(1/4) / sqrt(4)
+    metrics = zero_shot.add_stderrs(
+        {"acc": 0.75}, {"acc": [1.0, 0.0, 1.0, 1.0]}, iters=1000
+    )
+    assert metrics == {"acc": 0.75, "acc_stderr": pytest.approx(0.25)}
+    # lm-eval: N/A for one document, with no bootstrap, and for metrics
+    # without an estimator
+    assert zero_shot.add_stderrs({"acc": 1.0}, {"acc": [1.0]}, 1000) == {
+        "acc": 1.0,
+        "acc_stderr": "N/A",
+    }
+    assert zero_shot.add_stderrs(
+        {"acc": 0.5, "word_perplexity": 3.0}, {"acc": [0.0, 1.0]}, 0
+    ) == {
+        "acc": 0.5,
+        "acc_stderr": "N/A",
+        "word_perplexity": 3.0,
+        "word_perplexity_stderr": "N/A",
+    }
+
+
+def _lm_evals_bootstrap(metric, golds, predictions, iters):
+    """lm-eval's bootstrap written out in plain Python: chunks of
+    min(1000, iters) resamples, chunk i drawn by random.Random(i).choices;
+    the sample standard deviation of the metric over the resamples."""
+    import math
+
+    def f1(pairs):
+        tp = sum(g == 1 and p == 1 for g, p in pairs)
+        wrong = sum((g == 1) != (p == 1) for g, p in pairs)
+        return 2 * tp / (2 * tp + wrong) if tp + wrong else 0.0
+
+    def mcc(pairs):
+        tp = sum(g == 1 and p == 1 for g, p in pairs)
+        tn = sum(g == 0 and p == 0 for g, p in pairs)
+        fp = sum(g == 0 and p == 1 for g, p in pairs)
+        fn = sum(g == 1 and p == 0 for g, p in pairs)
+        denominator = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+        return (
+            (tp * tn - fp * fn) / math.sqrt(denominator) if denominator else 0.0
+        )
+
+    statistic = {"f1": f1, "mcc": mcc}[metric]
+    pairs = list(zip(golds, predictions, strict=True))
+    chunk = min(1000, iters)
+    values = []
+    for seed in range(iters // chunk):
+        rnd = random.Random(seed)
+        for _ in range(chunk):
+            values.append(statistic(rnd.choices(pairs, k=len(pairs))))
+    mean = sum(values) / len(values)
+    variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(variance)
+
+
+@pytest.mark.parametrize("metric", ["f1", "mcc"])
+@pytest.mark.parametrize("count, iters", [(23, 2500), (6, 300)])
+def test_bootstrap_draws_the_resamples_lm_eval_draws(metric, count, iters):
+    rng = np.random.default_rng(count)
+    golds = rng.integers(0, 2, count)
+    predictions = np.where(rng.random(count) < 0.7, golds, 1 - golds)
+    ours = zero_shot.bootstrap_stderr(metric, golds, predictions, iters)
+    expected = _lm_evals_bootstrap(metric, golds, predictions, iters)
+    assert ours == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A kerasseq run directory holding a tiny GPT over GPT-2's vocabulary
@@ -290,10 +358,14 @@ def test_program_writes_results_samples_and_table(tiny_run, tmp_path):
                 "positive or negative?\nAnswer:"
             )
             assert s["context"].count("\nAnswer: ") == k
-        accuracy = np.mean([s["prediction"] == s["target"] for s in samples])
-        assert results["tasks"]["sst2"][f"{k}-shot"]["acc"] == accuracy
+        correct = [float(s["prediction"] == s["target"]) for s in samples]
+        metrics = results["tasks"]["sst2"][f"{k}-shot"]
+        assert metrics["acc"] == np.mean(correct)
+        assert metrics["acc_stderr"] == pytest.approx(
+            np.std(correct, ddof=1) / np.sqrt(3)
+        )
     table = (base / "comparison.md").read_text()
-    assert "| model | task | shots | acc |" in table
+    assert "| model | task | shots | acc | acc ± |" in table
 
 
 LM_EVAL_MODEL = os.path.join(REPO, "tests", "fixtures", "lm_eval", "model")
@@ -382,8 +454,8 @@ def _squad_settings(data_dir):
     )
 
 
-@pytest.mark.parametrize("k", [0, 1])
-def test_squad11_scores_the_generations_by_the_official_v11_rules(tmp_path, k):
+def test_squad11_scores_the_generations_by_the_official_v11_rules(tmp_path):
+    k = 1
     from experiments.common import evaluation
 
     settings = _squad_settings(_squad11(tmp_path / "squad"))
@@ -402,7 +474,15 @@ def test_squad11_scores_the_generations_by_the_official_v11_rules(tmp_path, k):
         {s["doc"]["id"]: s["prediction"] for s in samples},
         {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples},
     )
-    assert set(metrics) == {"exact_match", "f1", "task_note"}
+    assert set(metrics) == {
+        "exact_match",
+        "exact_match_stderr",
+        "f1",
+        "f1_stderr",
+        "task_note",
+    }
+    # as lm-eval's squadv2: aggregated over the set, no standard error
+    assert metrics["exact_match_stderr"] == metrics["f1_stderr"] == "N/A"
     assert metrics["exact_match"] == pytest.approx(exact, abs=1e-9)
     assert metrics["f1"] == pytest.approx(f1, abs=1e-9)
     assert "no SQuAD 1.1 task" in metrics["task_note"]

@@ -74,6 +74,7 @@ def test_multiple_choice_equals_lm_eval(goldens, scorer, task, k):
         train,
         k,
         tokenizer.end_id,
+        bootstrap_iters=goldens["about"]["bootstrap_iters"],
     )
     expected = sorted(run["samples"], key=lambda s: s["doc_id"])
     assert len(samples) == len(expected)
@@ -83,6 +84,11 @@ def test_multiple_choice_equals_lm_eval(goldens, scorer, task, k):
         lls = [r[0] for r in theirs["filtered_resps"]]
         assert ours["loglikelihoods"] == pytest.approx(lls, abs=1e-4)
         assert ours["is_greedy"] == [r[1] for r in theirs["filtered_resps"]]
+    # the metrics and their standard errors (acc: the mean's; f1, mcc:
+    # lm-eval's bootstrap, resample for resample)
+    assert {f"{name},none" for name in metrics} == {
+        key for key in run["results"] if key.endswith(",none")
+    }
     for name, value in metrics.items():
         assert value == pytest.approx(run["results"][f"{name},none"], abs=1e-6)
 
@@ -106,6 +112,8 @@ def test_wikitext_equals_lm_eval(goldens, scorer):
         assert metrics[name] == pytest.approx(
             run["results"][f"{name},none"], rel=1e-5
         )
+        expected = run["results"][f"{name}_stderr,none"]
+        assert metrics[f"{name}_stderr"] == expected == "N/A"
 
 
 def test_squad_generation_equals_lm_eval(goldens, scorer):
@@ -125,6 +133,8 @@ def test_squad_generation_equals_lm_eval(goldens, scorer):
         assert metrics[name] == pytest.approx(
             run["results"][f"{name},none"], abs=1e-9
         )
+        expected = run["results"][f"{name}_stderr,none"]
+        assert metrics[f"{name}_stderr"] == expected == "N/A"
 
 
 def test_gpt2_tokens_equal_the_ones_lm_eval_used(goldens, scorer):
