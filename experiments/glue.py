@@ -16,7 +16,8 @@ the mean of its metrics, and their average) is printed and saved as
 `--data_dir` holds GLUE's release layout (`SST-2/train.tsv`, ...; see
 `kerasseq/data/glue.py`); without it TensorFlow Datasets' `glue/<task>` is
 used, downloaded and prepared the first time (`--download=never` reads a
-prepared copy only). Sentence pairs are packed as `[end] A [end] B [end]`;
+prepared copy only). Sentence pairs are packed as `[first] A [end] B [end]`
+(`first`: the end token, or WordPiece's `[CLS]`);
 causal models classify from the last position, bidirectional ones from the
 mean.
 """

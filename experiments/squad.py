@@ -1,7 +1,7 @@
 r"""SQuAD 1.1 and 2.0: extractive question answering, scored by EM and F1.
 
 Trains every model of `--model` to point at the answer span in windows of
-`[end] question [end] context [end]` (contexts longer than `--max_length`
+`[first] question [end] context [end]` (contexts longer than `--max_length`
 are cut into windows `--doc_stride` tokens apart), then turns the
 validation windows' start and end logits back into answer text (n-best
 spans, at most `--max_answer_length` tokens; for 2.0 "no answer" when the

@@ -45,10 +45,10 @@ are found by name:
 A row whose text is empty is skipped and counted (`GlueExamples.skipped`);
 any other malformed row is a `DataFormatError` naming file and line.
 
-`pack` turns texts into model inputs: `[end] A [end]` or
-`[end] A [end] B [end]` with the tokenizer's end token, so that both
-models that pool the first token and causal models that pool the last
-position find a summary token there.
+`pack` turns texts into model inputs: `[first] A [end]` or
+`[first] A [end] B [end]` (`first` is the tokenizer's end token, or
+WordPiece's `[CLS]`), so that both models that pool the first token and
+causal models that pool the last position find a summary token there.
 """
 
 import csv

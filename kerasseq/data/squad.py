@@ -1,8 +1,8 @@
 """SQuAD: extractive question answering, versions 1.1 and 2.0.
 
-A model reads `[end] question [end] context [end]` and points at the first
-and the last token of the answer in the context; position 0 (the first
-`[end]`) stands for "no answer", the target of SQuAD 2.0's impossible
+A model reads `[first] question [end] context [end]` (`first`: the end
+token, or WordPiece's `[CLS]`) and points at the first and the last token
+of the answer in the context; position 0 (the `[first]` token) stands for "no answer", the target of SQuAD 2.0's impossible
 questions and of windows that do not hold the answer. Contexts longer
 than a model's input are cut into overlapping windows (`make_windows`),
 each token keeping its span of characters in the context, so that a
@@ -406,7 +406,7 @@ def make_windows(
 ):
     """Cuts examples into fixed-length windows for a span extractor.
 
-    Each window is `[end] question [end] context-chunk [end]`, then padding
+    Each window is `[first] question [end] context-chunk [end]`, then padding
     (`end` is `tokenizer.end_id`, padding `tokenizer.pad_id`). Questions
     are cut to `max_query_length` tokens. A context's tokens are cut into
     chunks of `max_length - question_length - 3` tokens starting every
