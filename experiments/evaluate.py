@@ -15,7 +15,8 @@ Tasks, with lm-eval's prompts, choices and metrics (see
 mnli_mismatch, qnli, rte, wnli (multiple choice by summed
 log-likelihood); wikitext (WikiText-2's test articles, rolling
 log-likelihood: word and byte perplexity, bits per byte); squadv2 (greedy
-generation to the first newline; SQuAD 2.0's exact match and F1); squad
+generation to the first newline; SQuAD 2.0's exact match and F1, and the
+best ones over thresholds of the probability of " unanswerable"); squad
 (SQuAD 1.1, which lm-eval lacks: squadv2's prompt and generation, the
 official 1.1 exact match and F1). `--data_dir` holds the same files as
 the tasks' own binaries read (GLUE's release folders, `wikitext-2-raw/`,

@@ -513,6 +513,56 @@ def squad_scores(predictions, answers, version="1.1"):
     return result
 
 
+def squad_best_scores(predictions, answers, no_answer_probabilities):
+    """SQuAD 2.0's best exact match and F1 over no-answer thresholds, as
+    the official v2.0 script computes them given a no-answer probability
+    per question (its `find_all_best_thresh`; lm-eval's squadv2 reports
+    `best_exact` and `best_f1`).
+
+    Every question whose no-answer probability is above a threshold counts
+    as abstaining: it scores 1 if it has no answer and 0 otherwise, and the
+    others keep their score. Going through the questions by increasing
+    probability (ties in the given order), the threshold that abstains on
+    all of them (the count of unanswerable questions) is lowered past each
+    one in turn; a question whose score would become its own is one
+    answered (its exact match or F1, if it has answers; -1 if it has none
+    and the prediction is not the empty string, which wrongly answers it,
+    even if it normalises to ""). The best running total wins, the first
+    to reach it giving the threshold (0.0 where abstaining everywhere is
+    best).
+
+    Args:
+        predictions: dict question id -> predicted text.
+        answers: dict question id -> list of answer texts (`[]`: no
+            answer); the questions scored, in order.
+        no_answer_probabilities: dict question id -> float.
+
+    Returns:
+        dict with `best_exact_match` and `best_f1` (percent) and
+        `best_exact_match_thresh` and `best_f1_thresh`.
+    """
+    qids = list(answers)
+    if not qids:
+        raise ValueError(f"Expected at least one question, got {answers}.")
+    exact = {q: exact_match(predictions[q], answers[q], "2.0") for q in qids}
+    token_f1 = {q: f1(predictions[q], answers[q], "2.0") for q in qids}
+    order = sorted(qids, key=lambda q: no_answer_probabilities[q])
+    result = {}
+    for name, scores in (("exact_match", exact), ("f1", token_f1)):
+        score = sum(1 for q in qids if not answers[q])
+        best, threshold = score, 0.0
+        for q in order:
+            if answers[q]:
+                score += scores[q]
+            elif predictions[q]:
+                score -= 1
+            if score > best:
+                best, threshold = score, no_answer_probabilities[q]
+        result[f"best_{name}"] = 100.0 * best / len(qids)
+        result[f"best_{name}_thresh"] = threshold
+    return result
+
+
 def perplexity(total_nll, count):
     """`exp(total_nll / count)`: perplexity per token, word or character.
 

@@ -522,7 +522,12 @@ class GenerationTask:
         name: the task's name in `--task`.
         version: the SQuAD version of the documents and of the scoring
             rules (`"1.1"` or `"2.0"`).
-        metric_names: `metrics.squad_scores`'s names -> the task's.
+        metric_names: `metrics.squad_scores`'s names (and
+            `metrics.squad_best_scores`') -> the task's.
+        no_answer: whether each document also scores the continuation
+            `" unanswerable"` after its prompt, as lm-eval's squadv2 does,
+            whose probability gives the best scores over no-answer
+            thresholds.
         note: what results.json says of the task where it departs from
             lm-eval, or `None`.
     """
@@ -530,6 +535,7 @@ class GenerationTask:
     name: str
     version: str
     metric_names: dict
+    no_answer: bool = False
     note: str | None = None
 
     kind = "generate_until"
@@ -543,13 +549,17 @@ _SQUAD_METRIC_NAMES = {
     "has_answer_f1": "HasAns_f1",
     "no_answer_exact_match": "NoAns_exact",
     "no_answer_f1": "NoAns_f1",
+    "best_exact_match": "best_exact",
+    "best_f1": "best_f1",
 }
+# what lm-eval's squadv2 scores as the no-answer continuation
+NO_ANSWER = "unanswerable"
 
 GENERATION_TASKS = {
     task.name: task
     for task in (
         # lm-eval's squadv2 (lm_eval/tasks/squadv2/task.py)
-        GenerationTask("squadv2", "2.0", _SQUAD_METRIC_NAMES),
+        GenerationTask("squadv2", "2.0", _SQUAD_METRIC_NAMES, no_answer=True),
         # SQuAD v1.1: lm-eval 0.4.13 has no such task (its squad_completion
         # is a cloze variant); squadv2's prompt and generation, the
         # official v1.1 script's exact match and F1
@@ -800,7 +810,7 @@ def squad_prompt(doc):
 
 def squad_answer(doc):
     answers = doc["answers"]["text"]
-    return answers[0] if answers else "unanswerable"
+    return answers[0] if answers else NO_ANSWER
 
 
 def score_generation(
@@ -815,8 +825,16 @@ def score_generation(
 ):
     """A SQuAD task (`GENERATION_TASKS`, or its name) by greedy generation
     up to the first newline, scored with the official exact match and F1
-    of the task's version: lm-eval's `exact`, `f1`, `HasAns_*`, `NoAns_*`
-    for `squadv2`; `exact_match`, `f1` for `squad` (1.1)."""
+    of the task's version: lm-eval's `exact`, `f1`, `HasAns_*`, `NoAns_*`,
+    `best_exact`, `best_f1` for `squadv2`; `exact_match`, `f1` for `squad`
+    (1.1).
+
+    For squadv2, as lm-eval's: each document's log-likelihood of
+    `" unanswerable"` after the prompt gives its no-answer probability
+    (`exp`, held as float32 as the Hugging Face `squad_v2` metric holds
+    it), which sets no prediction aside (the metric's threshold, 1.0, is
+    never exceeded) but orders the questions for `best_exact` and
+    `best_f1`."""
     if isinstance(task, str):
         task = GENERATION_TASKS[task]
     rnd = random.Random(FEWSHOT_SEED)
@@ -831,11 +849,30 @@ def score_generation(
         samples.append(
             {"doc": doc, "context": context, "prediction": prediction}
         )
-    scores = metrics_lib.squad_scores(
-        {s["doc"]["id"]: s["prediction"] for s in samples},
-        {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples},
-        version=task.version,
-    )
+    predictions = {s["doc"]["id"]: s["prediction"] for s in samples}
+    answers = {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples}
+    scores = metrics_lib.squad_scores(predictions, answers, task.version)
+    if task.no_answer:
+        requests = [
+            encode_pair(
+                tokenizer, s["context"], TARGET_DELIMITER + NO_ANSWER, end_id
+            )
+            for s in samples
+        ]
+        for sample, (loglikelihood, _) in zip(
+            samples, scorer.loglikelihoods(requests), strict=True
+        ):
+            sample["no_answer_loglikelihood"] = loglikelihood
+            sample["no_answer_probability"] = float(
+                np.float32(math.exp(loglikelihood))
+            )
+        scores.update(
+            metrics_lib.squad_best_scores(
+                predictions,
+                answers,
+                {s["doc"]["id"]: s["no_answer_probability"] for s in samples},
+            )
+        )
     results = {
         theirs: scores[ours]
         for ours, theirs in task.metric_names.items()

@@ -129,12 +129,26 @@ def test_squad_generation_equals_lm_eval(goldens, scorer):
         assert ours["doc"]["id"] == theirs["doc"]["id"]
         assert ours["context"] == theirs["arguments"][0][0]
         assert ours["prediction"] == theirs["filtered_resps"][0]
-    for name in ("exact", "f1", "HasAns_exact", "HasAns_f1"):
-        assert metrics[name] == pytest.approx(
-            run["results"][f"{name},none"], abs=1e-9
+        # the second request: " unanswerable" after the same context
+        assert theirs["arguments"][1] == [ours["context"], " unanswerable"]
+        assert ours["no_answer_loglikelihood"] == pytest.approx(
+            theirs["filtered_resps"][1][0], abs=1e-4
         )
-        expected = run["results"][f"{name}_stderr,none"]
-        assert metrics[f"{name}_stderr"] == expected == "N/A"
+        probability = theirs["metrics"]["exact"][0]["no_answer_probability"]
+        assert ours["no_answer_probability"] == pytest.approx(
+            probability, rel=1e-3
+        )
+    # every metric lm-eval reports (best_exact, best_f1 included; not their
+    # thresholds), each with its stderr: N/A
+    assert {f"{name},none" for name in metrics} == {
+        key for key in run["results"] if key.endswith(",none")
+    }
+    for name, value in metrics.items():
+        expected = run["results"][f"{name},none"]
+        if name.endswith("_stderr"):
+            assert value == expected == "N/A"
+        else:
+            assert value == pytest.approx(expected, abs=1e-9), name
 
 
 def test_gpt2_tokens_equal_the_ones_lm_eval_used(goldens, scorer):

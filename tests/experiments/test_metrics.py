@@ -17,6 +17,7 @@ from experiments.common.metrics import normalize_answer
 from experiments.common.metrics import pearson
 from experiments.common.metrics import perplexity
 from experiments.common.metrics import spearman
+from experiments.common.metrics import squad_best_scores
 from experiments.common.metrics import squad_scores
 from experiments.common.metrics import word_count
 
@@ -313,6 +314,50 @@ def test_squad_scores_equal_the_official_scripts(version):
         # one question without a prediction, scored 0 and counted
         assert missing
         assert not any(k.startswith(("has_", "no_")) for k in scores)
+
+
+# what Hugging Face's squad_v2 metric (lm-eval's squadv2 aggregation) gives
+# sets of questions with no-answer probabilities
+# (tests/fixtures/make_squad_v2_best_goldens.py)
+BEST_GOLDENS = json.loads(
+    (pathlib.Path(__file__).parents[1] / "fixtures")
+    .joinpath("squad_v2_best_goldens.json")
+    .read_text()
+)
+
+
+@pytest.mark.parametrize(
+    "golden", BEST_GOLDENS["sets"], ids=lambda g: g["about"]
+)
+def test_squad_best_scores_equal_the_v2_metric(golden):
+    questions = golden["questions"]
+    predictions = {q["id"]: q["prediction"] for q in questions}
+    answers = {q["id"]: q["answers"] for q in questions}
+    # the metric's features hold the probabilities as float32
+    probabilities = {
+        q["id"]: float(np.float32(q["no_answer_probability"]))
+        for q in questions
+    }
+    best = squad_best_scores(predictions, answers, probabilities)
+    expected = golden["scores"]
+    for ours, theirs in {
+        "best_exact_match": "best_exact",
+        "best_exact_match_thresh": "best_exact_thresh",
+        "best_f1": "best_f1",
+        "best_f1_thresh": "best_f1_thresh",
+    }.items():
+        assert best[ours] == pytest.approx(expected[theirs], rel=1e-12), ours
+    # and the plain scores of the same questions, as the metric gives them
+    scores = squad_scores(predictions, answers, "2.0")
+    assert scores["exact_match"] == pytest.approx(expected["exact"], rel=1e-12)
+    assert scores["f1"] == pytest.approx(expected["f1"], rel=1e-12)
+
+
+def test_squad_best_scores_beat_the_plain_ones_somewhere():
+    # the goldens hold a set where a threshold between the questions wins
+    first = BEST_GOLDENS["sets"][0]["scores"]
+    assert first["best_exact"] > first["exact"]
+    assert 0 < first["best_f1_thresh"] < 0.9
 
 
 def test_squad_scores_aggregate_and_split_by_answerability():
