@@ -252,15 +252,16 @@ class TokenizerOptions(TaskOptions):
 
     tokenizer: str = setting(
         "bytes",
-        "bytes: UTF-8 bytes, no files; gpt2: GPT-2's BPE from "
-        "--tokenizer_dir; wordpiece: BERT's vocab.txt from --tokenizer_dir "
-        "(classification only).",
+        "bytes: UTF-8 bytes, no files; gpt2: GPT-2's byte-level BPE (or "
+        "GPT-NeoX's) from --tokenizer_dir; wordpiece: BERT's vocab.txt from "
+        "--tokenizer_dir (classification only).",
         choices=catalogue.TOKENIZERS,
     )
     tokenizer_dir: str | None = setting(
         None,
-        "--tokenizer=gpt2: directory with vocab.json + merges.txt or "
-        "encoder.json + vocab.bpe; --tokenizer=wordpiece: with vocab.txt.",
+        "--tokenizer=gpt2: directory with vocab.json + merges.txt, "
+        "encoder.json + vocab.bpe, or a byte-level BPE tokenizer.json "
+        "(GPT-NeoX's); --tokenizer=wordpiece: with vocab.txt.",
         path=True,
     )
 
