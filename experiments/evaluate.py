@@ -28,8 +28,8 @@ standard error of the mean for acc, a bootstrap for f1 and mcc, "N/A" for
 the perplexities and SQuAD), `WORKDIR/evaluate/<model>/<k>shot/
 samples_<task>.jsonl` (one record per document: the document, the exact
 context, the choices and their log-likelihoods, the prediction) and the
-comparison table `WORKDIR/evaluate/comparison.{md,csv}` (a `±` column
-after each metric).
+comparison table `WORKDIR/evaluate/comparison.{md,csv}` (a row per model,
+task, shot count and metric: its value and `±` standard error).
 """
 
 import dataclasses

@@ -70,7 +70,7 @@ def run(settings):
                     os.path.join(run_dir, f"{k}shot", f"samples_{task}.jsonl"),
                     samples,
                 )
-                rows.append(_row(name, task, k, metrics))
+                rows += _rows(name, task, k, metrics)
         _write_json(os.path.join(run_dir, "results.json"), results)
         everything[name] = results
     table = os.path.join(base, "comparison")
@@ -113,18 +113,29 @@ def score(task, k, scorer, tokenizer, docs, train_docs, settings):
         raise UsageError(f"{task}: {error}") from error
 
 
-def _row(name, task, k, metrics):
-    """A table row: each metric, then its standard error (`±`: lm-eval's,
-    or N/A)."""
-    row = {"model": name, "task": task, "shots": k}
+def _rows(name, task, k, metrics):
+    """The table's rows of one task at `k` shots, one per metric as
+    lm-eval prints them: its value and standard error (`±`: lm-eval's, or
+    N/A)."""
+    rows = []
     for key, value in metrics.items():
         if isinstance(value, float) and not key.endswith("_stderr"):
-            row[key] = round(value, 4)
             stderr = metrics.get(f"{key}_stderr", zero_shot.NOT_AVAILABLE)
-            row[f"{key} ±"] = (
-                round(stderr, 4) if isinstance(stderr, float) else stderr
+            rows.append(
+                {
+                    "model": name,
+                    "task": task,
+                    "shots": k,
+                    "metric": key,
+                    "value": round(value, 4),
+                    "±": (
+                        round(stderr, 4)
+                        if isinstance(stderr, float)
+                        else stderr
+                    ),
+                }
             )
-    return row
+    return rows
 
 
 # === Models ===

@@ -364,8 +364,16 @@ def test_program_writes_results_samples_and_table(tiny_run, tmp_path):
         assert metrics["acc_stderr"] == pytest.approx(
             np.std(correct, ddof=1) / np.sqrt(3)
         )
-    table = (base / "comparison.md").read_text()
-    assert "| model | task | shots | acc | acc ± |" in table
+    # one row per metric, as lm-eval prints its table
+    table = (base / "comparison.md").read_text().splitlines()
+    assert "| model | task | shots | metric | value | ± |" in table
+    for k in (0, 2):
+        metrics = results["tasks"]["sst2"][f"{k}-shot"]
+        row = (
+            f"| {name} | sst2 | {k} | acc | {round(metrics['acc'], 4)} | "
+            f"{round(metrics['acc_stderr'], 4)} |"
+        )
+        assert row in table, table
 
 
 LM_EVAL_MODEL = os.path.join(REPO, "tests", "fixtures", "lm_eval", "model")
