@@ -297,8 +297,11 @@ def summarize(name, result, documents, reference=None):
         "first_generate_s": result["first_generate_s"],
     }
     if reference is not None:
-        pairs = zip(result["scores"], reference["scores"], strict=True)
+        pairs = list(zip(result["scores"], reference["scores"], strict=True))
         row["max_score_difference"] = max(abs(a - b) for a, b in pairs)
+        row["max_relative_score_difference"] = max(
+            abs(a - b) / max(abs(b), 1e-30) for a, b in pairs
+        )
         same = 0
         for a, b in zip(
             result["generated"], reference["generated"], strict=True
@@ -314,7 +317,7 @@ def table(rows):
     lines = [
         "| model | framework | parameters | SST-2 docs/s | time to first "
         "token (s) | decode tokens/s | tokens/s | first call (s) | "
-        "max Δ log-lik | same greedy tokens |",
+        "max Δ log-lik (relative) | same greedy tokens |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -325,13 +328,15 @@ def table(rows):
             )
             continue
         difference = r.get("max_score_difference")
+        relative = r.get("max_relative_score_difference")
         same = r.get("same_greedy_tokens")
         lines.append(
             f"| {r['model']} | {r['framework']} | {r['parameters']:,} | "
             f"{r['docs_per_s']:.1f} | {r['first_token_s']:.2f} | "
             f"{r['decode_tokens_per_s']:.1f} | {r['tokens_per_s']:.1f} | "
             f"{r['first_score_s']:.1f} + {r['first_generate_s']:.1f} | "
-            f"{'' if difference is None else f'{difference:.1e}'} | "
+            f"{'' if difference is None else f'{difference:.1e}'}"
+            f"{'' if relative is None else f' ({relative:.1e})'} | "
             f"{'' if same is None else f'{same}/{FLAGS.new_tokens}'} |"
         )
     return "\n".join(lines)
