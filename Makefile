@@ -51,10 +51,12 @@ run: $(RUNTIME_STAMP)
 JAX_TESTS := tests/ops tests/layers tests/models
 HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
 
+# each pass ends with its slowest tests (the default suite's time budget)
 test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
-	$(PYTEST) -m "not large" -n $(WORKERS)
+	$(PYTEST) -m "not large" -n $(WORKERS) --durations=30
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -m "not large" \
-	  -n $(WORKERS) $(JAX_TESTS); else echo "jax missing: JAX pass skipped"; fi
+	  -n $(WORKERS) --durations=30 $(JAX_TESTS); \
+	  else echo "jax missing: JAX pass skipped"; fi
 
 # with the exact-resume tests of the train loop on JAX
 test-all: $(TEST_STAMP) $(GPT2_DIR)/encoder.json

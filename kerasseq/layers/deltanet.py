@@ -8,6 +8,7 @@ from kerasseq.layers.causal_conv import causal_conv_prefill
 from kerasseq.layers.causal_conv import causal_conv_step
 from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.sequence_layer import real_steps
+from kerasseq.layers.sequence_layer import state_or_initial
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_input_width
 from kerasseq.layers.validation import check_positive_int
@@ -317,11 +318,7 @@ class DeltaNet(SequenceLayer):
         the delta rule's last state (see `SequenceLayer`)."""
         self._check_width("inputs", inputs, 3)
         initial = state
-        if state is None:
-            batch = inputs.shape[0]
-            if batch is None:
-                batch = ops.shape(inputs)[0]
-            state = self.get_initial_state(batch)
+        state = state_or_initial(self, inputs, state)
         for key, shape in self._state_shapes(inputs.shape[0]).items():
             check_state(f"state[{key!r}]", state[key], shape)
         x = inputs

@@ -90,6 +90,18 @@ class SequenceLayer(keras.layers.Layer):
         return mask
 
 
+def state_or_initial(layer, inputs, state):
+    """`state`, or where it is `None` the recurrent `layer`'s initial state
+    for the batch of `inputs` `(B, T, ...)` (`B` may be known only when
+    the function runs)."""
+    if state is not None:
+        return state
+    batch = inputs.shape[0]
+    if batch is None:
+        batch = ops.shape(inputs)[0]
+    return layer.get_initial_state(batch)
+
+
 def real_steps(length, seq_len):
     """`None` when `length` is `None` (every step real), else a boolean
     `(seq_len,)` tensor, `True` at the first `length` steps."""
