@@ -158,6 +158,10 @@ _RESUMED_MODELS = [
 ]
 
 
+# the default suite resumes within a span (below), which also checks the
+# weights, results and metrics.csv rows; this resume at a span's boundary is
+# `large` for time (~100 s)
+@pytest.mark.large
 @pytest.mark.parametrize("model", _RESUMED_MODELS)
 def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
     tmp_path, monkeypatch, model
