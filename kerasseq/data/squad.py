@@ -2,8 +2,9 @@
 
 A model reads `[first] question [end] context [end]` (`first`: the end
 token, or WordPiece's `[CLS]`) and points at the first and the last token
-of the answer in the context; position 0 (the `[first]` token) stands for "no answer", the target of SQuAD 2.0's impossible
-questions and of windows that do not hold the answer. Contexts longer
+of the answer in the context; position 0 (the `[first]` token) stands for
+"no answer", the target of SQuAD 2.0's impossible questions and of windows
+that do not hold the answer. Contexts longer
 than a model's input are cut into overlapping windows (`make_windows`),
 each token keeping its span of characters in the context, so that a
 predicted span of tokens maps back to answer text (`postprocess`).
