@@ -19,8 +19,8 @@ FIXTURES = os.path.join(ROOT, "tests", "fixtures", "hf")
 # pointed at the test checkpoints (no network in tests); every key must
 # still be in the README
 README_SUBSTITUTIONS = {
-    "num_examples=10_000": "num_examples=256",
-    "model.fit(train, epochs=3)": "model.fit(train, epochs=1, verbose=0)",
+    "num_examples=4_000": "num_examples=256",
+    "model.fit(train, epochs=2)": "model.fit(train, epochs=1, verbose=0)",
     '"distilgpt2"': repr(os.path.join(FIXTURES, "gpt2")),
     '"bert-base-uncased"': repr(os.path.join(FIXTURES, "bert")),
 }
