@@ -297,20 +297,26 @@ class DeltaNet(SequenceLayer):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         new_state = {}
         if self.use_short_conv:
-            branches = []
-            for name, y in (("q", q), ("k", k), ("v", v)):
-                y, new_state[f"conv_{name}"] = causal_conv_step(
-                    state[f"conv_{name}"],
-                    y,
-                    getattr(self, f"{name}_conv1d_kernel"),
-                )
-                branches.append(y)
-            q, k, v = branches
+            q, k, v = self._short_convs(
+                (q, k, v), state, new_state, causal_conv_step
+            )
         q, k, v, beta = self._features(q, k, v, x)
         o, new_state["delta"] = delta_rule_step(
             q, k, v, beta, state["delta"], scale=self._head_dim**-0.5
         )
         return self._output(o, x), new_state
+
+    def _short_convs(self, qkv, state, new_state, convolve):
+        """q, k, v through their short convolutions from `state`'s inputs,
+        `convolve(state, y, kernel) -> (y, state)` (`causal_conv_step` or
+        `causal_conv_prefill`); their new states go into `new_state`."""
+        outputs = []
+        for name, y in zip(("q", "k", "v"), qkv, strict=True):
+            y, new_state[f"conv_{name}"] = convolve(
+                state[f"conv_{name}"], y, getattr(self, f"{name}_conv1d_kernel")
+            )
+            outputs.append(y)
+        return outputs
 
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, hidden_dim)` in one pass: `(outputs (B, T,
@@ -325,16 +331,12 @@ class DeltaNet(SequenceLayer):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         new_state = {}
         if self.use_short_conv:
-            branches = []
-            for name, y in (("q", q), ("k", k), ("v", v)):
-                y, new_state[f"conv_{name}"] = causal_conv_prefill(
-                    state[f"conv_{name}"],
-                    y,
-                    getattr(self, f"{name}_conv1d_kernel"),
-                    length,
-                )
-                branches.append(y)
-            q, k, v = branches
+            q, k, v = self._short_convs(
+                (q, k, v),
+                state,
+                new_state,
+                lambda s, y, kernel: causal_conv_prefill(s, y, kernel, length),
+            )
         q, k, v, beta = self._features(q, k, v, x)
         keep = real_steps(length, inputs.shape[1])
         if keep is not None:
