@@ -8,6 +8,7 @@ _MODULES = (
     "download",
     "errors",
     "glue",
+    "gpt2_tokenizer",
     "listops",
     "lra",
     "pathfinder",
@@ -16,6 +17,7 @@ _MODULES = (
     "squad",
     "synthetic",
     "textcls",
+    "tokenizer_base",
     "tokenizers",
     "wikitext",
 )

@@ -218,8 +218,8 @@ def test_gpt2_pattern_is_the_byte_level_pre_tokenizers(neox_goldens):
     where GPT-2's pattern does."""
     import regex
 
-    from kerasseq.data.tokenizers import _GPT2_PIECES
-    from kerasseq.data.tokenizers import _byte_alphabet
+    from kerasseq.data.gpt2_tokenizer import _GPT2_PIECES
+    from kerasseq.data.gpt2_tokenizer import _byte_alphabet
 
     alphabet = _byte_alphabet()
     for text, expected in zip(
