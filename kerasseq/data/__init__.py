@@ -15,6 +15,7 @@ _MODULES = (
     "pixels",
     "sources",
     "squad",
+    "squad_sources",
     "synthetic",
     "textcls",
     "tokenizer_base",

@@ -6,6 +6,7 @@ import string
 import numpy as np
 import pytest
 
+from kerasseq.data import sources
 from kerasseq.data import squad
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
@@ -108,7 +109,7 @@ def offline(monkeypatch):
         calls.append((name, split, tuple(keys), download))
         raise DataNotFoundError(missing)
 
-    monkeypatch.setattr(squad.sources, "load_tfds", load_tfds)
+    monkeypatch.setattr(sources, "load_tfds", load_tfds)
     return calls
 
 
@@ -393,7 +394,7 @@ def test_reads_a_prepared_tfds_copy(monkeypatch, with_impossible):
             raise KeyError("is_impossible")
         return _tfds_batch("is_impossible" in keys)
 
-    monkeypatch.setattr(squad.sources, "load_tfds", load_tfds)
+    monkeypatch.setattr(sources, "load_tfds", load_tfds)
     examples, report = load_squad("2.0", "train")
     assert calls[0][:2] == ("squad/v2.0", "train")
     assert report["examples"] == 3
