@@ -17,6 +17,7 @@ _MODULES = (
     "squad",
     "squad_sources",
     "synthetic",
+    "synthetic_tasks",
     "textcls",
     "tokenizer_base",
     "tokenizers",
