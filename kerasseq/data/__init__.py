@@ -12,6 +12,7 @@ _MODULES = (
     "listops",
     "lra",
     "pathfinder",
+    "pathfinder_drawing",
     "pixels",
     "sources",
     "squad",
