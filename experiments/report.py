@@ -1,18 +1,26 @@
-r"""Reports: matched parameter counts, and tables of finished runs.
+r"""Reports: matched parameter counts, tables of finished runs, and the
+measured-results documents of `docs/results/`.
 
     python -m experiments.report params            # every model x preset
     python -m experiments.report results --results_dir=runs
+    python -m experiments.report document --results_dir=runs \
+        --title="MQAR at the small preset" --output=docs/results/mqar.md
 
 `params` builds every registered model at every preset for one task shape
 and prints total, embedding and non-embedding parameters, with each model's
 non-embedding count relative to GPT's (presets are matched within 10%).
 `results` collects every `results.json` under `--results_dir` into one table per
-task.
+task. `document` writes the same tables as a markdown document stamped with
+what the runs recorded (`provenance` in `results.json`: command, commit,
+date, machine, library versions) and the command that regenerates it;
+`--results_dir` may list several workdirs, separated by commas, and
+`--notes` names a markdown file appended below the tables.
 """
 
 import glob
 import json
 import os
+import shlex
 
 from absl import app
 from absl import flags
@@ -20,7 +28,12 @@ from absl import flags
 from experiments.common import console
 from experiments.common import results as results_lib
 
-flags.DEFINE_string("results_dir", "runs", "Workdir to collect results from.")
+flags.DEFINE_string(
+    "results_dir", "runs", "Workdir(s) to collect results from (commas)."
+)
+flags.DEFINE_string("output", "", "document: the file to write (else stdout).")
+flags.DEFINE_string("title", "Measured results", "document: its title.")
+flags.DEFINE_string("notes", "", "document: a markdown file to append.")
 flags.DEFINE_string("head", "token_classification", "Task head for params.")
 flags.DEFINE_integer("vocabulary_size", 256, "Vocabulary for params.")
 flags.DEFINE_integer("num_classes", 2, "Classes for params.")
@@ -73,6 +86,8 @@ def result_tables(workdir):
     for path in sorted(glob.glob(pattern)):
         with open(path) as f:
             result = json.load(f)
+        if "eval" not in result:  # experiments.evaluate's, not a training run
+            continue
         row = {
             "model": result["model"],
             "preset": result["preset"],
@@ -88,10 +103,137 @@ def result_tables(workdir):
     return tables
 
 
+NOT_RECORDED = "not recorded"
+
+
+def _stamp_value(values):
+    """One stamp line's text from the runs' values: their distinct values,
+    in order, or `not recorded` where no run recorded one."""
+    values = [v for v in dict.fromkeys(values) if v]
+    return "; ".join(values) if values else NOT_RECORDED
+
+
+def _date_range(dates):
+    """`first to last` of the runs' dates (one date where they agree)."""
+    dates = sorted(d for d in dates if d)
+    if not dates:
+        return NOT_RECORDED
+    return dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
+
+
+def _versions_text(versions):
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
+
+
+def stamp_lines(stamp):
+    """The stamp of a results document, as markdown lines: `stamp` maps
+    command, commit, date, machine, versions and regenerate to text."""
+    lines = []
+    for key in ("command", "commit", "date", "machine", "versions"):
+        value = stamp.get(key) or NOT_RECORDED
+        code = key in ("command", "commit")
+        lines.append(f"- {key}: " + (_code(value) if code else value))
+    lines.append(f"- regenerate with: {_code(stamp['regenerate'])}")
+    return lines
+
+
+def _code(value):
+    """`value` as inline code, unless it says it was not recorded."""
+    return value if value.startswith(NOT_RECORDED) else f"`{value}`"
+
+
+GENERATED = (
+    "<!-- written by `python -m experiments.report document`: rerun it "
+    "(see regenerate) rather than editing the numbers -->"
+)
+
+
+def render_document(title, stamp, tables, notes="", origin=GENERATED):
+    """A results document: title, origin, stamp, one table per task, notes.
+
+    `tables` maps a section name to its rows (dicts) or to markdown text;
+    `docs/results/*.md` are all in this form.
+    """
+    parts = [f"# {title}", origin, "\n".join(stamp_lines(stamp))]
+    for name, table in tables.items():
+        text = (
+            table if isinstance(table, str) else results_lib.to_markdown(table)
+        )
+        parts.append(f"## {name}\n\n{text.strip()}")
+    if notes.strip():
+        parts.append(notes.strip())
+    return "\n\n".join(parts) + "\n"
+
+
+def _finished_results(workdirs):
+    """Every `results.json` of a finished training run under `workdirs`."""
+    found = []
+    for workdir in workdirs:
+        pattern = os.path.join(workdir, "*", "*", "results.json")
+        for path in sorted(glob.glob(pattern)):
+            with open(path) as f:
+                result = json.load(f)
+            if "eval" in result:  # a training run (as `result_tables`)
+                found.append(result)
+    return found
+
+
+def regenerate_command(workdirs, title, output, notes=""):
+    """The `report document` command that writes this document again."""
+    argv = [
+        "python",
+        "-m",
+        "experiments.report",
+        "document",
+        f"--results_dir={','.join(workdirs)}",
+        f"--title={title}",
+        f"--output={output or '-'}",
+    ]
+    if notes:
+        argv.append(f"--notes={notes}")
+    return shlex.join(argv)
+
+
+def results_document(workdirs, title, output="", notes_path=""):
+    """The markdown document of the finished runs under `workdirs`: one
+    table per task (as `results`), stamped with the runs' provenance."""
+    runs = _finished_results(workdirs)
+    if not runs:
+        return None
+    recorded = [r.get("provenance") or {} for r in runs]
+    commands = [p.get("command") for p in recorded]
+    stamp = {
+        "command": _stamp_value(commands),
+        "commit": _stamp_value(p.get("commit") for p in recorded),
+        "date": _date_range(
+            p.get("date") or r.get("finished_at")
+            for p, r in zip(recorded, runs, strict=True)
+        ),
+        "machine": _stamp_value(p.get("machine") for p in recorded),
+        "versions": _stamp_value(
+            _versions_text(p["versions"]) for p in recorded if p.get("versions")
+        ),
+    }
+    rerun = [c for c in dict.fromkeys(commands) if c]
+    stamp["regenerate"] = " && ".join(
+        rerun + [regenerate_command(workdirs, title, output, notes_path)]
+    )
+    notes = ""
+    if notes_path:
+        with open(notes_path) as f:
+            notes = f.read()
+    tables = {}
+    for workdir in workdirs:
+        for task, rows in result_tables(workdir).items():
+            tables.setdefault(task, []).extend(rows)
+    return render_document(title, stamp, tables, notes)
+
+
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("params", "results"):
+    if len(argv) != 2 or argv[1] not in ("params", "results", "document"):
         raise app.UsageError(
-            "usage: python -m experiments.report params|results [flags]"
+            "usage: python -m experiments.report params|results|document "
+            "[flags]"
         )
     if argv[1] == "params":
         rows = parameter_rows(
@@ -101,6 +243,22 @@ def main(argv):
             FLAGS.max_sequence_length,
         )
         print(results_lib.to_markdown(rows))
+        return
+    if argv[1] == "document":
+        workdirs = [d for d in FLAGS.results_dir.split(",") if d]
+        output = "" if FLAGS.output == "-" else FLAGS.output
+        text = results_document(workdirs, FLAGS.title, output, FLAGS.notes)
+        if text is None:
+            raise app.UsageError(
+                f"no results.json under {FLAGS.results_dir!r} (*/*/)"
+            )
+        if not output:
+            print(text, end="")
+            return
+        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        with open(output, "w") as f:
+            f.write(text)
+        print(f"wrote {output}")
         return
     tables = result_tables(FLAGS.results_dir)
     if not tables:

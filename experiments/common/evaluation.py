@@ -52,6 +52,7 @@ def run(settings):
             "convention": "lm-evaluation-harness 0.4.13",
             "limit": settings.limit,
             "tasks": {},
+            "provenance": results_lib.provenance(),
         }
         for task in settings.task:
             if task not in documents:

@@ -1,7 +1,17 @@
-"""Comparison tables across the models of one run."""
+"""Comparison tables across the models of one run, and the provenance
+(command, commit, date, machine, library versions) each result records."""
 
 import csv
+import datetime
 import os
+import platform
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 
 def comparison_table(config, all_results, data):
@@ -63,3 +73,86 @@ def write_table(rows, base_path):
             writer = csv.DictWriter(f, fieldnames=_columns(rows))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def command_line(argv=None):
+    """The command that started this process, as a user would type it:
+    `python -m experiments.glue --task=sst2` for a binary run as a module."""
+    argv = list(sys.argv if argv is None else argv)
+    program = argv[0] if argv else ""
+    name = os.path.basename(program).removesuffix(".py")
+    if os.path.basename(os.path.dirname(program)) == "experiments":
+        head = ["python", "-m", f"experiments.{name}"]
+    else:
+        head = ["python", program]
+    return shlex.join(head + argv[1:])
+
+
+def git_commit(root=ROOT):
+    """The checkout's commit (`+dirty` with uncommitted changes to tracked
+    files), or None outside a git checkout."""
+    try:
+        run = subprocess.run(
+            ["git", "-C", root, "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if run.returncode:
+            return None
+        dirty = subprocess.run(
+            [
+                "git",
+                "-C",
+                root,
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def library_versions():
+    """Versions of Python and of the libraries a result depends on (those
+    already imported: asking costs no import)."""
+    versions = {"python": platform.python_version()}
+    for name in ("keras", "tensorflow", "jax", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "__version__"):
+            versions[name] = module.__version__
+    if "keras" in sys.modules:
+        versions["backend"] = sys.modules["keras"].backend.backend()
+    return versions
+
+
+def machine():
+    """The operating system, processor, CPU count and, once Keras is
+    imported, its devices: `Linux x86_64, 2 CPUs, devices cpu:0`."""
+    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs"
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        try:
+            text += ", devices " + ", ".join(keras.distribution.list_devices())
+        except Exception:  # a backend without the listing: the rest stands
+            pass
+    return text
+
+
+def provenance():
+    """How, where and when a result was made, for `results.json`:
+    `{"command", "commit", "date" (UTC), "machine", "versions"}`."""
+    return {
+        "command": command_line(),
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        "machine": machine(),
+        "versions": library_versions(),
+    }

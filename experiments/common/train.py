@@ -612,6 +612,7 @@ def train_and_evaluate(config, name, data, strategy=None):
         },
         **({"eval_examples_dropped": dropped} if dropped else {}),
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
+        "provenance": results_lib.provenance(),
     }
     _write_json(results_path, results)
     shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
