@@ -8,6 +8,7 @@ _MODULES = (
     "download",
     "errors",
     "glue",
+    "glue_sources",
     "gpt2_tokenizer",
     "listops",
     "lra",
