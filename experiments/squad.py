@@ -37,8 +37,8 @@ from experiments.common.options import catalogue
 from experiments.common.options import setting
 
 keras = lazy_import("keras")
-metrics = lazy_import("experiments.common.metrics")
 train = lazy_import("experiments.common.train")
+squad_metrics = lazy_import("experiments.common.squad_metrics")
 squad = lazy_import("kerasseq.data.squad")
 tokenizers = lazy_import("kerasseq.data.tokenizers")
 batching = lazy_import("kerasseq.data.batching")
@@ -164,7 +164,7 @@ def make_task_data(config):
             with open(path, "w") as f:
                 json.dump(predictions, f, indent=1, ensure_ascii=False)
         answers = {e.id: e.answers for e in examples[split]}
-        return metrics.squad_scores(predictions, answers, args.version)
+        return squad_metrics.squad_scores(predictions, answers, args.version)
 
     return train.TaskData(
         head="span_extraction",

@@ -42,6 +42,7 @@ from collections.abc import Callable
 import numpy as np
 
 from experiments.common import metrics as metrics_lib
+from experiments.common import squad_metrics
 
 FEWSHOT_SEED = 1234
 TARGET_DELIMITER = " "
@@ -527,8 +528,8 @@ class GenerationTask:
         name: the task's name in `--task`.
         version: the SQuAD version of the documents and of the scoring
             rules (`"1.1"` or `"2.0"`).
-        metric_names: `metrics.squad_scores`'s names (and
-            `metrics.squad_best_scores`') -> the task's.
+        metric_names: `squad_metrics.squad_scores`'s names (and
+            `squad_metrics.squad_best_scores`') -> the task's.
         no_answer: whether each document also scores the continuation
             `" unanswerable"` after its prompt, as lm-eval's squadv2 does,
             whose probability gives the best scores over no-answer
@@ -546,7 +547,8 @@ class GenerationTask:
     kind = "generate_until"
 
 
-# `metrics.squad_scores`'s names -> lm-eval's (the HF `squad_v2` metric's)
+# `squad_metrics.squad_scores`'s names -> lm-eval's (the HF `squad_v2`
+# metric's)
 _SQUAD_METRIC_NAMES = {
     "exact_match": "exact",
     "f1": "f1",
@@ -856,7 +858,7 @@ def score_generation(
         )
     predictions = {s["doc"]["id"]: s["prediction"] for s in samples}
     answers = {s["doc"]["id"]: s["doc"]["answers"]["text"] for s in samples}
-    scores = metrics_lib.squad_scores(predictions, answers, task.version)
+    scores = squad_metrics.squad_scores(predictions, answers, task.version)
     if task.no_answer:
         requests = [
             encode_pair(
@@ -872,7 +874,7 @@ def score_generation(
                 np.float32(math.exp(loglikelihood))
             )
         scores.update(
-            metrics_lib.squad_best_scores(
+            squad_metrics.squad_best_scores(
                 predictions,
                 answers,
                 {s["doc"]["id"]: s["no_answer_probability"] for s in samples},

@@ -511,7 +511,7 @@ def test_squad11_keeps_answers_that_normalise_to_nothing(tmp_path):
     """ "The" normalises to "": SQuAD 1.1's script scores against it (the
     empty prediction matches it exactly, with F1 0), 2.0's drops it."""
     from experiments.common import evaluation
-    from experiments.common import metrics as metrics_lib
+    from experiments.common import squad_metrics as metrics_lib
 
     settings = _squad_settings(_squad11(tmp_path / "squad"))
     docs, train = evaluation.read_documents("squad", settings)

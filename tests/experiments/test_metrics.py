@@ -7,19 +7,19 @@ import pytest
 
 from experiments.common.metrics import GLUE_METRICS
 from experiments.common.metrics import accuracy
-from experiments.common.metrics import exact_match
-from experiments.common.metrics import f1
 from experiments.common.metrics import f1_score
 from experiments.common.metrics import glue_metrics
 from experiments.common.metrics import glue_score
 from experiments.common.metrics import matthews_corrcoef
-from experiments.common.metrics import normalize_answer
 from experiments.common.metrics import pearson
 from experiments.common.metrics import perplexity
 from experiments.common.metrics import spearman
-from experiments.common.metrics import squad_best_scores
-from experiments.common.metrics import squad_scores
 from experiments.common.metrics import word_count
+from experiments.common.squad_metrics import exact_match
+from experiments.common.squad_metrics import f1
+from experiments.common.squad_metrics import normalize_answer
+from experiments.common.squad_metrics import squad_best_scores
+from experiments.common.squad_metrics import squad_scores
 
 # tp=3 (first three), tn=2, fp=1, fn=1
 BINARY_LABELS = [1, 1, 1, 0, 0, 0, 1]

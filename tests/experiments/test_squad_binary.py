@@ -4,7 +4,7 @@ import math
 import pytest
 
 from experiments import squad as squad_binary
-from experiments.common import metrics
+from experiments.common import squad_metrics
 from experiments.common import train
 from tests.data.test_squad import long_context
 from tests.data.test_squad import v11_articles
@@ -89,7 +89,7 @@ def run_squad(tmp_path, version, models):
                             for a in qa["answers"]
                             if not qa.get("is_impossible")
                         ]
-        expected = metrics.squad_scores(predictions, answers, version)
+        expected = squad_metrics.squad_scores(predictions, answers, version)
         for key in ("exact_match", "f1"):
             assert math.isclose(scores[key], expected[key], abs_tol=1e-6)
         if version == "2.0":
