@@ -1,11 +1,17 @@
-"""The documentation runs: every Python block of README.md, in order, and
-every `>>>` example in the library's docstrings."""
+"""The documentation runs: every Python block of README.md and of each
+docs/*.md, in order (one namespace per document), and every `>>>` example in
+the library's docstrings. Every `python -m experiments.X --flag` the
+documents name is a binary that defines that flag."""
 
 import doctest
+import functools
+import glob
 import importlib
 import os
 import pkgutil
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -15,34 +21,143 @@ import kerasseq
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "hf")
-# what the README leaves to the reader, made small, and its hub ids
+# what the documents leave to the reader, made small, and their hub ids
 # pointed at the test checkpoints (no network in tests); every key must
-# still be in the README
-README_SUBSTITUTIONS = {
-    "num_examples=4_000": "num_examples=256",
-    "model.fit(train, epochs=2)": "model.fit(train, epochs=1, verbose=0)",
-    '"distilgpt2"': repr(os.path.join(FIXTURES, "gpt2")),
-    '"bert-base-uncased"': repr(os.path.join(FIXTURES, "bert")),
+# still be in its document
+SUBSTITUTIONS = {
+    "README.md": {
+        "num_examples=4_000": "num_examples=256",
+        "model.fit(train, epochs=2)": "model.fit(train, epochs=1, verbose=0)",
+        '"distilgpt2"': repr(os.path.join(FIXTURES, "gpt2")),
+        '"bert-base-uncased"': repr(os.path.join(FIXTURES, "bert")),
+    },
+    "docs/library.md": {
+        '"bert-base-uncased"': repr(os.path.join(FIXTURES, "bert")),
+    },
+}
+# what each document's blocks promise: name -> class name, or "shape of q"
+PROMISES = {
+    "README.md": {"lm": "CausalLM", "classifier": "SequenceClassifier"},
+    "docs/library.md": {"lm": "CausalLM", "encoder": "SequenceBackbone"},
+    "docs/kernels.md": {},
 }
 
 
-def readme_blocks():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        text = f.read()
-    return re.findall(r"```python\n(.*?)```", text, re.S)
+def _read(name):
+    with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+        return f.read()
 
 
-def test_readme_python_blocks_run():
-    source = "\n".join(readme_blocks())
-    for old, new in README_SUBSTITUTIONS.items():
-        assert old in source, f"the README no longer says {old}"
+def documents():
+    """README.md and every markdown file under docs/, relative to ROOT."""
+    found = sorted(
+        glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+    )
+    return ["README.md"] + [os.path.relpath(p, ROOT) for p in found]
+
+
+def python_blocks(name):
+    return re.findall(r"```python\n(.*?)```", _read(name), re.S)
+
+
+def test_every_document_with_python_is_run():
+    with_python = [name for name in documents() if python_blocks(name)]
+    assert sorted(with_python) == sorted(PROMISES)
+
+
+@pytest.mark.parametrize("name", sorted(PROMISES))
+def test_python_blocks_run(name):
+    source = "\n".join(python_blocks(name))
+    for old, new in SUBSTITUTIONS.get(name, {}).items():
+        assert old in source, f"{name} no longer says {old}"
         source = source.replace(old, new)
-    namespace = {"__name__": "readme"}
-    exec(compile(source, "README.md", "exec"), namespace)
-    # what the blocks promise
-    assert namespace["lm"].__class__.__name__ == "CausalLM"
-    assert namespace["classifier"].__class__.__name__ == "SequenceClassifier"
-    assert np.asarray(namespace["o"]).shape == np.asarray(namespace["q"]).shape
+    namespace = {"__name__": "docs"}
+    exec(compile(source, name, "exec"), namespace)
+    for variable, class_name in PROMISES[name].items():
+        assert namespace[variable].__class__.__name__ == class_name
+    if name == "docs/kernels.md":
+        assert (
+            np.asarray(namespace["o"]).shape == np.asarray(namespace["q"]).shape
+        )
+
+
+def documented_commands(text):
+    """`(binary, subcommand or None, [flag names])` of every `python -m
+    experiments.X ...` in a markdown text: in code blocks (a line continued
+    by `\\`) and in inline code (which may wrap across lines)."""
+    text = re.sub(r"\\\n\s*", " ", text)
+    pieces = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        pieces += block.split("\n")
+    prose = re.sub(r"```[a-z]*\n.*?```", "", text, flags=re.S)
+    pieces += [
+        span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)
+    ]
+    commands = []
+    for piece in pieces:
+        for part in re.split(r"&&|;|\|", piece):
+            match = re.search(r"python -m experiments\.(\w+)(.*)", part)
+            if match:
+                words = match.group(2).split()
+                flags = re.findall(r"(?:^|\s)'?--(\w+)", match.group(2))
+                subcommand = words[0] if words and words[0].isalpha() else None
+                commands.append((match.group(1), subcommand, flags))
+    return commands
+
+
+@functools.cache
+def defined_flags(binary):
+    """The flags `python -m experiments.<binary> --helpfull` lists (the
+    binaries load no TensorFlow for it: about 0.2 s each)."""
+    run = subprocess.run(
+        [sys.executable, "-m", f"experiments.{binary}", "--helpfull"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    names = set(re.findall(r"^\s+--(?:\[no\])?(\w+):", run.stdout, re.M))
+    booleans = re.findall(r"^\s+--\[no\](\w+):", run.stdout, re.M)
+    return names | {"no" + name for name in booleans} | {"help", "helpfull"}
+
+
+def test_documented_commands_and_flags_exist():
+    missing = []
+    count = 0
+    for name in documents():
+        for binary, subcommand, flags in documented_commands(_read(name)):
+            count += 1
+            source = os.path.join("experiments", binary + ".py")
+            if not os.path.exists(os.path.join(ROOT, source)):
+                missing.append(f"{name}: experiments.{binary}")
+                continue
+            # `report document`, `benchmark ops`: main checks its argv
+            # against a tuple of the subcommands' names
+            if subcommand and f'"{subcommand}"' not in _read(source):
+                missing.append(f"{name}: experiments.{binary} {subcommand}")
+            for flag in set(flags) - defined_flags(binary):
+                missing.append(f"{name}: experiments.{binary} --{flag}")
+    assert count > 20, "the documents' commands were not found"
+    assert not missing, "documents name what does not exist:\n" + "\n".join(
+        missing
+    )
+
+
+def test_documented_commands_parse_flags():
+    text = """run `python -m
+experiments.glue --task=sst2` or
+
+```sh
+python -m experiments.lra --task=listops \\
+    --model=gpt && python -m experiments.report document '--title=a b'
+```
+"""
+    assert documented_commands(text) == [
+        ("lra", None, ["task", "model"]),
+        ("report", "document", ["title"]),
+        ("glue", None, ["task"]),
+    ]
 
 
 def _modules():
