@@ -11,7 +11,7 @@ evaluated on each task of `--task` at each `--num_fewshot`:
         --data_dir=/data
 
 Tasks, with lm-eval's prompts, choices and metrics (see
-`experiments/common/zero_shot.py`): GLUE's cola, sst2, mrpc, qqp, mnli,
+`experiments/common/zero_shot_tasks.py`): GLUE's cola, sst2, mrpc, qqp, mnli,
 mnli_mismatch, qnli, rte, wnli (multiple choice by summed
 log-likelihood); wikitext (WikiText-2's test articles, rolling
 log-likelihood: word and byte perplexity, bits per byte); squadv2 (greedy
@@ -38,14 +38,16 @@ from absl import app
 from absl import flags
 
 from experiments.common import console
+from experiments.common import lm_scorer
 from experiments.common import options
-from experiments.common import zero_shot
+from experiments.common import standard_errors
+from experiments.common import zero_shot_tasks
 from experiments.common.lazy import lazy_import
 from experiments.common.options import setting
 
 evaluation = lazy_import("experiments.common.evaluation")
 
-_TASKS = zero_shot.TASKS
+_TASKS = zero_shot_tasks.TASKS
 
 
 def _names(text):
@@ -119,13 +121,15 @@ class EvaluateOptions:
         minimum=2,
     )
     bootstrap_iters: int = setting(
-        zero_shot.DEFAULT_BOOTSTRAP_ITERS,
+        standard_errors.DEFAULT_BOOTSTRAP_ITERS,
         "Bootstrap resamples for the standard errors of f1 and mcc, drawn "
         "as lm-eval draws them (its default); 0: no standard errors.",
         minimum=0,
     )
     max_gen_toks: int = setting(
-        256, "Tokens a generation may add (lm-eval's default).", minimum=1
+        lm_scorer.DEFAULT_MAX_GEN_TOKENS,
+        "Tokens a generation may add (lm-eval's default).",
+        minimum=1,
     )
     workdir: str = setting("runs", "Where results are written.", path=True)
     verbose: int = setting(

@@ -8,8 +8,11 @@ import os
 import keras
 
 from experiments.common import console
+from experiments.common import lm_scorer
 from experiments.common import results as results_lib
+from experiments.common import standard_errors
 from experiments.common import zero_shot
+from experiments.common import zero_shot_tasks
 from kerasseq.data import glue
 from kerasseq.data import squad
 from kerasseq.data import tokenizers
@@ -42,7 +45,7 @@ def run(settings):
         name = model_label(source)
         model, tokenizer = load_model(source, settings.tokenizer_dir)
         max_length = settings.max_length or default_max_length(model)
-        scorer = zero_shot.Scorer(model, max_length, settings.batch_size)
+        scorer = lm_scorer.Scorer(model, max_length, settings.batch_size)
         run_dir = os.path.join(base, name)
         console.say(settings, f"{name}: evaluating in {run_dir}")
         results = {
@@ -85,9 +88,9 @@ def score(task, k, scorer, tokenizer, docs, train_docs, settings):
     """One task at `k` shots: `(metrics, samples)`."""
     end_id = tokenizer.end_id
     try:
-        if task in zero_shot.CHOICE_TASKS:
+        if task in zero_shot_tasks.CHOICE_TASKS:
             return zero_shot.score_choices(
-                zero_shot.CHOICE_TASKS[task],
+                zero_shot_tasks.CHOICE_TASKS[task],
                 scorer,
                 tokenizer,
                 docs,
@@ -121,7 +124,7 @@ def _rows(name, task, k, metrics):
     rows = []
     for key, value in metrics.items():
         if isinstance(value, float) and not key.endswith("_stderr"):
-            stderr = metrics.get(f"{key}_stderr", zero_shot.NOT_AVAILABLE)
+            stderr = metrics.get(f"{key}_stderr", standard_errors.NOT_AVAILABLE)
             rows.append(
                 {
                     "model": name,
@@ -218,7 +221,7 @@ def default_max_length(model):
     backbone = model.backbone
     if backbone.position_embedding is not None:
         return backbone.max_sequence_length
-    return zero_shot.DEFAULT_MAX_LENGTH
+    return lm_scorer.DEFAULT_MAX_LENGTH
 
 
 # === Documents ===
@@ -232,8 +235,8 @@ def read_documents(task, settings):
         UsageError: the data is missing or malformed.
     """
     try:
-        if task in zero_shot.CHOICE_TASKS:
-            spec = zero_shot.CHOICE_TASKS[task]
+        if task in zero_shot_tasks.CHOICE_TASKS:
+            spec = zero_shot_tasks.CHOICE_TASKS[task]
             docs = _glue_docs(spec.glue_task, spec.split, settings)
             train = _glue_docs(spec.glue_task, "train", settings)
         elif task == "wikitext":
@@ -243,7 +246,7 @@ def read_documents(task, settings):
             docs = [{"page": p} for p in zero_shot.wikitext_documents(raw)]
             train = []
         else:
-            version = zero_shot.GENERATION_TASKS[task].version
+            version = zero_shot_tasks.GENERATION_TASKS[task].version
             docs = _squad_docs(version, "validation", settings)
             train = _squad_docs(version, "train", settings)
     except (DataNotFoundError, DataFormatError) as error:

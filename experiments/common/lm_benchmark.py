@@ -173,18 +173,20 @@ def sst2_requests(tokenizer, count):
     """The (context ids, continuation ids) requests of 0-shot SST-2 over
     the first `count` validation documents (all: 0), and how many
     documents they cover."""
+    from experiments.common import lm_scorer
     from experiments.common import zero_shot
+    from experiments.common import zero_shot_tasks
     from kerasseq.data import glue
 
     examples = glue.load_glue("sst2", "validation", FLAGS.data_dir)
-    task = zero_shot.CHOICE_TASKS["sst2"]
+    task = zero_shot_tasks.CHOICE_TASKS["sst2"]
     sentences = list(examples.texts_a)[: count or None]
     requests = []
     for sentence in sentences:
         context = task.prompt({"sentence": sentence})
         for choice in task.choices:
             requests.append(
-                zero_shot.encode_pair(
+                lm_scorer.encode_pair(
                     tokenizer,
                     context,
                     zero_shot.TARGET_DELIMITER + choice,
@@ -222,14 +224,14 @@ def measure_kerasseq(name, requests_file):
     """kerasseq's timings of `name` (run in a subprocess of its own)."""
     import keras
 
-    from experiments.common import zero_shot
+    from experiments.common import lm_scorer
     from experiments.common.evaluation import default_max_length
     from kerasseq.models import count_parameters
 
     model, _ = _model(name)
     with open(requests_file) as f:
         requests = json.load(f)
-    scorer = zero_shot.Scorer(
+    scorer = lm_scorer.Scorer(
         model, default_max_length(model), FLAGS.score_batch_size
     )
     scored, score_first, score_s = _timed(

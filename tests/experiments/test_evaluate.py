@@ -11,6 +11,8 @@ import types
 import numpy as np
 import pytest
 
+from experiments.common import lm_scorer
+from experiments.common import standard_errors
 from experiments.common import zero_shot
 from experiments.common.evaluation import load_model
 from tests.experiments.binaries import assert_usage_error
@@ -30,7 +32,7 @@ def test_rolling_windows_follow_lm_evals_documented_example():
     # lm-eval's loglikelihood_rolling docstring: tokens 0..9, windows of 4,
     # the end-of-text token first
     eot = 99
-    windows = zero_shot.rolling_windows(range(10), eot, 4)
+    windows = lm_scorer.rolling_windows(range(10), eot, 4)
     inputs = [(c + p)[:-1][-4:] for c, p in windows]
     assert inputs == [[eot, 0, 1, 2], [3, 4, 5, 6], [5, 6, 7, 8]]
     assert [p for _, p in windows] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
@@ -42,7 +44,7 @@ def test_rolling_windows_score_each_token_once_with_its_predecessors(
     count, max_length
 ):
     tokens = list(range(100, 100 + count))
-    windows = zero_shot.rolling_windows(tokens, 0, max_length)
+    windows = lm_scorer.rolling_windows(tokens, 0, max_length)
     scored = [t for _, p in windows for t in p]
     assert scored == tokens
     for context, predicted in windows:
@@ -63,13 +65,13 @@ class _Characters:
 
 
 def test_encode_pair_moves_trailing_spaces_to_the_continuation():
-    context, continuation = zero_shot.encode_pair(
+    context, continuation = lm_scorer.encode_pair(
         _Characters(), "Answer:  ", "yes", 0
     )
     assert context == [ord(c) for c in "Answer:"]
     assert continuation == [ord(c) for c in "  yes"]
     # no context: the end-of-text token stands for it
-    assert zero_shot.encode_pair(_Characters(), "", "ab", 7) == (
+    assert lm_scorer.encode_pair(_Characters(), "", "ab", 7) == (
         [7],
         [97, 98],
     )
@@ -80,7 +82,7 @@ def test_encode_pair_splits_the_whole_encoding_where_the_context_ends():
     from kerasseq.data.tokenizers import GPT2Tokenizer
 
     gpt2 = GPT2Tokenizer.from_directory(GPT2_DIR)
-    context, continuation = zero_shot.encode_pair(
+    context, continuation = lm_scorer.encode_pair(
         gpt2, "Question: is it?\nAnswer:", " positive", gpt2.end_id
     )
     whole = gpt2.encode("Question: is it?\nAnswer: positive")
@@ -132,17 +134,17 @@ def test_wikitext_detokenizer_and_articles():
 def test_acc_stderr_is_the_mean_standard_error():
     # acc of 4 documents, 1 0 1 1: mean 3/4, sample variance
     # (3 * (1/4)**2 + (3/4)**2) / 3 = 1/4, so stderr sqrt(1/4) / sqrt(4)
-    metrics = zero_shot.add_stderrs(
+    metrics = standard_errors.add_stderrs(
         {"acc": 0.75}, {"acc": [1.0, 0.0, 1.0, 1.0]}, iters=1000
     )
     assert metrics == {"acc": 0.75, "acc_stderr": pytest.approx(0.25)}
     # lm-eval: N/A for one document, with no bootstrap, and for metrics
     # without an estimator
-    assert zero_shot.add_stderrs({"acc": 1.0}, {"acc": [1.0]}, 1000) == {
+    assert standard_errors.add_stderrs({"acc": 1.0}, {"acc": [1.0]}, 1000) == {
         "acc": 1.0,
         "acc_stderr": "N/A",
     }
-    assert zero_shot.add_stderrs(
+    assert standard_errors.add_stderrs(
         {"acc": 0.5, "word_perplexity": 3.0}, {"acc": [0.0, 1.0]}, 0
     ) == {
         "acc": 0.5,
@@ -192,7 +194,7 @@ def test_bootstrap_draws_the_resamples_lm_eval_draws(metric, count, iters):
     rng = np.random.default_rng(count)
     golds = rng.integers(0, 2, count)
     predictions = np.where(rng.random(count) < 0.7, golds, 1 - golds)
-    ours = zero_shot.bootstrap_stderr(metric, golds, predictions, iters)
+    ours = standard_errors.bootstrap_stderr(metric, golds, predictions, iters)
     expected = _lm_evals_bootstrap(metric, golds, predictions, iters)
     assert ours == pytest.approx(expected, rel=1e-12)
 
@@ -221,7 +223,7 @@ def tiny_run(tmp_path_factory):
 
 def test_scorer_equals_the_models_log_softmax(tiny_run):
     model, tokenizer = load_model(str(tiny_run))
-    scorer = zero_shot.Scorer(model, max_length=32, batch_size=2)
+    scorer = lm_scorer.Scorer(model, max_length=32, batch_size=2)
     rng = np.random.default_rng(0)
     requests = [
         (list(rng.integers(0, 50257, n)), list(rng.integers(0, 50257, m)))
@@ -288,9 +290,9 @@ def test_load_model_reads_a_checkpoints_tokenizer_json(tmp_path):
     assert tokenizer.end_id == goldens["end_id"] == 0
     assert tokenizer.encode_batch(goldens["texts"]) == goldens["ids"]
     # scored with the end-of-text id as the empty context's stand-in
-    request = zero_shot.encode_pair(tokenizer, "", "a\n\nb", tokenizer.end_id)
+    request = lm_scorer.encode_pair(tokenizer, "", "a\n\nb", tokenizer.end_id)
     assert request[0] == [0]
-    scorer = zero_shot.Scorer(model, max_length=16, batch_size=1)
+    scorer = lm_scorer.Scorer(model, max_length=16, batch_size=1)
     [(loglikelihood, _)] = scorer.loglikelihoods([request])
     assert np.isfinite(loglikelihood) and loglikelihood < 0
 
@@ -470,7 +472,7 @@ def test_squad11_scores_the_generations_by_the_official_v11_rules(tmp_path):
     docs, train = evaluation.read_documents("squad", settings)
     assert [d["id"] for d in docs] == ["q1", "q2", "q3"]
     model, tokenizer = load_model(LM_EVAL_MODEL)
-    scorer = zero_shot.Scorer(model, evaluation.default_max_length(model))
+    scorer = lm_scorer.Scorer(model, evaluation.default_max_length(model))
     metrics, samples = evaluation.score(
         "squad", k, scorer, tokenizer, docs, train, settings
     )

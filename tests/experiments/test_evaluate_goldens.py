@@ -11,7 +11,9 @@ import types
 import pytest
 
 from experiments.common import evaluation
+from experiments.common import lm_scorer
 from experiments.common import zero_shot
+from experiments.common import zero_shot_tasks
 
 FIXTURES = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "fixtures", "lm_eval"
@@ -34,7 +36,7 @@ def goldens():
 def scorer():
     model, tokenizer = evaluation.load_model(os.path.join(FIXTURES, "model"))
     max_length = evaluation.default_max_length(model)
-    return zero_shot.Scorer(model, max_length, batch_size=8), tokenizer
+    return lm_scorer.Scorer(model, max_length, batch_size=8), tokenizer
 
 
 def _settings(task, **kwargs):
@@ -67,7 +69,7 @@ def test_multiple_choice_equals_lm_eval(goldens, scorer, task, k):
     scoring, tokenizer = scorer
     docs, train = evaluation.read_documents(task, _settings(task))
     metrics, samples = zero_shot.score_choices(
-        zero_shot.CHOICE_TASKS[task],
+        zero_shot_tasks.CHOICE_TASKS[task],
         scoring,
         tokenizer,
         docs,
@@ -163,7 +165,7 @@ def test_gpt2_tokens_equal_the_ones_lm_eval_used(goldens, scorer):
                 for (context, continuation), tokens in zip(
                     sample["arguments"], sample["tokens"], strict=True
                 ):
-                    ours = zero_shot.encode_pair(
+                    ours = lm_scorer.encode_pair(
                         tokenizer, context, continuation, tokenizer.end_id
                     )
                     assert list(ours) == tokens
