@@ -10,9 +10,10 @@ measured-results documents of `docs/results/`.
 and prints total, embedding and non-embedding parameters, with each model's
 non-embedding count relative to GPT's (presets are matched within 10%).
 `results` collects every `results.json` under `--results_dir` into one table per
-task. `document` writes the same tables as a markdown document stamped with
-what the runs recorded (`provenance` in `results.json`: command, commit,
-date, machine, library versions) and the command that regenerates it;
+task. `document` writes the same tables (and those of `experiments.benchmark`
+outputs in the directory) as a markdown document stamped with what the runs
+recorded (`provenance` in `results.json`: command, commit, date, machine,
+library versions) and the commands that regenerate it;
 `--results_dir` may list several workdirs, separated by commas, and
 `--notes` names a markdown file appended below the tables.
 """
@@ -178,6 +179,41 @@ def _finished_results(workdirs):
     return found
 
 
+def _benchmark_outputs(workdirs):
+    """`(name, saved json, table)` of every `experiments.benchmark` output
+    in `workdirs` (its `--output_dir`: `<kind>_<backend>.json` holding
+    `environment` and `results`, and the `.md` table beside it)."""
+    found = []
+    for workdir in workdirs:
+        for path in sorted(glob.glob(os.path.join(workdir, "*.json"))):
+            with open(path) as f:
+                saved = json.load(f)
+            base = path.removesuffix(".json")
+            if not isinstance(saved, dict) or "environment" not in saved:
+                continue
+            if not os.path.exists(base + ".md"):
+                continue
+            with open(base + ".md") as f:
+                # the first paragraph repeats the environment (the stamp's)
+                table = f.read().split("\n\n", 1)[-1]
+            found.append((os.path.basename(base), saved, table))
+    return found
+
+
+def _benchmark_provenance(saved):
+    """A benchmark output's provenance, the machine and versions filled in
+    from its environment where the output predates `provenance`."""
+    env = saved["environment"]
+    versions = {k: env.get(k) for k in ("python", "keras", "tensorflow", "jax")}
+    machine = f"{env.get('machine')}, {env.get('cpus')} CPUs"
+    machine += f", device {env.get('device_name') or env.get('device')}"
+    return {
+        "machine": machine,
+        "versions": {k: v for k, v in versions.items() if v},
+        **saved.get("provenance", {}),
+    }
+
+
 def regenerate_command(workdirs, title, output, notes=""):
     """The `report document` command that writes this document again."""
     argv = [
@@ -195,19 +231,24 @@ def regenerate_command(workdirs, title, output, notes=""):
 
 
 def results_document(workdirs, title, output="", notes_path=""):
-    """The markdown document of the finished runs under `workdirs`: one
-    table per task (as `results`), stamped with the runs' provenance."""
+    """The markdown document of what `workdirs` hold: finished training
+    runs (one table per task, as `results`) and `experiments.benchmark`
+    outputs (their tables), stamped with the provenance they recorded.
+    None where there is neither."""
     runs = _finished_results(workdirs)
-    if not runs:
+    benchmarks = _benchmark_outputs(workdirs)
+    if not runs and not benchmarks:
         return None
     recorded = [r.get("provenance") or {} for r in runs]
+    recorded += [_benchmark_provenance(saved) for _, saved, _ in benchmarks]
+    finished = [r.get("finished_at") for r in runs] + [None] * len(benchmarks)
     commands = [p.get("command") for p in recorded]
     stamp = {
         "command": _stamp_value(commands),
         "commit": _stamp_value(p.get("commit") for p in recorded),
         "date": _date_range(
-            p.get("date") or r.get("finished_at")
-            for p, r in zip(recorded, runs, strict=True)
+            p.get("date") or date
+            for p, date in zip(recorded, finished, strict=True)
         ),
         "machine": _stamp_value(p.get("machine") for p in recorded),
         "versions": _stamp_value(
@@ -226,6 +267,8 @@ def results_document(workdirs, title, output="", notes_path=""):
     for workdir in workdirs:
         for task, rows in result_tables(workdir).items():
             tables.setdefault(task, []).extend(rows)
+    for name, _, table in benchmarks:
+        tables[name] = table
     return render_document(title, stamp, tables, notes)
 
 

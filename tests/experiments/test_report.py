@@ -154,3 +154,21 @@ def test_moved_results_documents_keep_the_document_format():
         stamp = [line.split(":")[0] for line in lines[4:10]]
         assert stamp == [f"- {key}" for key in keys], path
         assert lines[11].startswith("## "), path
+
+
+def test_results_document_takes_benchmark_outputs(tmp_path):
+    environment = {"backend": "jax", "keras": "3.15.1", "python": "3.11.7"}
+    environment.update(machine="x86_64", cpus=2, device="cpu", jax="0.10.2")
+    saved = {
+        "environment": environment,
+        "results": [],
+        "provenance": {"command": "python -m experiments.benchmark ops"},
+    }
+    (tmp_path / "ops_jax.json").write_text(json.dumps(saved))
+    (tmp_path / "ops_jax.md").write_text("backend=jax\n\n| op |\n|---|\n")
+    text = report.results_document([str(tmp_path)], "Ops")
+    assert "- command: `python -m experiments.benchmark ops`" in text
+    assert "- machine: x86_64, 2 CPUs, device cpu" in text
+    assert "- versions: python 3.11.7, keras 3.15.1, jax 0.10.2" in text
+    assert "## ops_jax\n\n| op |\n|---|\n" in text
+    assert "backend=jax" not in text
