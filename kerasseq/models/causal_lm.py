@@ -2,59 +2,12 @@ import keras
 from keras import ops
 
 from kerasseq.layers.token_embedding import TokenEmbedding
-from kerasseq.layers.validation import check_positive_int
+from kerasseq.models.generation import Sampler
+from kerasseq.models.generation import cache_length
+from kerasseq.models.generation import check_generate_args
+from kerasseq.models.generation import prefill_length
 from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
-
-
-def check_generate_args(token_ids, max_new_tokens, temperature):
-    """Checks `generate`'s arguments; returns the prompts as int32."""
-    check_positive_int("max_new_tokens", max_new_tokens)
-    is_number = isinstance(temperature, (int, float))
-    if isinstance(temperature, bool) or not is_number or temperature < 0:
-        raise ValueError(
-            "Received an invalid value for argument `temperature`, "
-            f"expected a non-negative float, got {temperature!r}."
-        )
-    token_ids = ops.convert_to_tensor(token_ids, dtype="int32")
-    if len(token_ids.shape) != 2 or token_ids.shape[1] == 0:
-        raise ValueError(
-            "Received an invalid value for argument `token_ids`, "
-            "expected a non-empty int array (batch_size, prompt_len), "
-            f"got shape {tuple(token_ids.shape)}."
-        )
-    return token_ids
-
-
-def cache_length(total, limit=None):
-    """The key/value cache size that `generate` gives `total` tokens: the
-    next power of two, at least 64, so that one compiled decoding step
-    serves every length up to it (XLA compiles once per shape); at most
-    `limit` (a position table's length) where that still holds `total`."""
-    size = max(64, 1 << (total - 1).bit_length())
-    if limit is not None and total <= limit < size:
-        return limit
-    return size
-
-
-def prefill_length(prompt_len, limit):
-    """The length `generate` pads a prompt of `prompt_len` tokens to for
-    its one-pass prefill: the next power of two, at least 16, so that one
-    compiled prefill serves every prompt length up to it; at most `limit`
-    (the cache length, which holds the padded prompt)."""
-    return min(max(16, 1 << (prompt_len - 1).bit_length()), limit)
-
-
-def sample(logits, temperature, seed_generator):
-    """The next token ids `(batch_size,)` int32 from `logits`: the argmax
-    at temperature 0, else a draw from `softmax(logits / temperature)`."""
-    if temperature == 0:
-        next_ids = ops.argmax(logits, axis=-1)
-    else:
-        next_ids = keras.random.categorical(
-            logits / temperature, 1, seed=seed_generator
-        )[:, 0]
-    return ops.cast(next_ids, "int32")
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -154,7 +107,8 @@ class CausalLM(Task):
         the step once per cache bucket, whatever the lengths within them.
         A backbone whose mixers have no `prefill` steps through the prompt
         instead. The tokens are those of decoding the prompt token by
-        token with `step`.
+        token with `step`; a `generation.Sampler` picks them and runs the
+        loop.
 
         Args:
             token_ids: int array `(batch_size, prompt_len)`, prompts of equal
@@ -180,10 +134,15 @@ class CausalLM(Task):
                 )
         if self._step_function is None:
             self._step_function = compile_function(self._step)
-        seed_generator = keras.random.SeedGenerator(seed)
+        sampler = Sampler(temperature, seed)
         # attention caches are masked past the current position, so a cache
         # longer than `total` decodes the same tokens
         max_length = cache_length(total, backbone.max_sequence_length)
+
+        def step(next_ids, index, states):
+            position = ops.convert_to_tensor(index, dtype="int32")
+            return self._step_function(next_ids, position, states)
+
         if backbone.can_prefill:
             if self._prefill_function is None:
                 # one program per padded prompt length: the scan kernels
@@ -202,15 +161,5 @@ class CausalLM(Task):
                 batch_size, max_length=max_length
             )
             for t in range(prompt_len):
-                position = ops.convert_to_tensor(t, dtype="int32")
-                logits, states = self._step_function(
-                    token_ids[:, t], position, states
-                )
-        outputs = [token_ids]
-        for t in range(prompt_len, total):
-            next_ids = sample(logits, temperature, seed_generator)
-            outputs.append(next_ids[:, None])
-            if t + 1 < total:
-                position = ops.convert_to_tensor(t, dtype="int32")
-                logits, states = self._step_function(next_ids, position, states)
-        return ops.convert_to_numpy(ops.concatenate(outputs, axis=1))
+                logits, states = step(token_ids[:, t], t, states)
+        return sampler(step, token_ids, logits, states, max_new_tokens)

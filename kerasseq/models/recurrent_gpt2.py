@@ -14,9 +14,9 @@ from keras import ops
 from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.validation import check_choice
 from kerasseq.layers.validation import check_positive_int
-from kerasseq.models.causal_lm import check_generate_args
-from kerasseq.models.causal_lm import prefill_length
-from kerasseq.models.causal_lm import sample
+from kerasseq.models.generation import Sampler
+from kerasseq.models.generation import check_generate_args
+from kerasseq.models.generation import prefill_length
 from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
 
@@ -428,22 +428,12 @@ class RecurrentGPT2(Task):
         each (a key/value cache within the segment); when a segment fills
         up, the cell reads its summary, the cache is emptied and positions
         restart at 0. Greedy decoding picks the argmax of the model's
-        teacher-forced logits.
-
-        Args:
-            token_ids: int array `(batch_size, prompt_len)`, prompts of equal
-                length (no padding), prompt_len >= 1.
-            max_new_tokens: int. Tokens to append.
-            temperature: float. 0 decodes greedily; above 0 samples from
-                `softmax(logits / temperature)`.
-            seed: int, for sampling.
-
-        Returns:
-            int32 array `(batch_size, prompt_len + max_new_tokens)`.
+        teacher-forced logits. Arguments and result as `CausalLM.generate`;
+        the tokens are picked, and the loop run, by its
+        `generation.Sampler`.
         """
         token_ids = check_generate_args(token_ids, max_new_tokens, temperature)
         batch_size, prompt_len = token_ids.shape
-        total = prompt_len + max_new_tokens
         if self._step_function is None:
             self._step_function = compile_function(self._step)
             self._advance_function = compile_function(self._advance)
@@ -452,7 +442,7 @@ class RecurrentGPT2(Task):
             self._prefill_function = compile_function(
                 self._prefill, relax_shapes=False
             )
-        seed_generator = keras.random.SeedGenerator(seed)
+        sampler = Sampler(temperature, seed)
         length = self.segment_length
 
         def advance(state):
@@ -462,6 +452,15 @@ class RecurrentGPT2(Task):
             else:
                 summary = state["last"]
             return self._advance_function(state["cell"], summary)
+
+        def step(next_ids, index, state):
+            # a new segment at every multiple of `length`: positions
+            # restart at 0, with the cell's state after the last one
+            position = index % length
+            if position == 0:
+                state = self._fresh_segment(batch_size, advance(state))
+            position = ops.convert_to_tensor(position, dtype="int32")
+            return self._step_function(next_ids, position, state)
 
         # the prompt's segments in one pass each, the last one padded
         cell_state = self.recurrence.initial_state(batch_size)
@@ -480,15 +479,4 @@ class RecurrentGPT2(Task):
             ops.convert_to_tensor(real, dtype="int32"),
             cell_state,
         )
-        outputs = [token_ids]
-        for t in range(prompt_len, total):
-            next_ids = sample(logits, temperature, seed_generator)
-            outputs.append(next_ids[:, None])
-            if t + 1 == total:
-                break
-            position = t % length
-            if position == 0:
-                state = self._fresh_segment(batch_size, advance(state))
-            position = ops.convert_to_tensor(position, dtype="int32")
-            logits, state = self._step_function(next_ids, position, state)
-        return ops.convert_to_numpy(ops.concatenate(outputs, axis=1))
+        return sampler(step, token_ids, logits, state, max_new_tokens)

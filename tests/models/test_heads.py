@@ -9,7 +9,7 @@ from kerasseq.models import CausalLM
 from kerasseq.models import SequenceClassifier
 from kerasseq.models import TokenClassifier
 from kerasseq.models import build_model
-from kerasseq.models.causal_lm import cache_length
+from kerasseq.models.generation import cache_length
 from kerasseq.ops.dispatch import compile_function
 from tests.testing import one_model_per_mixer
 from tests.testing import run_model_test

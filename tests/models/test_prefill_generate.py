@@ -9,9 +9,9 @@ import pytest
 
 from kerasseq.models import RecurrentGPT2
 from kerasseq.models import build_model
-from kerasseq.models.causal_lm import cache_length
-from kerasseq.models.causal_lm import prefill_length
-from kerasseq.models.causal_lm import sample
+from kerasseq.models.generation import Sampler
+from kerasseq.models.generation import cache_length
+from kerasseq.models.generation import prefill_length
 
 VOCAB = 20
 
@@ -37,7 +37,7 @@ def decode_token_by_token(model, token_ids, max_new_tokens, temperature=0.0):
     states = model.backbone.get_initial_state(
         batch, max_length=cache_length(total, limit)
     )
-    seed_generator = keras.random.SeedGenerator(3)
+    sampler = Sampler(temperature, seed=3)
     tokens = [
         keras.ops.convert_to_tensor(token_ids[:, t]) for t in range(prompt_len)
     ]
@@ -45,7 +45,7 @@ def decode_token_by_token(model, token_ids, max_new_tokens, temperature=0.0):
         position = keras.ops.convert_to_tensor(t, "int32")
         logits, states = step(tokens[t], position, states)
         if t + 1 >= prompt_len:
-            tokens.append(sample(logits, temperature, seed_generator))
+            tokens.append(sampler.get_next_token(logits))
     return np.stack([keras.ops.convert_to_numpy(t) for t in tokens], 1)
 
 
@@ -139,6 +139,7 @@ def recurrent_decode_token_by_token(model, token_ids, max_new_tokens):
     batch, prompt_len = token_ids.shape
     length = model.segment_length
     state = model._fresh_segment(batch, model.recurrence.initial_state(batch))
+    sampler = Sampler()
     tokens = [
         keras.ops.convert_to_tensor(token_ids[:, t]) for t in range(prompt_len)
     ]
@@ -148,7 +149,7 @@ def recurrent_decode_token_by_token(model, token_ids, max_new_tokens):
             state = model._fresh_segment(batch, cell_state)
         logits, state = model._step(tokens[t], t % length, state)
         if t + 1 >= prompt_len:
-            tokens.append(sample(logits, 0.0, None))
+            tokens.append(sampler.get_next_token(logits))
     return np.stack([keras.ops.convert_to_numpy(t) for t in tokens], 1)
 
 
