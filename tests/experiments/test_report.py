@@ -24,27 +24,8 @@ def test_parameter_rows_cover_every_model_and_preset():
         assert abs(float(row["vs_gpt"]) - 1) <= 0.1
 
 
-def test_result_tables_collect_finished_runs(tmp_path):
-    for model, accuracy in [("gpt", 0.5), ("lstm", 0.75)]:
-        run_dir = tmp_path / "mqar" / model
-        run_dir.mkdir(parents=True)
-        result = {
-            "model": model,
-            "task": "mqar",
-            "preset": "tiny",
-            "parameters": {"total": 10},
-            "train_steps": 4,
-            "train_time_s": 1.234,
-            "eval": {"T8-8": {"loss": 1.0, "accuracy": accuracy}},
-        }
-        (run_dir / "results.json").write_text(json.dumps(result))
-    tables = report.result_tables(str(tmp_path))
-    assert [r["model"] for r in tables["mqar"]] == ["gpt", "lstm"]
-    assert tables["mqar"][1]["T8-8 accuracy"] == 0.75
-    assert "T8-8 loss" not in tables["mqar"][0]
-
-
 def _write_run(workdir, model, accuracy, provenance=None):
+    """A finished training run's results.json (as train.py writes it)."""
     run_dir = workdir / "mqar" / model
     run_dir.mkdir(parents=True)
     result = {
@@ -60,6 +41,19 @@ def _write_run(workdir, model, accuracy, provenance=None):
     if provenance:
         result["provenance"] = provenance
     (run_dir / "results.json").write_text(json.dumps(result))
+
+
+def test_result_tables_collect_finished_runs(tmp_path):
+    _write_run(tmp_path, "gpt", 0.5)
+    _write_run(tmp_path, "lstm", 0.75)
+    # experiments.evaluate's results.json has no table of its own here
+    (tmp_path / "evaluate" / "gpt").mkdir(parents=True)
+    (tmp_path / "evaluate" / "gpt" / "results.json").write_text('{"tasks": {}}')
+    tables = report.result_tables(str(tmp_path))
+    assert list(tables) == ["mqar"]
+    assert [r["model"] for r in tables["mqar"]] == ["gpt", "lstm"]
+    assert tables["mqar"][1]["T8-8 accuracy"] == 0.75
+    assert "T8-8 loss" not in tables["mqar"][0]
 
 
 def test_results_document_is_stamped_with_what_the_runs_recorded(tmp_path):
