@@ -144,6 +144,34 @@ def test_documented_commands_and_flags_exist():
     )
 
 
+def documented_paths(name):
+    """The repository paths document `name` names: `kerasseq/...`,
+    `experiments/...`, `tests/...`, `docs/...` (two characters at least
+    after the folder, not as a flag's value: "SST-2 docs/s" is a rate) and
+    its relative links, each as a path from ROOT (may hold a `*`)."""
+    text = _read(name)
+    paths = re.findall(
+        r"(?<![=\w/.])((?:kerasseq|experiments|tests|docs)/[\w./*-]+\w)", text
+    )
+    here = os.path.dirname(name)
+    for link in re.findall(r"\]\(([^)#\s]+)", text):
+        if "://" not in link:
+            paths.append(os.path.normpath(os.path.join(here, link)))
+    return paths
+
+
+def test_documented_paths_exist():
+    missing = [
+        f"{name}: {path}"
+        for name in documents()
+        for path in documented_paths(name)
+        if not glob.glob(os.path.join(ROOT, path))
+    ]
+    assert not missing, "documents name what does not exist:\n" + "\n".join(
+        missing
+    )
+
+
 def test_documented_commands_parse_flags():
     text = """run `python -m
 experiments.glue --task=sst2` or
