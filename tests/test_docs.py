@@ -144,6 +144,26 @@ def test_documented_commands_and_flags_exist():
     )
 
 
+def test_every_documented_flag_is_a_binarys_flag():
+    """A `--flag` named in prose (`--eval_every`, ...) is one at least one
+    binary defines."""
+    binaries = [
+        os.path.basename(path).removesuffix(".py")
+        for path in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
+        if "__main__" in _read(os.path.relpath(path, ROOT))
+    ]
+    known = set().union(*(defined_flags(binary) for binary in binaries))
+    unknown = [
+        f"{name}: --{flag}"
+        for name in documents()
+        for flag in set(re.findall(r"(?<![\w-])--([a-z]\w+)", _read(name)))
+        if flag not in known
+    ]
+    assert not unknown, "documents name flags no binary defines:\n" + "\n".join(
+        unknown
+    )
+
+
 def documented_paths(name):
     """The repository paths document `name` names: `kerasseq/...`,
     `experiments/...`, `tests/...`, `docs/...` (two characters at least
