@@ -24,9 +24,12 @@ With several models, each trains in a fresh process unless
 programs never hold memory while the next trains.
 When several models ran, a comparison table is printed and saved as
 `WORKDIR/<task>/comparison.{md,csv}`.
+
+One model's `fit`, resumed from its checkpoint, and its evaluation are in
+`fitting.py`; what `config.json` records and the same-experiment check in
+`run_records.py`.
 """
 
-import csv
 import dataclasses
 import datetime
 import json
@@ -42,16 +45,18 @@ from absl import app
 
 from experiments.common import console
 from experiments.common import results as results_lib
-from experiments.common.callbacks import Checkpoints
-from experiments.common.callbacks import EpochTimer
-from experiments.common.callbacks import MetricsLog
-from experiments.common.callbacks import WandbLogger
 from experiments.common.callbacks import checkpoint_position
 from experiments.common.distribute import DistributionError
 from experiments.common.distribute import check_batch_size
 from experiments.common.distribute import get_strategy
 from experiments.common.distribute import is_chief
 from experiments.common.distribute import uses_collectives
+from experiments.common.fitting import fit_and_evaluate
+from experiments.common.run_records import SettingsConflict
+from experiments.common.run_records import check_same_experiment
+from experiments.common.run_records import run_record
+from experiments.common.run_records import train_time
+from experiments.common.run_records import write_json
 from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.models import count_parameters
@@ -275,43 +280,6 @@ def _optimizer(config, total_steps, peak):
     return optimizer
 
 
-def _write_json(path, payload):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-
-
-def _train_time(metrics_path):
-    """Sums epoch times in metrics.csv, counting a resumed epoch once."""
-    if not os.path.exists(metrics_path):
-        return 0.0
-    per_epoch = {}
-    with open(metrics_path) as f:
-        for row in csv.DictReader(f):
-            if row.get("epoch_time_s"):
-                per_epoch[row["epoch"]] = float(row["epoch_time_s"])
-    return sum(per_epoch.values())
-
-
-# Settings that change where or how a run is done, not what it computes: a
-# run directory written under other values of these holds the same
-# experiment.
-_BOOKKEEPING = (
-    "checkpoint_minutes",
-    "data_dir",
-    "download",
-    "fresh_process",
-    "models",
-    "overwrite",
-    "strategy",
-    "verbose",
-    "virtual_devices",
-    "wandb_mode",
-    "workdir",
-)
-
-
 def resolve_model(config, name, data):
     """The `ModelConfig` model `name` is built from, as its run records
     it: `model_config`'s, or with `--init_from` the checkpoint's
@@ -328,56 +296,10 @@ def resolve_model(config, name, data):
     return model_config(name, data.head, config.preset, **overrides)
 
 
-def _run_record(config, name, resolved):
-    """What `config.json` holds, as JSON values (tuples become lists)."""
-    record = {
-        **config.to_dict(),
-        "model": name,
-        "model_config": resolved.to_dict(),
-    }
-    return json.loads(json.dumps(record, sort_keys=True, default=str))
-
-
-class SettingsConflict(ValueError):
-    """A run directory holds a run made with other settings."""
-
-
 class ModelSettingsError(ValueError):
     """The model refuses its arguments (`--model_args`, the preset, the
     task's), or the training data its settings (a batch larger than the
     data); raised before anything is trained."""
-
-
-def check_same_experiment(config, name, resolved):
-    """Refuses to reuse or resume a run directory of another experiment.
-
-    A model's finished results are reused and an interrupted run resumes;
-    either is only sound when the saved run had the same settings (task
-    options, steps, model arguments, ...). Otherwise results that cannot be
-    compared would share one comparison table.
-
-    Raises:
-        SettingsConflict: a `ValueError` naming each differing setting with
-            both values. Nothing on disk is touched.
-    """
-    path = os.path.join(config.run_dir(name), "config.json")
-    if config.overwrite or not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = json.load(f)
-    present = _run_record(config, name, resolved)
-    differences = [
-        f"{key}: saved {saved.get(key)!r}, now {present.get(key)!r}"
-        for key in sorted(set(saved) | set(present))
-        if key not in _BOOKKEEPING and saved.get(key) != present.get(key)
-    ]
-    if differences:
-        raise SettingsConflict(
-            f"{config.run_dir(name)} holds a run of {name!r} with other "
-            f"settings ({'; '.join(differences)}). Nothing was changed. "
-            "Use another --workdir, or --overwrite to train it again with "
-            "these settings."
-        )
 
 
 def full_batches(evals, batch_size):
@@ -398,101 +320,6 @@ def full_batches(evals, batch_size):
         whole[split] = dataset.rebatch(batch_size, drop_remainder=True)
         dropped[split] = count % batch_size
     return whole, dropped
-
-
-def _fit_and_evaluate(
-    config,
-    name,
-    data,
-    evals,
-    model,
-    run_dir,
-    steps_per_epoch,
-    epochs,
-    train,
-    validation_freq=1,
-):
-    """`model.fit` with the run's callbacks from its last checkpoint, then
-    every eval split. Returns each epoch's logs (`{name: [value, ...]}`)
-    and the evaluations."""
-    metrics_path = os.path.join(run_dir, "metrics.csv")
-    backup_dir = os.path.join(run_dir, "backup")
-    every_seconds = None
-    if config.steps and config.checkpoint_minutes:
-        every_seconds = 60 * config.checkpoint_minutes
-    callbacks = [
-        EpochTimer(),
-        Checkpoints(backup_dir, name, steps_per_epoch, every_seconds),
-        MetricsLog(metrics_path),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard")),
-    ]
-    if config.wandb_mode != "disabled":
-        callbacks.append(
-            WandbLogger(
-                config.wandb_mode,
-                run_dir,
-                f"{config.task}-{name}",
-                {**config.to_dict(), "model": name},
-            )
-        )
-    validation = next(iter(evals.values()), None)
-
-    def fit(first_epoch, last_epoch, steps, skip):
-        # `skip`: the batches an uninterrupted run trained before this fit
-        history = model.fit(
-            train.skip(skip) if skip else train,
-            steps_per_epoch=steps,
-            initial_epoch=first_epoch,
-            epochs=last_epoch,
-            validation_data=validation,
-            validation_freq=validation_freq,
-            callbacks=callbacks,
-            # Keras's own verbosity: 0 silent, 1 a progress bar, 2 a line
-            verbose=min(config.verbose, 2),
-        )
-        return history.history
-
-    epoch, within = checkpoint_position(backup_dir)
-    logs = []
-    try:
-        if within:
-            # a checkpoint within an epoch: its remaining batches first
-            logs.append(
-                fit(
-                    epoch,
-                    epoch + 1,
-                    steps_per_epoch - within,
-                    epoch * steps_per_epoch + within,
-                )
-            )
-            epoch += 1
-        if epoch < epochs:
-            skip = epoch * steps_per_epoch if steps_per_epoch else 0
-            logs.append(fit(epoch, epochs, steps_per_epoch, skip))
-    finally:
-        for callback in callbacks:
-            if isinstance(callback, WandbLogger):
-                callback.finish()
-    history = {}
-    for fitted in logs:
-        for key, values in fitted.items():
-            history.setdefault(key, []).extend(values)
-
-    datasets, evals = evals, {}
-    for split, dataset in datasets.items():
-        # a step compiled for this split: splits differ in length, and a
-        # reused step would be retraced with the length unknown, which the
-        # scan kernels (static loop bounds, as XLA and TPUs want) refuse
-        model.make_test_function(force=True)
-        console.say(config, f"{name}: evaluating {split}")
-        # a progress bar from --verbose=1 (a line where output is a file)
-        evals[split] = model.evaluate(
-            dataset, return_dict=True, verbose=1 if config.verbose else 0
-        )
-        if data.score is not None:
-            console.say(config, f"{name}: scoring {split}")
-            evals[split].update(data.score(model, split, run_dir))
-    return history, evals
 
 
 def train_and_evaluate(config, name, data, strategy=None):
@@ -556,9 +383,9 @@ def train_and_evaluate(config, name, data, strategy=None):
     # written once the model and its data are made: a setting either refuses
     # leaves no run directory behind
     os.makedirs(run_dir, exist_ok=True)
-    _write_json(
+    write_json(
         os.path.join(run_dir, "config.json"),
-        _run_record(config, name, resolved),
+        run_record(config, name, resolved),
     )
 
     # XLA compiles the whole train step, except across replicas that
@@ -578,7 +405,7 @@ def train_and_evaluate(config, name, data, strategy=None):
             jit_compile=jit_compile,
         )
         parameters = count_parameters(model)
-        history, evals = _fit_and_evaluate(
+        history, evals = fit_and_evaluate(
             config,
             name,
             data,
@@ -602,7 +429,7 @@ def train_and_evaluate(config, name, data, strategy=None):
         "jit_compile": jit_compile,
         "learning_rate": learning_rate,
         "train_steps": total_steps,
-        "train_time_s": _train_time(os.path.join(run_dir, "metrics.csv")),
+        "train_time_s": train_time(os.path.join(run_dir, "metrics.csv")),
         "data": data.report,
         "final_train": {k: float(v) for k, v in last.items()},
         # numbers as floats; a text (a score's convention) as it is
@@ -614,7 +441,7 @@ def train_and_evaluate(config, name, data, strategy=None):
         "finished_at": datetime.datetime.now().isoformat(timespec="seconds"),
         "provenance": results_lib.provenance(),
     }
-    _write_json(results_path, results)
+    write_json(results_path, results)
     shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
     console.say(
         config,
