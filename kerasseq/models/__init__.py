@@ -1,8 +1,8 @@
 """Backbone, task heads, the model registry and its presets."""
 
+from kerasseq.models.architectures.recurrent_gpt2 import RecurrentGPT2
 from kerasseq.models.causal_lm import CausalLM
 from kerasseq.models.dual_encoder_classifier import DualEncoderClassifier
-from kerasseq.models.recurrent_gpt2 import RecurrentGPT2
 from kerasseq.models.registry import COMPARED_MODELS
 from kerasseq.models.registry import HEADS
 from kerasseq.models.registry import MODEL_NAMES

@@ -144,9 +144,9 @@ def _checkpoint_arguments(name, directory, config, task, warm, overrides):
         length = overrides.get("max_sequence_length")
         return warm_start_arguments(probe, name, length)
     given = converter(config["model_type"]).model_arguments(probe, task)
-    if MODELS[name].heads.get(task) is not None:
-        # a head of the model's own wraps the checkpoint's backbone: the
-        # checkpoint's output layer is not part of it
+    if MODELS[name].architecture_for(task) is not None:
+        # a model class of the architecture's own wraps the checkpoint's
+        # backbone: the checkpoint's output layer is not part of it
         given.pop("tie_embeddings", None)
     return given
 
@@ -179,7 +179,7 @@ def build_from_checkpoint(name, path, task, **overrides):
     # what the caller sets beside the checkpoint's settings
     head = _head_arguments(arguments)
     mixer = _free_mixer_arguments(name, arguments, warm)
-    wrapper = spec.heads.get(task)
+    wrapper = spec.architecture_for(task)
     length = overrides.get("max_sequence_length")
     if warm:
         # a BERT-style encoder grown into this model's attention, at the
@@ -193,8 +193,9 @@ def build_from_checkpoint(name, path, task, **overrides):
             **head,
         )
     elif wrapper is not None:
-        # a head of the model's own around the checkpoint's backbone
-        # (RecurrentGPT2 around GPT-2's): load the plain model, then wrap
+        # the architecture's own model class around the checkpoint's
+        # backbone (RecurrentGPT2 around GPT-2's): load the plain model,
+        # then wrap
         plain = converter(checkpoint.config["model_type"]).convert(
             checkpoint, task
         )

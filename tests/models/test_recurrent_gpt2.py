@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
+from kerasseq.models import RecurrentGPT2
 from kerasseq.models import build_model
-from kerasseq.models.recurrent_gpt2 import RecurrentGPT2
 from tests.testing import value_and_grad
 
 VOCAB = 50

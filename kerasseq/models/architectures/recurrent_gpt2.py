@@ -260,6 +260,9 @@ class RecurrentGPT2(Task):
     (2, 20, 50)
     """
 
+    # the registry's task this architecture serves (`ModelSpec.architecture`)
+    task = "causal_lm"
+
     def __init__(
         self,
         backbone,
