@@ -138,6 +138,22 @@ def float64():
         yield
 
 
+def in_float64(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` on float64 (complex128) copies of its float
+    (complex) NumPy arguments, under `float64()`; the results as NumPy.
+    Runs the references of `kerasseq.ops.reference` in double precision."""
+
+    def wide(x):
+        if isinstance(x, np.ndarray) and x.dtype.kind in "fc":
+            return x.astype(np.complex128 if x.dtype.kind == "c" else "f8")
+        return x
+
+    with float64():
+        args, kwargs = keras.tree.map_structure(wide, (args, kwargs))
+        result = fn(*args, **kwargs)
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, result)
+
+
 def rel_rms(x, ref):
     """Relative RMS error of `x` against `ref` (real or complex arrays)."""
     x = np.asarray(x).astype(np.complex128)

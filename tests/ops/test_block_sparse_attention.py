@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasseq.ops import reference
 from kerasseq.ops.block_sparse_attention import block_sparse_attention
 from kerasseq.ops.block_sparse_attention import random_block_plan
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
@@ -35,53 +37,6 @@ GRAD_CASES = [
 
 def case_id(case):
     return "B{}-T{}-H{}-K{}-V{}-b{}-g{}-r{}".format(*case)
-
-
-def global_blocks(num_blocks, num_global_blocks):
-    """The first ceil(g / 2) and the last floor(g / 2) blocks."""
-    first = set(range(-(-num_global_blocks // 2)))
-    last = set(range(num_blocks - num_global_blocks // 2, num_blocks))
-    return sorted((first | last) & set(range(num_blocks)))
-
-
-def explicit_mask(length, heads, block_size, num_global, num_random, seed=0):
-    """`(H, T, T)`, True where query t may attend key s, from the rules:
-    global query blocks see every key; others see blocks i-1, i, i+1, the
-    global blocks and their random blocks (read from the plan)."""
-    num_blocks = -(-length // block_size)
-    plan = random_block_plan(num_blocks, heads, num_global, num_random, seed)
-    block = np.arange(length) // block_size
-    is_global = np.isin(block, global_blocks(num_blocks, num_global))
-    window = np.abs(block[:, None] - block[None, :]) <= 1
-    mask = np.zeros((heads, length, length), bool)
-    for h in range(heads):
-        random = (plan[h, block][:, :, None] == block[None, None, :]).any(1)
-        mask[h] = is_global[:, None] | is_global[None, :] | window | random
-    return mask
-
-
-def reference(q, k, v, mask, key_mask=None):
-    """Dense softmax attention in float64 NumPy under an explicit (H, T, T)
-    mask and a (B, T) key mask."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    allowed = mask[None]
-    if key_mask is not None:
-        allowed = allowed & key_mask[:, None, None, :]
-    scores = np.einsum("bthk,bshk->bhts", q, k) / np.sqrt(q.shape[-1])
-    scores = np.where(allowed, scores, -np.inf)
-    scores = scores - scores.max(-1, keepdims=True)
-    p = np.exp(scores)
-    p = p / p.sum(-1, keepdims=True)
-    return np.einsum("bhts,bshv->bthv", p, v)
-
-
-def dense_keras(q, k, v, mask, key_mask):
-    """The same dense attention in keras.ops, for autodiff in float64."""
-    allowed = np.logical_and(mask[None], key_mask[:, None, None, :])
-    scale = 1.0 / np.sqrt(q.shape[-1])
-    scores = ops.einsum("bthk,bshk->bhts", q, k) * scale
-    scores = ops.where(allowed, scores, -1e9)
-    return ops.einsum("bhts,bshv->bthv", ops.softmax(scores, axis=-1), v)
 
 
 def make_inputs(case, seed=42):
@@ -125,7 +80,26 @@ def quick(fn):
 
 
 def case_mask(case, seed=0):
-    return explicit_mask(case[1], case[2], *case[5:], seed=seed)
+    """The case's `(H, T, T)` pattern, from the rules."""
+    length, heads, block_size, num_global, num_random = case[1:3] + case[5:]
+    num_blocks = -(-length // block_size)
+    plan = random_block_plan(num_blocks, heads, num_global, num_random, seed)
+    return reference.block_sparse_allowed(
+        length, heads, block_size, num_global, plan
+    )
+
+
+def dense_reference(case, q, k, v, key_mask=None, seed=0):
+    """The library's dense reference in float64, as NumPy."""
+    return in_float64(
+        reference.block_sparse_attention,
+        q,
+        k,
+        v,
+        *case[5:],
+        seed=seed,
+        key_mask=key_mask,
+    )
 
 
 @pytest.mark.parametrize("case", FORWARD_CASES, ids=case_id)
@@ -133,21 +107,21 @@ def test_forward_matches_dense_reference(case):
     q, k, v, key_mask = make_inputs(case)
     o = numpy(quick(run(case))(q, k, v, key_mask))
     assert o.shape == case[:3] + (case[4],)
-    expected = reference(q, k, v, case_mask(case), key_mask)
+    expected = dense_reference(case, q, k, v, key_mask)
     # every real query; padded queries have a query row of their own
     assert rel_rms(o[key_mask], expected[key_mask]) < 2e-6
     # without a key mask, every query
     o = numpy(quick(run(case))(q, k, v))
-    assert rel_rms(o, reference(q, k, v, case_mask(case))) < 2e-6
+    assert rel_rms(o, dense_reference(case, q, k, v)) < 2e-6
 
 
 @pytest.mark.parametrize("case", FORWARD_CASES[:2], ids=case_id)
 def test_seed_selects_the_random_blocks(case):
     q, k, v, key_mask = make_inputs(case)
     o = numpy(quick(run(case, seed=7))(q, k, v, key_mask))
-    expected = reference(q, k, v, case_mask(case, seed=7), key_mask)
+    expected = dense_reference(case, q, k, v, key_mask, seed=7)
     assert rel_rms(o[key_mask], expected[key_mask]) < 2e-6
-    other = reference(q, k, v, case_mask(case, seed=0), key_mask)
+    other = dense_reference(case, q, k, v, key_mask, seed=0)
     assert rel_rms(o[key_mask], other[key_mask]) > 1e-2
 
 
@@ -156,7 +130,7 @@ def test_compiled_matches_reference(case):
     q, k, v, key_mask = make_inputs(case)
     o = compiled(run(case))(q, k, v, key_mask)
     assert keras.backend.standardize_dtype(o.dtype) == "float32"
-    expected = reference(q, k, v, case_mask(case), key_mask)
+    expected = dense_reference(case, q, k, v, key_mask)
     assert rel_rms(numpy(o)[key_mask], expected[key_mask]) < 2e-6
 
 
@@ -166,7 +140,6 @@ def test_gradients_match_autodiff_of_dense_reference(case):
     rng = np.random.default_rng(7)
     # weights on the real queries only: padded ones have no reference row
     w_o = rng.normal(size=case[:3] + (case[4],)) * key_mask[:, :, None, None]
-    mask = case_mask(case)
 
     def loss(q, k, v):
         return ops.sum(run(case)(q, k, v, key_mask) * w_o.astype(np.float32))
@@ -174,7 +147,12 @@ def test_gradients_match_autodiff_of_dense_reference(case):
     value, grads = value_and_grad(loss, q, k, v, jit=True)
     with float64():
         value_ref, grads_ref = value_and_grad(
-            lambda q, k, v: ops.sum(dense_keras(q, k, v, mask, key_mask) * w_o),
+            lambda q, k, v: ops.sum(
+                reference.block_sparse_attention(
+                    q, k, v, *case[5:], key_mask=key_mask
+                )
+                * w_o
+            ),
             *(x.astype(np.float64) for x in (q, k, v)),
             jit=True,
         )
@@ -191,7 +169,7 @@ def test_bfloat16_inputs():
     o = compiled(run(case))(q, k, v, key_mask)
     assert keras.backend.standardize_dtype(o.dtype) == "bfloat16"
     q, k, v = (numpy(x) for x in (q, k, v))
-    expected = reference(q, k, v, case_mask(case), key_mask)
+    expected = dense_reference(case, q, k, v, key_mask)
     assert rel_rms(numpy(o)[key_mask], expected[key_mask]) < 1e-2
 
 
@@ -207,7 +185,7 @@ def test_rows_without_keys_stay_finite():
     o = numpy(run(case)(q, k, v, key_mask))
     assert np.all(np.isfinite(o))
     first = [x[:1] for x in (q, k, v, key_mask)]
-    expected = reference(*first[:3], case_mask(case), first[3])
+    expected = dense_reference(case, *first)
     assert rel_rms(o[:1], expected) < 2e-6
     _, grads = value_and_grad(loss, q, k, v, jit=True)
     assert all(np.all(np.isfinite(g)) for g in grads)
@@ -236,7 +214,7 @@ def test_random_block_plan_rules(num_global):
     plan = random_block_plan(num_blocks, heads, num_global, num_random, 42)
     assert plan.shape == (heads, num_blocks, num_random)
     assert plan.dtype == np.int32
-    glob = global_blocks(num_blocks, num_global)
+    glob = reference.global_blocks(num_blocks, num_global)
     for h in range(heads):
         for i in range(num_blocks):
             if i in glob:
@@ -261,7 +239,7 @@ def test_random_block_plan_rules(num_global):
 def test_first_block_counts_block_zero_in_every_random_slot(num_global):
     # transformers' BigBird in eval mode: rand_attn all zeros
     case = (2, 63, 2, 8, 8, 4, num_global, 3)
-    num_blocks, glob = 16, global_blocks(16, num_global)
+    num_blocks, glob = 16, reference.global_blocks(16, num_global)
     plan = random_block_plan(num_blocks, 2, num_global, 3, 5, "first_block")
     rows = [i for i in range(num_blocks) if i not in glob]
     assert (plan[:, rows] == 0).all() and (plan[:, glob] == -1).all()
@@ -279,7 +257,7 @@ def test_first_block_counts_block_zero_in_every_random_slot(num_global):
     p = p / p.sum(-1, keepdims=True)
     expected = np.einsum("bhts,bshv->bthv", p, v64)
     assert rel_rms(o[key_mask], expected[key_mask]) < 2e-6
-    seeded = reference(q, k, v, case_mask(case), key_mask)
+    seeded = dense_reference(case, q, k, v, key_mask)
     assert rel_rms(o[key_mask], seeded[key_mask]) > 1e-2
     with pytest.raises(ValueError, match="`random_blocks`.*got 'none'"):
         run(case, random_blocks="none")(q, k, v, key_mask)
@@ -364,7 +342,7 @@ def test_functional_model_with_unknown_batch_size():
     outputs = keras.layers.Lambda(lambda x: run(case)(*x))([*inputs, mask])
     model = keras.Model([*inputs, mask], outputs)
     o = model.predict([q, k, v, key_mask], batch_size=2, verbose=0)
-    expected = reference(q, k, v, case_mask(case), key_mask)
+    expected = dense_reference(case, q, k, v, key_mask)
     assert rel_rms(o[key_mask], expected[key_mask]) < 2e-6
 
 

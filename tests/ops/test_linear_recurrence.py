@@ -5,45 +5,18 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasseq.ops import reference
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import rel_rms
-from tests.testing import time_steps
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk", "parallel"]
 # (T, chunk_size): odd lengths, each chunk size, one length below it
 LENGTHS = [(1, 16), (7, 16), (63, 32), (100, 64), (1000, 32)]
-
-
-def reference(a, b, initial_state=None, reverse=False):
-    """h_t = a_t h_{t-1} + b_t in float64 (complex128), a plain loop."""
-    complex_ = np.iscomplexobj(a) or np.iscomplexobj(b)
-    dtype = np.complex128 if complex_ else np.float64
-    a, b = a.astype(dtype), b.astype(dtype)
-    h = np.zeros(a.shape[:1] + a.shape[2:], dtype)
-    if initial_state is not None:
-        h = initial_state.astype(dtype)
-    outputs = np.zeros_like(b)
-    length = a.shape[1]
-    for t in reversed(range(length)) if reverse else range(length):
-        h = a[:, t] * h + b[:, t]
-        outputs[:, t] = h
-    return outputs, h
-
-
-def naive_loop_loss(a, b, initial_state, reverse, weights, state_weights):
-    """The same loop in keras.ops with a weighted loss summed step by step,
-    for the backend's own autodiff (one compiled op per kind of step)."""
-    a, b = time_steps(a), time_steps(b)
-    h = initial_state
-    total = 0.0
-    for t in reversed(range(len(a))) if reverse else range(len(a)):
-        h = a[t] * h + b[t]
-        total = total + ops.sum(ops.real(h * weights[:, t]))
-    return total + ops.sum(ops.real(h * state_weights))
 
 
 def make_inputs(rng, shape, complex_=False, low=0.0, high=0.99):
@@ -101,8 +74,11 @@ def test_outputs_and_final_state(mode, length, chunk_size):
     for (inputs, reverse, with_state), (h, state) in zip(
         cases, results, strict=True
     ):
-        h_ref, state_ref = reference(
-            *inputs[:2], inputs[2] if with_state else None, reverse
+        h_ref, state_ref = in_float64(
+            reference.linear_recurrence,
+            *inputs[:2],
+            inputs[2] if with_state else None,
+            reverse,
         )
         dtype = "float32" if inputs is real else "complex64"
         assert keras.backend.standardize_dtype(h.dtype) == dtype
@@ -142,8 +118,8 @@ def gradient_problem(length):
 
 
 @functools.cache
-def reference_gradients(length, reverse, with_state):
-    """Loss and gradients by autodiff of the float64 plain loop."""
+def expected_gradients(length, reverse, with_state):
+    """Loss and gradients by autodiff of the float64 reference loop."""
     problems, weights = gradient_problem(length)
     with float64():
         args, split = [], []
@@ -164,7 +140,8 @@ def reference_gradients(length, reverse, with_state):
                 a, b = args[start : start + 2]
                 h0 = args[start + 2] if with_state else ops.zeros_like(a[:, 0])
                 w, w_state = (x.astype(wide) for x in problem_weights)
-                total = total + naive_loop_loss(a, b, h0, reverse, w, w_state)
+                h, h_last = reference.linear_recurrence(a, b, h0, reverse)
+                total = total + weighted_loss(h, h_last, w, w_state)
             return total
 
         return value_and_grad(loss, *args)
@@ -201,7 +178,7 @@ def test_gradients_match_autodiff_of_a_plain_loop(
         return total
 
     value, grads = value_and_grad(loss, *real, *cplx, jit=True)
-    value_ref, grads_ref = reference_gradients(length, reverse, with_state)
+    value_ref, grads_ref = expected_gradients(length, reverse, with_state)
     np.testing.assert_allclose(value, value_ref, rtol=1e-4, atol=1e-4)
     assert len(grads) == len(grads_ref)
     names = ["a", "b", "initial_state"][:split] * 2
@@ -225,9 +202,9 @@ def test_gradients_match_finite_differences(mode, complex_):
     def numpy_loss(*args):
         total = 0.0
         for inputs, reverse in ((args[:3], False), (args[3:], True)):
-            h, state = reference(*inputs, reverse=reverse)
-            total += np.sum(np.real(h * weights[0]))
-            total += np.sum(np.real(state * weights[1]))
+            h, state = reference.linear_recurrence(*inputs, reverse=reverse)
+            total += np.sum(np.real(numpy(h) * weights[0]))
+            total += np.sum(np.real(numpy(state) * weights[1]))
         return total
 
     def kernel_loss(*args):
@@ -281,7 +258,7 @@ def test_bfloat16_inputs(mode):
     assert keras.backend.standardize_dtype(h.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(state.dtype) == "float32"
     rounded = [numpy(ops.cast(x, "float32")) for x in (a, b, h0)]
-    h_ref, state_ref = reference(*rounded)
+    h_ref, state_ref = in_float64(reference.linear_recurrence, *rounded)
     assert rel_rms(numpy(ops.cast(h, "float32")), h_ref) < 5e-3
     assert rel_rms(numpy(state), state_ref) < 5e-3
 
@@ -368,7 +345,7 @@ def test_long_sequences_stay_finite(mode):
     for inputs, (h, state) in zip(problems, results, strict=True):
         h, state = numpy(h), numpy(state)
         assert np.all(np.isfinite(h)) and np.all(np.isfinite(state))
-        h_ref, state_ref = reference(*inputs)
+        h_ref, state_ref = in_float64(reference.linear_recurrence, *inputs)
         assert rel_rms(h, h_ref) < 1e-4
         assert rel_rms(state, state_ref) < 1e-4
 
@@ -387,7 +364,10 @@ def test_mixed_real_decays_and_complex_inputs():
     b = make_inputs(rng, (2, 9, 3), complex_=True)[1]
     h = linear_recurrence(a, b, mode="recurrent")
     assert keras.backend.standardize_dtype(h.dtype) == "complex64"
-    assert rel_rms(numpy(h), reference(a, b)[0]) < 1e-6
+    assert (
+        rel_rms(numpy(h), in_float64(reference.linear_recurrence, a, b)[0])
+        < 1e-6
+    )
 
 
 @pytest.mark.parametrize(

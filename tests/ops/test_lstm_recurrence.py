@@ -2,38 +2,11 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasseq.ops import reference
 from kerasseq.ops.lstm_recurrence import lstm_recurrence
 from tests.testing import compiled
-from tests.testing import time_steps
+from tests.testing import in_float64
 from tests.testing import value_and_grad
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def reference(gates, U, mask=None, initial_state=None, final=False):
-    """The LSTM cell in float64, a plain loop from `initial_state` (zeros
-    when `None`); a step with mask 0 keeps the state and repeats the
-    previous output. With `final`, also the last `(h, c)`."""
-    gates, U = gates.astype(np.float64), U.astype(np.float64)
-    batch, length, _ = gates.shape
-    h = np.zeros((batch, U.shape[0]))
-    c = np.zeros_like(h)
-    if initial_state is not None:
-        h, c = (np.asarray(x, np.float64) for x in initial_state)
-    outputs = np.zeros((batch, length, U.shape[0]))
-    for t in range(length):
-        i, f, g, o = np.split(gates[:, t] + h @ U, 4, axis=-1)
-        c_new = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h_new = sigmoid(o) * np.tanh(c_new)
-        m = 1.0 if mask is None else mask[:, t, None].astype(np.float64)
-        c = m * c_new + (1 - m) * c
-        h = m * h_new + (1 - m) * h
-        outputs[:, t] = h
-    if final:
-        return outputs, (h, c)
-    return outputs
 
 
 def inputs(rng, batch=3, length=11, units=4):
@@ -52,26 +25,19 @@ def test_matches_reference(masked):
     mask = mask if masked else None
     h = compiled(lambda g, u: lstm_recurrence(g, u, mask))(gates, U)
     np.testing.assert_allclose(
-        ops.convert_to_numpy(h), reference(gates, U, mask), atol=1e-5
+        ops.convert_to_numpy(h),
+        in_float64(reference.lstm_recurrence, gates, U, mask)[0],
+        atol=1e-5,
     )
 
 
-def naive_loss(gates, U, mask, weights, h=None, c=None, final_weights=None):
-    """The loop in keras.ops from `(h, c)` (zeros when `None`) with a
-    weighted loss (of the final state too, with `final_weights`), for the
+def weighted_loss(gates, U, mask, weights, h=None, c=None, final_weights=None):
+    """A weighted loss of the library's reference loop from `(h, c)` (zeros
+    when `None`), of the final state too with `final_weights`, for the
     backend's own autodiff."""
-    if h is None:
-        h = ops.zeros((gates.shape[0], U.shape[0]))
-        c = h
-    total = 0.0
-    for t, step in enumerate(time_steps(gates)):
-        i, f, g, o = ops.split(step + ops.matmul(h, U), 4, axis=-1)
-        c_new = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-        h_new = ops.sigmoid(o) * ops.tanh(c_new)
-        m = ops.cast(mask[:, t, None], "float32")
-        c = m * c_new + (1 - m) * c
-        h = m * h_new + (1 - m) * h
-        total = total + ops.sum(h * weights[:, t])
+    state = None if h is None else (h, c)
+    out, (h, c) = reference.lstm_recurrence(gates, U, mask, state)
+    total = ops.sum(out * weights)
     if final_weights is not None:
         total = total + ops.sum(h * final_weights[0])
         total = total + ops.sum(c * final_weights[1])
@@ -93,7 +59,7 @@ def test_gradients_match_autodiff_under_xla(masked):
 
     value, grads = value_and_grad(loss, gates, U, jit=True)
     expected_value, expected = value_and_grad(
-        lambda g, u: naive_loss(g, u, mask, weights), gates, U
+        lambda g, u: weighted_loss(g, u, mask, weights), gates, U
     )
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     for name, grad, ref in zip(("gates", "U"), grads, expected, strict=True):
@@ -118,13 +84,15 @@ def test_initial_and_final_state_match_reference(masked):
         )
 
     h, (h_last, c_last) = compiled(run)(gates, U, *state)
-    expected, (h_ref, c_ref) = reference(gates, U, mask, state, final=True)
+    expected, (h_ref, c_ref) = in_float64(
+        reference.lstm_recurrence, gates, U, mask, state
+    )
     np.testing.assert_allclose(ops.convert_to_numpy(h), expected, atol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(h_last), h_ref, atol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(c_last), c_ref, atol=1e-5)
     # from zeros, the final state is that of the plain call's loop
     h, (_, c_last) = lstm_recurrence(gates, U, mask, return_final_state=True)
-    expected, (_, c_ref) = reference(gates, U, mask, final=True)
+    expected, (_, c_ref) = in_float64(reference.lstm_recurrence, gates, U, mask)
     np.testing.assert_allclose(ops.convert_to_numpy(h), expected, atol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(c_last), c_ref, atol=1e-5)
 
@@ -153,7 +121,9 @@ def test_state_gradients_match_autodiff_under_xla(masked):
 
     value, grads = value_and_grad(loss, gates, U, h0, c0, jit=True)
     expected_value, expected = value_and_grad(
-        lambda g, u, h, c: naive_loss(g, u, mask, weights, h, c, final_weights),
+        lambda g, u, h, c: weighted_loss(
+            g, u, mask, weights, h, c, final_weights
+        ),
         gates,
         U,
         h0,
@@ -171,7 +141,7 @@ def test_low_precision_inputs_compute_in_float32():
     assert ops.convert_to_numpy(h).dtype == np.float16
     np.testing.assert_allclose(
         ops.convert_to_numpy(h).astype(np.float64),
-        reference(gates.astype("float16"), U),
+        in_float64(reference.lstm_recurrence, gates.astype("float16"), U)[0],
         atol=2e-3,
     )
 

@@ -2,25 +2,12 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasseq.ops import reference
 from kerasseq.ops.matrix_recurrence import matrix_recurrence
 from kerasseq.ops.matrix_recurrence import matrix_recurrence_step
 from tests.testing import compiled
-from tests.testing import time_steps
+from tests.testing import in_float64
 from tests.testing import value_and_grad
-
-
-def reference(A, b, initial_state=None, reverse=False):
-    """h_t = A h_{t-1} + b_t in float64, a plain loop over column vectors."""
-    A, b = A.astype(np.float64), b.astype(np.float64)
-    h = np.zeros((b.shape[0], b.shape[2]))
-    if initial_state is not None:
-        h = initial_state.astype(np.float64)
-    outputs = np.zeros_like(b)
-    length = b.shape[1]
-    for t in reversed(range(length)) if reverse else range(length):
-        h = np.einsum("nm,bm->bn", A, h) + b[:, t]
-        outputs[:, t] = h
-    return outputs, h
 
 
 def inputs(rng, batch=3, length=13, size=5):
@@ -44,24 +31,20 @@ def test_matches_reference(reverse, with_state):
         )
 
     h, final = compiled(run)(A, b, h0)
-    expected, expected_final = reference(A, b, h0, reverse)
+    expected, expected_final = in_float64(
+        reference.matrix_recurrence, A, b, h0, reverse
+    )
     np.testing.assert_allclose(ops.convert_to_numpy(h), expected, atol=1e-5)
     np.testing.assert_allclose(
         ops.convert_to_numpy(final), expected_final, atol=1e-5
     )
 
 
-def naive_loss(A, b, h0, reverse, weights):
-    """The loop in keras.ops with a weighted loss, for the backend's own
-    autodiff."""
-    h = h0
-    total = 0.0
-    steps = time_steps(b)
-    order = reversed(range(len(steps))) if reverse else range(len(steps))
-    for t in order:
-        h = ops.matmul(h, ops.transpose(A)) + steps[t]
-        total = total + ops.sum(h * weights[:, t])
-    return total
+def weighted_reference_loss(A, b, h0, reverse, weights):
+    """A weighted loss of the library's reference loop, for the backend's
+    own autodiff."""
+    h, _ = reference.matrix_recurrence(A, b, h0, reverse)
+    return ops.sum(h * weights)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
@@ -76,7 +59,10 @@ def test_gradients_match_autodiff_under_xla(reverse):
 
     value, grads = value_and_grad(loss, A, b, h0, jit=True)
     expected_value, expected = value_and_grad(
-        lambda A, b, h0: naive_loss(A, b, h0, reverse, weights), A, b, h0
+        lambda A, b, h0: weighted_reference_loss(A, b, h0, reverse, weights),
+        A,
+        b,
+        h0,
     )
     np.testing.assert_allclose(value, expected_value, rtol=1e-5)
     for got, want in zip(grads, expected, strict=True):
@@ -94,7 +80,7 @@ def test_gradients_without_initial_state():
     _, grads = value_and_grad(loss, A, b, jit=True)
     zeros = np.zeros_like(b[:, 0])
     _, expected = value_and_grad(
-        lambda A, b: naive_loss(A, b, zeros, False, weights), A, b
+        lambda A, b: weighted_reference_loss(A, b, zeros, False, weights), A, b
     )
     for got, want in zip(grads, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
