@@ -81,6 +81,14 @@ def test_python_blocks_run(name):
         )
 
 
+def test_readme_lists_every_registered_model():
+    """The README's model tables name every `--model` the registry builds,
+    and nothing else."""
+    rows = re.findall(r"^\| `(\w+)`(?:, `(\w+)`)? \|", _read("README.md"), re.M)
+    listed = {name for row in rows for name in row if name}
+    assert listed == set(kerasseq.models.MODEL_NAMES)
+
+
 def documented_commands(text):
     """`(binary, subcommand or None, [flag names])` of every `python -m
     experiments.X ...` in a markdown text: in code blocks (a line continued
