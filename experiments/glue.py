@@ -27,7 +27,6 @@ import functools
 import json
 import os
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -45,7 +44,6 @@ metrics = lazy_import("experiments.common.metrics")
 train = lazy_import("experiments.common.train")
 batching = lazy_import("kerasseq.data.batching")
 glue = lazy_import("kerasseq.data.glue")
-tokenizers = lazy_import("kerasseq.data.tokenizers")
 
 
 @dataclasses.dataclass
@@ -85,7 +83,7 @@ def make_task_data(config):
     are scored on each validation split."""
     spec = glue.task_spec(config.task)
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
+    tokenizer = args.make_tokenizer()
     make_dataset, labels, report = {}, {}, {}
     for split in spec.splits:
         examples = glue.load_glue(
@@ -130,15 +128,11 @@ def make_task_data(config):
         )
         return metrics.glue_metrics(config.task, labels[split], predictions)
 
+    loss = make_metrics = None  # a classifier's: TaskData's defaults
     if spec.is_regression:
         loss = keras.losses.MeanSquaredError()
         make_metrics = lambda: [  # noqa: E731
             keras.metrics.MeanAbsoluteError(name="mae")
-        ]
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        make_metrics = lambda: [  # noqa: E731
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         ]
     return train.TaskData(
         head="sequence_classification",
@@ -206,14 +200,10 @@ def glue_table(workdir, models):
 def main(argv):
     del argv
     tasks = catalogue.GLUE_TASKS if FLAGS.task == "all" else (FLAGS.task,)
-    try:
-        task_args = options.from_flags(GlueOptions, FLAGS)
-        configs = [
-            config_lib.from_flags(FLAGS, "glue", task_args, task=task)
-            for task in tasks
-        ]
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+    configs = [
+        config_lib.from_command_line(FLAGS, "glue", GlueOptions, task=task)
+        for task in tasks
+    ]
     for config in configs:
         train.run_program(config, make_task_data)
     table = glue_table(FLAGS.workdir, configs[0].models)

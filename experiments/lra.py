@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -38,7 +37,6 @@ from experiments.common.lazy import lazy_import
 from experiments.common.options import catalogue
 from experiments.common.options import setting
 
-keras = lazy_import("keras")
 np = lazy_import("numpy")
 train = lazy_import("experiments.common.train")
 lra_generation = lazy_import("experiments.common.lra_generation")
@@ -336,10 +334,6 @@ def make_task_data(config):
             "num_classes": spec.num_classes,
             "max_sequence_length": args.max_length,
         },
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        make_metrics=lambda: [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
         model_overrides=spec.model_overrides if args.lra_sizes else {},
         report=_report(config),
     )
@@ -390,7 +384,7 @@ def main(argv):
     del argv
     tasks = catalogue.LRA_TASKS if FLAGS.task == "all" else (FLAGS.task,)
     given = {name for name in FLAGS if FLAGS[name].present}
-    try:
+    with console.usage_errors():
         flagged = options.from_flags(LraOptions, FLAGS)
         configs = []
         for task in tasks:
@@ -411,8 +405,6 @@ def main(argv):
             )
             base = config_lib.from_flags(FLAGS, "lra", task_args, task=task)
             configs.append(task_config(base, task, base.task_args, given))
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
     for config in configs:
         train.run_program(config, make_task_data)
     table = lra_table(FLAGS.workdir, configs[0].models)

@@ -18,7 +18,6 @@ from `--permutation_file`).
 import dataclasses
 import os
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -29,7 +28,6 @@ from experiments.common.lazy import lazy_import
 from experiments.common.options import catalogue
 from experiments.common.options import setting
 
-keras = lazy_import("keras")
 np = lazy_import("numpy")
 train = lazy_import("experiments.common.train")
 pixels = lazy_import("kerasseq.data.pixels")
@@ -169,20 +167,12 @@ def make_task_data(config):
             "num_classes": spec.num_classes,
             "max_sequence_length": spec.seq_len,
         },
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        make_metrics=lambda: [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
     )
 
 
 def main(argv):
     del argv
-    try:
-        task_args = options.from_flags(PixelsOptions, FLAGS)
-        config = config_lib.from_flags(FLAGS, "pixels", task_args)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+    config = config_lib.from_command_line(FLAGS, "pixels", PixelsOptions)
     train.run_program(config, make_task_data)
 
 

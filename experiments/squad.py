@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -40,7 +39,6 @@ keras = lazy_import("keras")
 train = lazy_import("experiments.common.train")
 squad_metrics = lazy_import("experiments.common.squad_metrics")
 squad = lazy_import("kerasseq.data.squad")
-tokenizers = lazy_import("kerasseq.data.tokenizers")
 batching = lazy_import("kerasseq.data.batching")
 
 TASKS = ("squad",)
@@ -103,7 +101,7 @@ def make_task_data(config):
     """Reads the questions, cuts them into windows, and scores the
     validation windows' predictions with the official EM and F1."""
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
+    tokenizer = args.make_tokenizer()
     examples, windows, report = {}, {}, {}
     for split in squad.SPLITS:
         split_examples, counts = squad.load_squad(
@@ -174,7 +172,6 @@ def make_task_data(config):
             "vocabulary_size": tokenizer.vocabulary_size,
             "max_sequence_length": args.max_length,
         },
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         # the share of start and end positions found
         make_metrics=lambda: [
             keras.metrics.SparseCategoricalAccuracy(name="position_accuracy")
@@ -187,12 +184,10 @@ def make_task_data(config):
 
 def main(argv):
     del argv
-    try:
+    with console.usage_errors():
         task_args = options.from_flags(SquadOptions, FLAGS)
         config = config_lib.from_flags(FLAGS, "squad", task_args)
         config = dataclasses.replace(config, task=task_name(FLAGS.version))
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
     results = train.run_program(config, make_task_data)
     for name, result in results.items():
         scores = result["eval"].get("validation", {})

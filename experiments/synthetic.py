@@ -10,7 +10,6 @@ their per-step accuracy at the training lengths and at each
 
 import dataclasses
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -186,22 +185,12 @@ def make_task_data(config):
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True, reduction="mean_with_sample_weight"
         ),
-        make_metrics=lambda: [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
     )
 
 
 def main(argv):
     del argv
-    try:
-        config = config_lib.from_flags(
-            FLAGS,
-            "synthetic",
-            options.from_flags(SyntheticOptions, FLAGS),
-        )
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+    config = config_lib.from_command_line(FLAGS, "synthetic", SyntheticOptions)
     train.run_program(config, make_task_data)
 
 

@@ -17,7 +17,6 @@ Each text is packed as `[first] text [end]` and cut to `--max_length`.
 import dataclasses
 import functools
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -27,12 +26,10 @@ from experiments.common.flags import define_shared_flags
 from experiments.common.lazy import lazy_import
 from experiments.common.options import setting
 
-keras = lazy_import("keras")
 train = lazy_import("experiments.common.train")
 batching = lazy_import("kerasseq.data.batching")
 glue = lazy_import("kerasseq.data.glue")
 textcls = lazy_import("kerasseq.data.textcls")
-tokenizers = lazy_import("kerasseq.data.tokenizers")
 
 TASKS = ("folder",)
 
@@ -69,7 +66,7 @@ FLAGS = flags.FLAGS
 def make_task_data(config):
     """Reads the folder, splits it and packs each split."""
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
+    tokenizer = args.make_tokenizer()
     folder = textcls.load_folder(config.data_dir)
     indices = textcls.split_indices(
         folder.labels,
@@ -120,10 +117,6 @@ def make_task_data(config):
             "num_classes": len(folder.class_names),
             "max_sequence_length": args.max_length,
         },
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        make_metrics=lambda: [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
         primary_metric="accuracy",
         report=report,
     )
@@ -131,11 +124,7 @@ def make_task_data(config):
 
 def main(argv):
     del argv
-    try:
-        task_args = options.from_flags(TextclsOptions, FLAGS)
-        config = config_lib.from_flags(FLAGS, "textcls", task_args)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+    config = config_lib.from_command_line(FLAGS, "textcls", TextclsOptions)
     train.run_program(config, make_task_data)
 
 

@@ -23,7 +23,6 @@ import dataclasses
 import functools
 import os
 
-from absl import app
 from absl import flags
 
 from experiments.common import config as config_lib
@@ -37,7 +36,6 @@ keras = lazy_import("keras")
 metrics = lazy_import("experiments.common.metrics")
 train = lazy_import("experiments.common.train")
 batching = lazy_import("kerasseq.data.batching")
-tokenizers = lazy_import("kerasseq.data.tokenizers")
 wikitext = lazy_import("kerasseq.data.wikitext")
 models_lib = lazy_import("kerasseq.models")
 
@@ -138,7 +136,7 @@ def make_task_data(config):
     evaluation rows (the loss `model.evaluate` reports) and the sliding
     windows the perplexity is scored on."""
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
+    tokenizer = args.make_tokenizer()
     seq_len = args.seq_len
     streams, words = {}, {}
     for split in ("train",) + EVAL_SPLITS:
@@ -214,10 +212,6 @@ def make_task_data(config):
             "vocabulary_size": tokenizer.vocabulary_size,
             "max_sequence_length": seq_len,
         },
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        make_metrics=lambda: [
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-        ],
         primary_metric="perplexity",
         score=score,
     )
@@ -231,7 +225,7 @@ def sample(config, prompt, max_new_tokens, temperature=0.0):
         dict model name -> generated text (the continuation only).
     """
     args = config.task_args
-    tokenizer = tokenizers.make_tokenizer(args.tokenizer, args.tokenizer_dir)
+    tokenizer = args.make_tokenizer()
     prompt_ids = tokenizer.encode(prompt) or [tokenizer.end_id]
     # what fits in the position table, keeping the prompt's end
     room = args.seq_len - max_new_tokens
@@ -257,13 +251,11 @@ def sample(config, prompt, max_new_tokens, temperature=0.0):
 
 def main(argv):
     del argv
-    try:
+    with console.usage_errors():
         task_args = options.from_flags(WikitextOptions, FLAGS)
         config = config_lib.from_flags(FLAGS, "wikitext", task_args)
         check_causal(config.models)
         sampling = options.from_flags(SampleOptions, FLAGS)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
     results = train.run_program(config, make_task_data)
     for name, result in results.items():
         test = result["eval"].get("test", {})
@@ -273,15 +265,13 @@ def main(argv):
                 f" {test['word_perplexity']:.2f} per word"
             )
     if sampling.sample:
-        try:
+        with console.usage_errors():
             samples = sample(
                 config,
                 sampling.sample_prompt,
                 sampling.sample_tokens,
                 sampling.sample_temperature,
             )
-        except ValueError as error:
-            raise app.UsageError(str(error)) from error
         for name, text in samples.items():
             print(f"--- {name} ---\n{sampling.sample_prompt}{text}")
 

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 
+from experiments.common import console
 from experiments.common import options
 from experiments.common.options import catalogue
 from experiments.common.options import check_settings
@@ -339,7 +340,8 @@ def check_workdir_writable(workdir):
 
 def from_flags(flag_values, family, task_args, **values):
     """Builds an `ExperimentConfig` from parsed absl flags; `values` replace
-    flags (e.g. one task of `--task=all`)."""
+    flags (e.g. one task of `--task=all`). A binary's `main` calls
+    `from_command_line`."""
     config = options.from_flags(
         ExperimentConfig,
         flag_values,
@@ -349,3 +351,12 @@ def from_flags(flag_values, family, task_args, **values):
     )
     check_workdir_writable(config.workdir)
     return config
+
+
+def from_command_line(flag_values, family, options_class, **values):
+    """A binary's config from its parsed flags: its own options (an
+    `options_class` from the flags) and the shared settings, as `from_flags`
+    makes them; a value either refuses is a usage error."""
+    with console.usage_errors():
+        task_args = options.from_flags(options_class, flag_values)
+        return from_flags(flag_values, family, task_args, **values)

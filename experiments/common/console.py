@@ -11,6 +11,7 @@ environment variable `KERASSEQ_CONSOLE`.
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -137,6 +138,18 @@ def interrupted_line(program):
         f"{position['model']}; the same command resumes from {unit} "
         f"{position['resumes_at']} (its last checkpoint)."
     )
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Within it, a `ValueError` (a setting the user can fix) is raised as
+    `absl.app.UsageError`, which `run` prints as one line (exit 2)."""
+    from absl import app
+
+    try:
+        yield
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
 
 
 # absl's flags that print help and exit

@@ -2,8 +2,9 @@
 
 Each binary calls `define_shared_flags(...)` with its task names and default
 model, defines its own task flags, and turns the parsed flags into an
-`ExperimentConfig` with `config.from_flags`. The shared flags are made from
-`ExperimentConfig`'s fields (their defaults, help and allowed values).
+`ExperimentConfig` with `config.from_command_line` (or `config.from_flags`).
+The shared flags are made from `ExperimentConfig`'s fields (their defaults,
+help and allowed values).
 """
 
 from experiments.common import options

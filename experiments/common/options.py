@@ -265,6 +265,12 @@ class TokenizerOptions(TaskOptions):
         path=True,
     )
 
+    def make_tokenizer(self):
+        """The tokenizer these options name (`tokenizers.make_tokenizer`)."""
+        from kerasseq.data import tokenizers
+
+        return tokenizers.make_tokenizer(self.tokenizer, self.tokenizer_dir)
+
 
 @dataclasses.dataclass
 class ExampleLimits(TaskOptions):

@@ -72,6 +72,11 @@ _POLICIES = {
 }
 
 
+def accuracy_metrics():
+    """Fresh metrics of a classifier: the accuracy of integer labels."""
+    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+
 @dataclasses.dataclass
 class TaskData:
     """What a task family hands to the train loop.
@@ -92,8 +97,10 @@ class TaskData:
         model_overrides: model name -> arguments the task sets for that
             model only (e.g. an MLP width that keeps its parameters matched
             at the task's size); `--model_args` still overrides them.
-        loss: a `keras.losses.Loss`.
-        make_metrics: returns fresh metric objects for one model.
+        loss: a `keras.losses.Loss`; by default the cross-entropy of
+            integer labels and logits, as every classifier here takes it.
+        make_metrics: returns fresh metric objects for one model; by
+            default accuracy (`accuracy_metrics`).
         primary_metric: the metric the comparison table reports.
         score: optional function `(model, split, run_dir) -> dict` of the
             task's official metrics on eval split `split` (computed from the
@@ -109,12 +116,20 @@ class TaskData:
     make_train: Callable
     evals: dict
     model_args: dict
-    loss: keras.losses.Loss
-    make_metrics: Callable
+    loss: keras.losses.Loss = None
+    make_metrics: Callable = None
     primary_metric: str = "accuracy"
     model_overrides: dict = dataclasses.field(default_factory=dict)
     score: Callable = None
     report: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.loss is None:
+            self.loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True
+            )
+        if self.make_metrics is None:
+            self.make_metrics = accuracy_metrics
 
     def model_args_for(self, name, config):
         """The arguments `build_model` gets for model `name`."""
