@@ -34,9 +34,10 @@ memory beyond the inputs:
 Every measurement runs in its own subprocess so that the numbers do not leak
 into each other.
 
-`autodiff` is the baseline every mode is measured against: the op's one-token
-`*_step` function looped with `kerasseq.ops.dispatch.scan`, differentiated by
-the backend's autodiff through the loop.
+`autodiff` is the baseline every mode is measured against: the op's readable
+reference (`kerasseq.ops.reference`, in float32), its step looped with
+`kerasseq.ops.dispatch.scan`, differentiated by the backend's autodiff
+through the loop.
 
 Results are printed and saved as JSON and markdown under `--output_dir`,
 with the backend, device and versions noted. Numbers are only comparable
@@ -56,48 +57,13 @@ from absl import flags
 
 from experiments.common import console
 from experiments.common import lm_benchmark
-from experiments.common import results as results_lib
+from experiments.common import ops_benchmark
 from experiments.common.parsing import parse_lengths
 from experiments.common.parsing import parse_list
 
-OPS = (
-    "linear_recurrence",
-    "selective_scan",
-    "delta_rule",
-    "linear_attention",
-    "lstm_recurrence",
+flags.DEFINE_string(
+    "op", "all", f"Op to benchmark: all or one of {ops_benchmark.OPS}."
 )
-PASSES = ("forward", "backward")
-
-# standard shapes: the README's tables are measured at these
-SHAPES = {
-    "linear_recurrence": {"batch": 8, "seq_len": 1024, "dim": 512},
-    "selective_scan": {"batch": 8, "seq_len": 1024, "dim": 512, "state": 16},
-    "delta_rule": {
-        "batch": 8,
-        "seq_len": 1024,
-        "heads": 4,
-        "key": 64,
-        "value": 64,
-    },
-    "linear_attention": {
-        "batch": 8,
-        "seq_len": 1024,
-        "heads": 4,
-        "key": 64,
-        "value": 64,
-    },
-    "lstm_recurrence": {"batch": 8, "seq_len": 1024, "units": 256},
-}
-MODES = {
-    "linear_recurrence": ("recurrent", "chunk", "parallel"),
-    "selective_scan": ("recurrent", "chunk", "parallel"),
-    "delta_rule": ("recurrent", "chunk"),
-    "linear_attention": ("recurrent", "chunk", "parallel"),
-    "lstm_recurrence": ("recurrent",),
-}
-
-flags.DEFINE_string("op", "all", f"Op to benchmark: all or one of {OPS}.")
 flags.DEFINE_string(
     "mode", "all", "Comma list of modes, `all`, or `autodiff` (the baseline)."
 )
@@ -122,269 +88,33 @@ flags.DEFINE_string("_measure", None, "Internal: run one measurement (JSON).")
 FLAGS = flags.FLAGS
 
 
-def _shape(op):
-    shape = dict(SHAPES[op])
-    if FLAGS.seq_len:
-        shape["seq_len"] = FLAGS.seq_len
-    if FLAGS.batch_size:
-        shape["batch"] = FLAGS.batch_size
-    return shape
-
-
-def _inputs(op, shape, dtype, rng):
-    import numpy as np
-
-    b, t = shape["batch"], shape["seq_len"]
-
-    def normal(*dims, scale=1.0):
-        return (rng.standard_normal(dims) * scale).astype(dtype)
-
-    if op == "linear_recurrence":
-        d = shape["dim"]
-        a = rng.uniform(0.9, 0.999, (b, t, d)).astype(dtype)
-        return {"a": a, "b": normal(b, t, d)}
-    if op == "selective_scan":
-        d, n = shape["dim"], shape["state"]
-        return {
-            "u": normal(b, t, d),
-            "delta": normal(b, t, d, scale=0.5),
-            "A": -np.exp(rng.standard_normal((d, n)) * 0.5).astype("float32"),
-            "B": normal(b, t, n),
-            "C": normal(b, t, n),
-            "D": normal(d),
-            "delta_bias": normal(d, scale=0.1),
-        }
-    if op == "lstm_recurrence":
-        units = shape["units"]
-        return {
-            "gates": normal(b, t, 4 * units),
-            "recurrent_kernel": normal(units, 4 * units, scale=units**-0.5),
-        }
-    h, k, v = shape["heads"], shape["key"], shape["value"]
-    q, key = normal(b, t, h, k), normal(b, t, h, k)
-    if op == "delta_rule":
-        key = key / np.linalg.norm(key, axis=-1, keepdims=True)
-        beta = rng.uniform(0, 1, (b, t, h)).astype(dtype)
-        return {
-            "q": q,
-            "k": key.astype(dtype),
-            "v": normal(b, t, h, v),
-            "beta": beta,
-        }
-    return {"q": np.abs(q), "k": np.abs(key), "v": normal(b, t, h, v)}
-
-
-def _op_function(op, mode):
-    """Returns `f(**inputs) -> output` for a mode or the autodiff baseline."""
-    from kerasseq import ops as kops
-    from kerasseq.ops import dispatch
-
-    if mode != "autodiff":
-        fn = getattr(kops, op)
-        extra = {}
-        if op == "selective_scan":
-            extra = {"delta_softplus": True}
-        if mode == "chunk":
-            extra["chunk_size"] = FLAGS.chunk_size
-        return lambda **x: _first(fn(**x, **extra, mode=mode))
-    return _autodiff_baseline(op, kops, dispatch)
-
-
-def _first(result):
-    return result[0] if isinstance(result, (tuple, list)) else result
-
-
-def _autodiff_baseline(op, kops, dispatch):
-    import keras
-    from keras import ops
-
-    def time_major(x):
-        return ops.moveaxis(x, 1, 0)
-
-    if op == "linear_recurrence":
-
-        def f(a, b):
-            init = ops.zeros_like(b[:, 0])
-
-            def step(h, x):
-                h, _ = kops.linear_recurrence_step(x[0], x[1], h)
-                return h, h
-
-            _, hs = dispatch.scan(step, init, (time_major(a), time_major(b)))
-            return time_major(hs)
-
-        return f
-    if op == "selective_scan":
-
-        def f(u, delta, A, B, C, D, delta_bias):
-            state = ops.zeros((u.shape[0], u.shape[2], A.shape[1]), "float32")
-
-            def step(h, x):
-                y, h = kops.selective_scan_step(
-                    x[0],
-                    x[1],
-                    A,
-                    x[2],
-                    x[3],
-                    D=D,
-                    delta_bias=delta_bias,
-                    delta_softplus=True,
-                    state=h,
-                )
-                return h, y
-
-            xs = tuple(time_major(x) for x in (u, delta, B, C))
-            _, ys = dispatch.scan(step, state, xs)
-            return time_major(ys)
-
-        return f
-    if op == "delta_rule":
-
-        def f(q, k, v, beta):
-            b, _, h, dk = q.shape
-            state = ops.zeros((b, h, dk, v.shape[-1]), "float32")
-
-            def step(s, x):
-                o, s = kops.delta_rule_step(*x, s)
-                return s, o
-
-            xs = tuple(time_major(x) for x in (q, k, v, beta))
-            _, os_ = dispatch.scan(step, state, xs)
-            return time_major(os_)
-
-        return f
-
-    if op == "lstm_recurrence":
-
-        def f(gates, recurrent_kernel):
-            zeros = ops.zeros((gates.shape[0], recurrent_kernel.shape[0]))
-
-            def step(state, gates_t):
-                h, c = state
-                z = gates_t + ops.matmul(h, recurrent_kernel)
-                i, f, g, o = ops.split(z, 4, axis=-1)
-                c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-                h = ops.sigmoid(o) * ops.tanh(c)
-                return (h, c), h
-
-            _, hs = dispatch.scan(step, (zeros, zeros), time_major(gates))
-            return time_major(hs)
-
-        return f
-
-    def f(q, k, v):
-        b, _, h, dk = q.shape
-        state = (
-            ops.zeros((b, h, dk, v.shape[-1]), "float32"),
-            ops.zeros((b, h, dk), "float32"),
-        )
-
-        def step(s, x):
-            o, s = kops.linear_attention_step(*x, s)
-            return s, o
-
-        xs = tuple(time_major(x) for x in (q, k, v))
-        _, os_ = dispatch.scan(step, state, xs)
-        return time_major(os_)
-
-    del keras
-    return f
-
-
-def _compile_pass(fn, names, backward):
-    """XLA-compiles the forward, or the forward and backward together."""
-    import keras
-    from keras import ops
-
-    def loss(*args):
-        out = fn(**dict(zip(names, args, strict=True)))
-        return ops.sum(ops.cast(out, "float32") ** 2)
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        if backward:
-            return jax.jit(jax.grad(loss, argnums=tuple(range(len(names)))))
-        return jax.jit(lambda *a: fn(**dict(zip(names, a, strict=True))))
-    import tensorflow as tf
-
-    if backward:
-
-        def both(*args):
-            with tf.GradientTape() as tape:
-                tape.watch(args)
-                value = loss(*args)
-            return tape.gradient(value, args)
-
-        return tf.function(both, jit_compile=True)
-    return tf.function(
-        lambda *a: fn(**dict(zip(names, a, strict=True))), jit_compile=True
-    )
-
-
-def _block(result):
-    import keras
-
-    for leaf in keras.tree.flatten(result):
-        if leaf is not None:
-            keras.ops.convert_to_numpy(leaf)
-
-
-def _temp_bytes(fn, tensors):
-    """XLA's temporary buffers of the compiled `fn` (JAX only, else None)."""
-    import keras
-
-    if keras.backend.backend() != "jax":
-        return None
-    analysis = fn.lower(*tensors).compile().memory_analysis()
-    return None if analysis is None else analysis.temp_size_in_bytes
-
-
-def _read_status(field):
-    """A `/proc/self/status` field in KiB (None where there is no /proc)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss():
-    """Resets the peak-RSS mark (Linux); returns the resident KiB now."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return None
-    return _read_status("VmRSS")
-
-
 def measure(op, mode, pass_name):
     """One measurement in this process: returns a result dict."""
     import numpy as np
     from keras import ops
 
-    shape = _shape(op)
+    shape = ops_benchmark.shape_of(op, FLAGS.seq_len, FLAGS.batch_size)
     rng = np.random.default_rng(42)
-    inputs = _inputs(op, shape, FLAGS.dtype, rng)
+    inputs = ops_benchmark.make_inputs(op, shape, FLAGS.dtype, rng)
     names = list(inputs)
     tensors = [ops.convert_to_tensor(inputs[n]) for n in names]
-    fn = _compile_pass(_op_function(op, mode), names, pass_name == "backward")
-    baseline = _reset_peak_rss()
+    fn = ops_benchmark.compile_pass(
+        ops_benchmark.op_function(op, mode, FLAGS.chunk_size),
+        names,
+        pass_name == "backward",
+    )
+    baseline = ops_benchmark.reset_peak_rss()
     start = time.perf_counter()
-    _block(fn(*tensors))
+    ops_benchmark.block(fn(*tensors))
     compile_s = time.perf_counter() - start
     times = []
     for _ in range(FLAGS.repeats):
         start = time.perf_counter()
-        _block(fn(*tensors))
+        ops_benchmark.block(fn(*tensors))
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    peak = _read_status("VmHWM")
-    temp = _temp_bytes(fn, tensors)
+    peak = ops_benchmark.read_status("VmHWM")
+    temp = ops_benchmark.temp_bytes(fn, tensors)
     if temp is not None:
         memory = temp / 2**20
     elif peak and baseline:
@@ -495,7 +225,7 @@ def measure_model(name, length):
     ids = rng.integers(1, LAYERS_VOCABULARY, (batch, length)).astype("int32")
     inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
     labels = np.roll(ids, -1, axis=1)
-    baseline = _reset_peak_rss()
+    baseline = ops_benchmark.reset_peak_rss()
     start = time.perf_counter()
     model.train_on_batch(inputs, labels)
     compile_s = time.perf_counter() - start
@@ -505,7 +235,7 @@ def measure_model(name, length):
         loss = model.train_on_batch(inputs, labels)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
-    peak = _read_status("VmHWM")
+    peak = ops_benchmark.read_status("VmHWM")
     memory = (peak - baseline) / 1024 if peak and baseline else None
     return {
         "model": name,
@@ -587,9 +317,7 @@ def _save(kind, env, results, table):
     tag = FLAGS.tag and "_" + FLAGS.tag
     base = os.path.join(FLAGS.output_dir, f"{kind}_{env['backend']}{tag}")
     with open(base + ".json", "w") as f:
-        record = {"environment": env, "results": results}
-        record["provenance"] = results_lib.provenance()
-        json.dump(record, f, indent=2)
+        json.dump({"environment": env, "results": results}, f, indent=2)
     with open(base + ".md", "w") as f:
         f.write(f"{note}\n\n{table}\n")
     print(f"\nsaved {base}.json and {base}.md")
@@ -671,28 +399,6 @@ def main_layers():
     print(f"saved {base}.png")
 
 
-def _table(results):
-    lines = [
-        "| op | mode | pass | tokens/s | ms/call | memory (MB) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        if "error" in r:
-            lines.append(
-                f"| {r['op']} | {r['mode']} | {r['pass']} | error: "
-                f"{r['error'][:80]} | | |"
-            )
-            continue
-        memory = r["peak_memory_mb"]
-        memory = "n/a" if memory is None else f"{memory:,.0f}"
-        lines.append(
-            f"| {r['op']} | {r['mode']} | {r['pass']} | "
-            f"{r['tokens_per_s']:,.0f} | {r['seconds'] * 1e3:.1f} | "
-            f"{memory} |"
-        )
-    return "\n".join(lines)
-
-
 def main(argv):
     if len(argv) != 2 or argv[1] not in ("ops", "layers", "lm"):
         raise app.UsageError(
@@ -711,18 +417,20 @@ def main(argv):
         op, mode, pass_name = FLAGS._measure.split(":")
         print(json.dumps(measure(op, mode, pass_name)))
         return
-    ops_ = parse_list(FLAGS.op, OPS, "op")
-    passes = parse_list(FLAGS.passes, PASSES, "passes")
+    ops_ = parse_list(FLAGS.op, ops_benchmark.OPS, "op")
+    passes = parse_list(FLAGS.passes, ops_benchmark.PASSES, "passes")
     results = []
     for op in ops_:
-        allowed = (*MODES[op], "autodiff")
+        allowed = (*ops_benchmark.MODES[op], "autodiff")
         modes = parse_list(FLAGS.mode, allowed, "mode")
         for mode in modes:
             for pass_name in passes:
                 result = _run_isolated(op, mode, pass_name)
                 results.append(result)
-                print(_table([result]).splitlines()[-1], flush=True)
-    _save("ops", _environment(), results, _table(results))
+                print(
+                    ops_benchmark.table([result]).splitlines()[-1], flush=True
+                )
+    _save("ops", _environment(), results, ops_benchmark.table(results))
 
 
 if __name__ == "__main__":
