@@ -207,9 +207,11 @@ def main(argv):
     for config in configs:
         train.run_program(config, make_task_data)
     table = glue_table(FLAGS.workdir, configs[0].models)
-    results_lib.write_table(table, os.path.join(FLAGS.workdir, "glue_table"))
-    print("GLUE, validation scores (%):")
-    print(results_lib.to_markdown(table))
+    results_lib.write_and_print_table(
+        table,
+        os.path.join(FLAGS.workdir, "glue_table"),
+        "GLUE, validation scores (%):",
+    )
 
 
 if __name__ == "__main__":

@@ -408,9 +408,11 @@ def main(argv):
     for config in configs:
         train.run_program(config, make_task_data)
     table = lra_table(FLAGS.workdir, configs[0].models)
-    results_lib.write_table(table, os.path.join(FLAGS.workdir, "lra_table"))
-    print("Long Range Arena, test accuracy (%):")
-    print(results_lib.to_markdown(table))
+    results_lib.write_and_print_table(
+        table,
+        os.path.join(FLAGS.workdir, "lra_table"),
+        "Long Range Arena, test accuracy (%):",
+    )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,7 @@ def run(settings):
         _write_json(os.path.join(run_dir, "results.json"), results)
         everything[name] = results
     table = os.path.join(base, "comparison")
-    results_lib.write_table(rows, table)
-    print(results_lib.to_markdown(rows))
+    results_lib.write_and_print_table(rows, table)
     console.say(settings, f"results in {base}; table in {table}.md")
     return everything
 

@@ -75,6 +75,15 @@ def write_table(rows, base_path):
             writer.writerows(rows)
 
 
+def write_and_print_table(rows, base_path, title=None):
+    """`write_table`, then prints `title` (if given) and the table as
+    Markdown."""
+    write_table(rows, base_path)
+    if title:
+        print(title)
+    print(to_markdown(rows))
+
+
 def command_line(argv=None):
     """The command that started this process, as a user would type it:
     `python -m experiments.glue --task=sst2` for a binary run as a module."""

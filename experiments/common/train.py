@@ -204,8 +204,9 @@ def run(config, make_task_data):
         )
     table = results_lib.comparison_table(config, all_results, data)
     task_dir = os.path.join(config.workdir, config.task)
-    results_lib.write_table(table, os.path.join(task_dir, "comparison"))
-    print(results_lib.to_markdown(table))
+    results_lib.write_and_print_table(
+        table, os.path.join(task_dir, "comparison")
+    )
     console.say(config, f"Saved as {os.path.join(task_dir, 'comparison')}.md")
     return all_results
 
