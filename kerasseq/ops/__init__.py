@@ -1,4 +1,11 @@
-"""Pure tensor functions: scans and attention kernels, no weights."""
+"""Pure tensor functions: scans and attention kernels, no weights.
+
+README.md beside this file lists the ops, the glossary of dimension letters
+they share, each op's modes and what `mode="auto"` picks (the table is
+`kerasseq.ops.modes`), and the loop and backward-pass toolkit in
+`kerasseq.ops.dispatch`. Readable float64 references of every op:
+`kerasseq.ops.reference`.
+"""
 
 from kerasseq.ops.block_sparse_attention import block_sparse_attention
 from kerasseq.ops.block_sparse_attention import random_block_plan

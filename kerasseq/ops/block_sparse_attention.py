@@ -14,8 +14,8 @@ Sequences"):
        ceil(g / 2) and the last floor(g / 2) blocks
     r: random key blocks per (head, non-global block row)
        (`num_random_blocks`)
-    R: number of non-global block rows, n - g (when g <= n)
-    S: key-block slots of a non-global row: its window and the global
+    Nr: number of non-global block rows, n - g (when g <= n)
+    Ns: key-block slots of a non-global row: its window and the global
        blocks (padded with masked dummies to the same count in every
        row), then its r random blocks
 
@@ -38,8 +38,8 @@ global), as transformers' duplicated gathers do. Keys where `key_mask` is
 False, and the n * b - T padding keys, are never attended. Scores are
 scaled by K ** -0.5 and normalised in float32.
 
-Non-global rows gather their S key blocks through a static (H, R, S) index
-table, so their scores are (B, H, R, b, S * b): memory O(T * S * b), never
+Non-global rows gather their Ns key blocks through a static (H, Nr, Ns) index
+table, so their scores are (B, H, Nr, b, Ns * b): memory O(T * Ns * b), never
 (T, T). Global rows attend densely: (B, H, g * b, T).
 """
 
@@ -86,6 +86,8 @@ def block_sparse_attention(
 
     Computes in float32 whatever the input dtype and returns the dtype of
     `q`. The sequence length must be static; the batch size may be unknown.
+
+    Readable reference: `kerasseq.ops.reference.block_sparse_attention`.
 
     Args:
         q: queries `(B, T, H, K)`.
@@ -202,7 +204,7 @@ def _global_rows(q, k, v, keep, layout, scale, dropout):
 
 
 def _block_rows(q, k, v, keep, layout, scale, dropout):
-    # q (B, R * b, H, K) for the R non-global rows; k, v (B, n * b, H, .)
+    # q (B, Nr * b, H, K) for the Nr non-global rows; k, v (B, n * b, H, .)
     heads, rows, slots = layout.table.shape
     num_blocks = layout.positions_valid.shape[0] // layout.block_size
     block = layout.block_size
@@ -213,22 +215,22 @@ def _block_rows(q, k, v, keep, layout, scale, dropout):
         return ops.transpose(x, (0, 3, 1, 2, 4))
 
     def gather(x):
-        # (B, n * b, H, X) -> (B, H, R, S * b, X): the blocks of the table
+        # (B, n * b, H, X) -> (B, H, Nr, Ns * b, X): the blocks of the table
         size = x.shape[3]
         x = ops.reshape(by_block(x), (-1, heads * num_blocks, block, size))
         x = ops.take(x, layout.head_table.reshape(-1), axis=1)
         return ops.reshape(x, (-1, heads, rows, slots * block, size))
 
     scores = ops.einsum("bhrqk,bhrsk->bhrqs", by_block(q), gather(k)) * scale
-    allowed = layout.slots_valid[None, :, :, None, :]  # (1, H, R, 1, S * b)
+    allowed = layout.slots_valid[None, :, :, None, :]  # (1, H, Nr, 1, Ns * b)
     if keep is not None:
         keep = ops.reshape(keep, (-1, num_blocks, block))
         keep = ops.take(keep, layout.table.reshape(-1), axis=1)
         keep = ops.reshape(keep, (-1, heads, rows, 1, slots * block))
         allowed = ops.logical_and(allowed, keep)
-    weights = _masked_softmax(scores, allowed, dropout)  # (B, H, R, b, S * b)
+    weights = _masked_softmax(scores, allowed, dropout)  # (B, H, Nr, b, Ns * b)
     o = ops.einsum("bhrqs,bhrsv->bhrqv", weights, gather(v))
-    o = ops.transpose(o, (0, 2, 3, 1, 4))  # (B, R, b, H, V)
+    o = ops.transpose(o, (0, 2, 3, 1, 4))  # (B, Nr, b, H, V)
     return ops.reshape(o, (-1, rows * block, heads, o.shape[-1]))
 
 
@@ -341,7 +343,7 @@ class _Layout:
         self.first = first
         self.last = last
         self.num_rows = len(rows)
-        self.table = table  # (H, R, S)
+        self.table = table  # (H, Nr, Ns)
         # indices into the (H * n) blocks of all heads
         offsets = np.arange(heads, dtype=np.int32)[:, None, None] * num_blocks
         self.head_table = table + offsets

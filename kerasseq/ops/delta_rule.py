@@ -1,20 +1,13 @@
 """The delta rule: the fast-weight recurrence of DeltaNet.
 
-Glossary (Schlag et al. 2021, "Linear Transformers Are Secretly Fast Weight
-Programmers"; Yang et al. 2024, "Parallelizing Linear Transformers with the
-Delta Rule over Sequence Length"):
-
-    B: batch size
-    T: sequence length
-    H: number of heads
-    K: key (and query) dimension, d_k in the papers
-    V: value dimension, d_v in the papers
-    C: tokens per chunk (chunk mode), or per checkpointed segment
-       (recurrent mode)
-    N: number of chunks, ceil(T / C)
-    S: the fast-weight state, `(B, H, K, V)`; the papers' S_t is its
-       transpose, `(V, K)`
-    beta: the writing strength beta_t, `(B, T, H)`
+Dimension letters as in the glossary of kerasseq/ops/README.md: B batch,
+T length, H heads, K key (and query) size (the papers' d_k), V value size
+(d_v), L tokens per chunk (chunk mode) or per checkpointed segment
+(recurrent mode), Nc = ceil(T / L) chunks. S is the fast-weight state
+`(B, H, K, V)`, the transpose of the papers' `(V, K)` S_t; beta the
+writing strength `(B, T, H)` (Schlag et al. 2021, "Linear Transformers Are
+Secretly Fast Weight Programmers"; Yang et al. 2024, "Parallelizing Linear
+Transformers with the Delta Rule over Sequence Length").
 
 The recurrence, for each batch element and head:
 
@@ -30,8 +23,10 @@ from keras import ops
 
 from kerasseq.ops import checks
 from kerasseq.ops import dispatch
+from kerasseq.ops import modes
 
-MODES = ("auto", "recurrent", "chunk")
+# the layers' check of `mode` (DeltaNet); the table is kerasseq.ops.modes
+MODES = modes.MODES["delta_rule"]
 
 
 def delta_rule(
@@ -56,6 +51,8 @@ def delta_rule(
     Computes in float32 whatever the input dtype; returns the output in the
     dtype of `q` and the state in float32.
 
+    Readable reference: `kerasseq.ops.reference.delta_rule`.
+
     Args:
         q: queries, `(B, T, H, K)`.
         k: keys, `(B, T, H, K)`.
@@ -66,14 +63,11 @@ def delta_rule(
         return_final_state: bool. Also return the state after step `T`.
         mode: `"recurrent"` (a compiled loop over time carrying `S`; the
             forward pass keeps one state whatever `T`, the backward pass
-            recomputes from `T / C` stored ones), `"chunk"` (chunkwise
+            recomputes from `T / L` stored ones), `"chunk"` (chunkwise
             parallel, the WY / UT form of Yang et al. 2024; keeps the
-            `T / C` chunk-start states and `T x C` chunk matrices for the
-            backward pass) or `"auto"`: chunk, on every device and length.
-            It is the form that fills a GPU or TPU; on a 2-core CPU it
-            trained 1.1-1.2x faster than the loop at T = 1024 (within 10%
-            of it for inference) and 8x faster than autodiff through a
-            naive loop (README_delta_rule.md).
+            `T / L` chunk-start states and `T x L` chunk matrices for the
+            backward pass) or `"auto"`: chunk, on every device and length
+            (`kerasseq.ops.modes`; measurements in README.md).
         chunk_size: positive int. Tokens per chunk in chunk mode (`T` need
             not be a multiple: the tail is padded with `beta = 0, k = 0`); in
             recurrent mode, about how many steps lie between the states the
@@ -96,14 +90,13 @@ def delta_rule(
         Yang et al., 2024, "Parallelizing Linear Transformers with the Delta
         Rule over Sequence Length", https://arxiv.org/abs/2406.06484.
     """
-    checks.check_mode(mode, MODES)
+    modes.check("delta_rule", mode)
     checks.check_chunk_size(chunk_size)
     batch, length, heads, key_dim, value_dim = _check_inputs(
         q, k, v, beta, initial_state
     )
     scale = _check_scale(scale, key_dim)
-    if mode == "auto":
-        mode = "chunk"
+    mode = modes.resolve("delta_rule", mode, length, chunk_size)
 
     dtype = q.dtype
     q, k, v, beta = (ops.cast(x, "float32") for x in (q, k, v, beta))
@@ -116,10 +109,19 @@ def delta_rule(
         state = ops.cast(initial_state, "float32")
 
     if mode == "recurrent":
-        o, state = _recurrent(q, k, v, beta, state, chunk_size)
+        # segments of about chunk_size steps, as little padding as possible
+        chunks = -(-length // chunk_size)
+        size = -(-length // chunks)
+        run = _recurrent_core
     else:
-        o, state = _chunked(q, k, v, beta, state, chunk_size)
-    o = ops.cast(o, dtype)
+        size = min(chunk_size, length)
+        chunks = -(-length // size)
+        # same arithmetic; a CPU runs 1.2x faster with a chunk's operands in
+        # cache, an accelerator is filled by batching the chunks
+        run = _chunk_loop if modes.chunk_layout() == "loop" else _chunk_batched
+    xs = [_split(x, chunks, size) for x in (q, k, v, beta)]
+    o, state = dispatch.custom_gradient(run, *xs, state)
+    o = ops.cast(_merge(o, length), dtype)
     if return_final_state:
         return o, state
     return o
@@ -163,9 +165,8 @@ def delta_rule_step(q_t, k_t, v_t, beta_t, state, scale=None):
     q_t, k_t, v_t, beta_t = (
         ops.cast(x, "float32") for x in (q_t, k_t, v_t, beta_t)
     )
-    state, o_t = _step(
-        ops.cast(state, "float32"), (q_t * scale, k_t, v_t, beta_t)
-    )
+    state, _ = _write(ops.cast(state, "float32"), (k_t, v_t, beta_t))
+    o_t = ops.einsum("bhk,bhkv->bhv", q_t * scale, state)
     return ops.cast(o_t, dtype), state
 
 
@@ -197,24 +198,8 @@ def _check_scale(scale, key_dim):
     return scale
 
 
-def _step(state, x):
-    # one token; q is already scaled
-    q, k, v, beta = x
-    r = v - ops.einsum("bhk,bhkv->bhv", k, state)
-    u = beta[..., None] * r
-    state = state + k[..., :, None] * u[..., None, :]
-    return state, ops.einsum("bhk,bhkv->bhv", q, state)
-
-
-def _unpack(upstream):
-    # TF passes one gradient per output, JAX one tuple for all outputs
-    if len(upstream) == 1 and isinstance(upstream[0], (tuple, list)):
-        return tuple(upstream[0])
-    return tuple(upstream)
-
-
 def _split(x, chunks, size):
-    # (B, T, H, ...) -> (N, B, H, C, ...), the tail padded with zeros
+    # (B, T, H, ...) -> (Nc, B, H, L, ...), the tail padded with zeros
     pad = chunks * size - x.shape[1]
     if pad:
         x = ops.pad(x, [[0, 0], [0, pad]] + [[0, 0]] * (len(x.shape) - 2))
@@ -223,14 +208,14 @@ def _split(x, chunks, size):
 
 
 def _merge(o, length):
-    # (N, B, H, C, V) -> (B, T, H, V)
+    # (Nc, B, H, L, V) -> (B, T, H, V)
     o = ops.transpose(o, (1, 0, 3, 2, 4))
     o = ops.reshape(o, (-1, o.shape[1] * o.shape[2]) + tuple(o.shape[3:]))
     return o[:, :length]
 
 
 def _time_first(*xs):
-    # (B, H, C, ...) -> (C, B, H, ...) for a scan over the tokens
+    # (B, H, L, ...) -> (L, B, H, ...) for a scan over the tokens
     return tuple(ops.moveaxis(x, 2, 0) for x in xs)
 
 
@@ -238,19 +223,8 @@ def _time_last(x):
     return ops.moveaxis(x, 0, 2)
 
 
-def _recurrent(q, k, v, beta, state, chunk_size):
-    length = q.shape[1]
-    # segments of about chunk_size steps with as little padding as possible
-    segments = -(-length // chunk_size)
-    size = -(-length // segments)
-    xs = [_split(x, segments, size) for x in (q, k, v, beta)]
-    o, state = _recurrent_core(*xs, state)
-    return _merge(o, length), state
-
-
-@ops.custom_gradient
 def _recurrent_core(q, k, v, beta, state):
-    # q, k: (N, B, H, C, K); v: (N, B, H, C, V); beta: (N, B, H, C)
+    # q, k: (Nc, B, H, L, K); v: (Nc, B, H, L, V); beta: (Nc, B, H, L)
 
     def segment(s, xs):
         q, k, v, beta = xs
@@ -260,10 +234,8 @@ def _recurrent_core(q, k, v, beta, state):
 
     final, o = dispatch.scan(segment, state, (q, k, v, beta))
 
-    def grad(*args, upstream=None):
-        if upstream is None:
-            upstream = args
-        do, dfinal = _unpack(upstream)
+    def backward(upstream):
+        do, dfinal = upstream
 
         # the states at segment starts, recomputed rather than kept by the
         # forward pass, whose memory then does not grow with T
@@ -280,7 +252,7 @@ def _recurrent_core(q, k, v, beta, state):
         )
         return (*grads, ds0)
 
-    return (o, final), grad
+    return (o, final), backward
 
 
 def _write(state, x):
@@ -296,7 +268,7 @@ def _causal_mask(size):
 
 
 def _readout(q, k, u, start):
-    # o_t = S_t^T q_t with S_t = S_0 + sum_{i <= t} k_i u_i^T; (B, H, C, .)
+    # o_t = S_t^T q_t with S_t = S_0 + sum_{i <= t} k_i u_i^T; (B, H, L, .)
     p = _causal_mask(q.shape[2]) * ops.einsum("bhik,bhjk->bhij", q, k)
     return ops.einsum("bhck,bhkv->bhcv", q, start) + ops.einsum(
         "bhij,bhjv->bhiv", p, u
@@ -348,22 +320,8 @@ def _segment_backward(ds_end, xs):
     return ds + ds_start, (dq, dk, dv, dbeta)
 
 
-def _chunked(q, k, v, beta, state, chunk_size):
-    length = q.shape[1]
-    size = min(chunk_size, length)
-    chunks = -(-length // size)
-    xs = [_split(x, chunks, size) for x in (q, k, v, beta)]
-    # same arithmetic; a CPU runs 1.2x faster with a chunk's operands in
-    # cache, an accelerator is filled by batching the chunks
-    if dispatch.device_kind() == "cpu":
-        o, state = _chunk_loop(*xs, state)
-    else:
-        o, state = _chunk_batched(*xs, state)
-    return _merge(o, length), state
-
-
-# The chunk form, for chunks (..., C, .) with any leading dims: (B, H) for
-# one chunk inside a loop, (N, B, H) for all chunks at once.
+# The chunk form, for chunks (..., L, .) with any leading dims: (B, H) for
+# one chunk inside a loop, (Nc, B, H) for all chunks at once.
 
 
 def _chunk_transform(k, beta):
@@ -419,10 +377,10 @@ def _chunk_grads(q, k, v, beta, do, start, t, un, lam):
     return dstart, (dq, dk, y * beta[..., None], dbeta)
 
 
-@ops.custom_gradient
 def _chunk_loop(q, k, v, beta, state):
-    # q, k: (N, B, H, C, K); v: (N, B, H, C, V); beta: (N, B, H, C). All the
-    # work of a chunk inside one loop step: its operands stay in cache.
+    # q, k: (Nc, B, H, L, K); v: (Nc, B, H, L, V); beta: (Nc, B, H, L).
+    # All the work of a chunk inside one loop step: its operands stay in
+    # cache.
     def step(s, x):
         q, k, v, beta = x
         kb, t = _chunk_transform(k, beta)
@@ -432,10 +390,8 @@ def _chunk_loop(q, k, v, beta, state):
 
     final, (o, starts, t, un) = dispatch.scan(step, state, (q, k, v, beta))
 
-    def grad(*args, upstream=None):
-        if upstream is None:
-            upstream = args
-        do, dfinal = _unpack(upstream)
+    def backward(upstream):
+        do, dfinal = upstream
 
         def back(lam, x):
             return _chunk_grads(*x, lam)
@@ -444,10 +400,9 @@ def _chunk_loop(q, k, v, beta, state):
         dstate, grads = dispatch.scan(back, dfinal, xs, reverse=True)
         return (*grads, dstate)
 
-    return (o, final), grad
+    return (o, final), backward
 
 
-@ops.custom_gradient
 def _chunk_batched(q, k, v, beta, state):
     # the same with the state-free work batched over all chunks and only the
     # state recurrence in a loop: the layout for a GPU or TPU
@@ -461,10 +416,8 @@ def _chunk_batched(q, k, v, beta, state):
     final, (starts, un) = dispatch.scan(step, state, (t, kb, v, beta, k))
     o = _chunk_output(q, k, starts, un)
 
-    def grad(*args, upstream=None):
-        if upstream is None:
-            upstream = args
-        do, dfinal = _unpack(upstream)
+    def backward(upstream):
+        do, dfinal = upstream
         p = ops.tril(ops.einsum("nbhik,nbhjk->nbhij", q, k))
         dun = ops.einsum("nbhij,nbhiv->nbhjv", p, do)
         dstarts = ops.einsum("nbhck,nbhcv->nbhkv", q, do)
@@ -483,14 +436,14 @@ def _chunk_batched(q, k, v, beta, state):
         _, grads = _chunk_grads(q, k, v, beta, do, starts, t, un, lam)
         return (*grads, dstate)
 
-    return (o, final), grad
+    return (o, final), backward
 
 
 _BASE = 16
 
 
 def _tril_inverse(a):
-    # (I + a)^{-1} for strictly lower-triangular a (..., C, C): triangular
+    # (I + a)^{-1} for strictly lower-triangular a (..., L, L): triangular
     # solves on diagonal blocks of _BASE, then block doubling
     shape = ops.shape(a)
     size = a.shape[-1]

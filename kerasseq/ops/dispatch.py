@@ -1,21 +1,170 @@
 """The one place where kerasseq talks to a backend directly.
 
 `keras.ops` covers almost everything; what it cannot express portably lives
-here so that ops and layers stay backend-free:
+here so that ops and layers stay backend-free. Every op builds on these:
 
-- `scan`: a compiled loop over a leading time axis whose per-step outputs
-  need not match the carry. On TensorFlow, `keras.ops.scan` requires them to
-  match and fails under XLA once gradients are taken; a `tf.while_loop` with
-  `maximum_iterations` and TensorArrays compiles forward and backward. On
-  JAX it is `jax.lax.scan`.
-- `compile_function`: XLA-compiles a Python function for repeated calls.
+- Loops, one home for all. `fori_loop` runs a compiled loop over step
+  indices; `read_step` / `write_step` read and write one time step of a
+  batch-major tensor in place inside it (no transposes, no stacking);
+  `state_loop` is the loop of a recurrence h_t = update(h_{t-1}, t);
+  `in_row_blocks` runs a loop on blocks of batch rows one after the other.
+  `scan` is the loop over a leading time axis with stacked per-step
+  outputs that need not match the carry (on TensorFlow, `keras.ops.scan`
+  requires them to match and fails under XLA once gradients are taken; a
+  `tf.while_loop` with `maximum_iterations` and TensorArrays compiles
+  forward and backward; on JAX it is `jax.lax.scan`). The ops never let
+  autodiff differentiate their loops, which would stack every
+  intermediate of every step: each has a backward loop of its own.
+- `custom_gradient`: runs a forward function with its hand-written
+  backward pass, hiding how TensorFlow and JAX hand over the upstream
+  gradients, and leaving out inputs that are `None` (no initial state).
+- `device_kind`, for what `mode="auto"` picks (`kerasseq.ops.modes`).
+
+Plus `compile_function` (XLA-compiles a function for repeated calls) and
+the complex-number helpers.
 """
 
 import keras
+from keras import ops
 
 
 def _backend():
     return keras.backend.backend()
+
+
+def fori_loop(lower, upper, body, init):
+    """`body(i, carry) -> carry` for i = lower .. upper - 1, compiled.
+
+    `keras.ops.fori_loop`: a `tf.while_loop` on TensorFlow, a
+    `jax.lax.fori_loop` on JAX (bounds may be tensors, e.g. a chunk's
+    start and end inside an outer loop). Not differentiated by autodiff:
+    the ops that loop give it a backward pass of its own with
+    `custom_gradient`.
+    """
+    return ops.fori_loop(lower, upper, body, init)
+
+
+def read_step(x, index, axis=1):
+    """`x[:, index]` (`axis=1`) or `x[index]` (`axis=0`) by a dynamic slice,
+    for a loop index that may be a tensor."""
+    start = [0] * len(x.shape)
+    start[axis] = index
+    # -1: all of a dimension unknown when tracing (a symbolic batch size)
+    shape = [-1 if size is None else size for size in x.shape]
+    shape[axis] = 1
+    return ops.squeeze(ops.slice(x, start, shape), axis)
+
+
+def write_step(x, index, value, axis=1):
+    """`x` with `x[:, index]` (`axis=1`) or `x[index]` (`axis=0`) set to
+    `value`; in place inside a compiled loop."""
+    start = [0] * len(x.shape)
+    start[axis] = index
+    return ops.slice_update(x, start, ops.expand_dims(value, axis))
+
+
+def state_loop(update, initial_state, outputs, reverse=False):
+    """h_t = update(h_{t-1}, t) over the time axis (1) of `outputs`.
+
+    The loop of the recurrent modes: it reads its inputs at step t inside
+    `update` (with `read_step`) and writes h_t into `outputs` in place.
+
+    Args:
+        update: `update(h, t) -> h_t`.
+        initial_state: h_{-1} `(B, ...)` (h_T when `reverse`).
+        outputs: a `(B, T, ...)` tensor to write the states into, e.g.
+            zeros; its time axis sets the number of steps.
+        reverse: bool. Run t = T - 1 down to 0.
+
+    Returns:
+        The states `(B, T, ...)`.
+    """
+    length = outputs.shape[1]
+
+    def step(i, carry):
+        h, outputs = carry
+        t = length - 1 - i if reverse else i
+        h = update(h, t)
+        return h, write_step(outputs, t, h)
+
+    _, outputs = fori_loop(0, length, step, (initial_state, outputs))
+    return outputs
+
+
+def previous_states(h, initial_state, reverse=False):
+    """h_{t-1} for every t of `h` `(B, T, ...)` (h_{t+1} when `reverse`):
+    `h` shifted one step in time, `initial_state` `(B, ...)` (zeros when
+    `None`) entering first; for the gradients of a recurrence's inputs."""
+    if initial_state is None:
+        first = ops.zeros_like(h[:, :1])
+    else:
+        first = ops.expand_dims(initial_state, 1)
+    if reverse:
+        return ops.concatenate([h[:, 1:], first], axis=1)
+    return ops.concatenate([first, h[:, :-1]], axis=1)
+
+
+def rows_per_block(batch, row_bytes, block_bytes):
+    """The largest divisor of `batch` whose rows fit in `block_bytes`;
+    `None` (one block) for a batch size unknown when tracing (`None` on
+    TensorFlow, a symbolic dimension on JAX)."""
+    if not isinstance(batch, int):
+        return None
+    rows = max(1, min(batch, block_bytes // row_bytes))
+    while batch % rows:
+        rows -= 1
+    return rows
+
+
+def in_row_blocks(fn, rows, inputs, outputs):
+    """Runs `fn` on blocks of `rows` batch rows, one block after the other.
+
+    Args:
+        fn: function of the blocks of `inputs`, returning one tensor per
+            entry of `outputs`.
+        rows: int, a divisor of the batch size, or `None` for one block.
+        inputs: list of `(tensor, axis)`: the batch axis of each input,
+            `None` for inputs shared by every block.
+        outputs: list of `(shape, axis)`: the full shape of each output and
+            its batch axis, `None` for outputs summed over blocks.
+
+    Returns:
+        The outputs, assembled from the blocks.
+    """
+    tensor, axis = next(x for x in inputs if x[1] is not None)
+    batch = tensor.shape[axis]
+    if rows is None or rows == batch:
+        return fn(*(x for x, _ in inputs))
+
+    def block(x, start, axis):
+        begin = [0] * len(x.shape)
+        begin[axis] = start
+        shape = list(x.shape)
+        shape[axis] = rows
+        return ops.slice(x, begin, shape)
+
+    def body(i, results):
+        start = i * rows
+        block_outputs = fn(
+            *(
+                x if axis is None else block(x, start, axis)
+                for x, axis in inputs
+            )
+        )
+        merged = []
+        for result, value, (_, axis) in zip(
+            results, block_outputs, outputs, strict=True
+        ):
+            if axis is None:
+                merged.append(result + value)
+            else:
+                begin = [0] * len(result.shape)
+                begin[axis] = start
+                merged.append(ops.slice_update(result, begin, value))
+        return tuple(merged)
+
+    initial = tuple(ops.zeros(shape, tensor.dtype) for shape, _ in outputs)
+    return fori_loop(0, batch // rows, body, initial)
 
 
 def scan(fn, init, xs, reverse=False, unroll=1):
@@ -97,6 +246,53 @@ def _first_y(fn, init, xs):
         tf.nest.map_structure(lambda x: tf.TensorSpec(x.shape, x.dtype), x0),
     )
     return graph.structured_outputs
+
+
+def custom_gradient(forward, *inputs):
+    """`forward(*inputs)` differentiated by the backward pass it returns.
+
+    The one adapter between the ops' hand-written backward passes and
+    `keras.ops.custom_gradient`, whose gradient function receives the
+    upstream gradients differently per backend: TensorFlow passes one
+    tensor per (flattened) output, possibly `None` for an output that does
+    not reach the loss; JAX passes one structure like the outputs.
+
+    Args:
+        forward: `forward(*inputs) -> (outputs, backward)`, `outputs` a
+            tensor or a nested tuple of tensors, and `backward(upstream)`
+            returning one gradient per input; `upstream` has the structure
+            of `outputs`, zeros where no gradient arrives.
+        *inputs: tensors, or `None` for absent optional inputs (an initial
+            state, a mask): `forward` receives them as `None`, they are not
+            differentiated and their entries of `backward`'s result are
+            ignored.
+
+    Returns:
+        `outputs`.
+    """
+    present = [i for i, x in enumerate(inputs) if x is not None]
+
+    @ops.custom_gradient
+    def run(*tensors):
+        full = list(inputs)
+        for i, x in zip(present, tensors, strict=True):
+            full[i] = x
+        outputs, backward = forward(*full)
+
+        def grad(*args, upstream=None):
+            if upstream is None:
+                upstream = args
+            flat = keras.tree.flatten(upstream)
+            flat = [
+                ops.zeros_like(y) if g is None else g
+                for g, y in zip(flat, keras.tree.flatten(outputs), strict=True)
+            ]
+            grads = backward(keras.tree.pack_sequence_as(outputs, flat))
+            return tuple(grads[i] for i in present)
+
+        return outputs, grad
+
+    return run(*(inputs[i] for i in present))
 
 
 def compile_function(fn, relax_shapes=True):

@@ -1,18 +1,12 @@
 """Linear attention and its feature maps (incl. FAVOR+).
 
-Glossary (Katharopoulos et al. 2020, "Transformers are RNNs"; Choromanski
-et al. 2021, "Rethinking Attention with Performers"):
-
-    B: batch size
-    T: sequence length
-    H: number of heads
-    K: feature dimension of the mapped queries and keys, phi(x) in the
-       papers (M, the number of random features, for FAVOR+)
-    V: value dimension
-    D: head dimension of the raw queries and keys, before the feature map
-    C: tokens per chunk (chunk mode); N = ceil(T / C) chunks
-    S: the state sum_i phi(k_i) v_i^T, `(B, H, K, V)`
-    z: the normaliser sum_i phi(k_i), `(B, H, K)`
+Dimension letters as in the glossary of kerasseq/ops/README.md: B batch,
+T length, H heads, K size of the mapped queries and keys (phi(x) in
+Katharopoulos et al. 2020; M, the number of random features, for FAVOR+,
+Choromanski et al. 2021), V value size, D head size of the raw queries and
+keys before the feature map, L tokens per chunk (chunk mode), Nc =
+ceil(T / L) chunks. S is the state sum_i phi(k_i) v_i^T `(B, H, K, V)`, z
+the normaliser sum_i phi(k_i) `(B, H, K)`.
 
 Causal linear attention, for each batch element and head:
 
@@ -37,8 +31,7 @@ from keras import ops
 
 from kerasseq.ops import checks
 from kerasseq.ops import dispatch
-
-MODES = ("auto", "recurrent", "chunk", "parallel")
+from kerasseq.ops import modes
 
 # added to the denominator q_t . z_t of normalised attention
 EPS = 1e-6
@@ -76,6 +69,8 @@ def linear_attention(
     `favor_plus` features. Computes in float32 whatever the input dtype;
     returns the output in the dtype of `q` and the state in float32.
 
+    Readable reference: `kerasseq.ops.reference.linear_attention`.
+
     Args:
         q: mapped queries `(B, T, H, K)`.
         k: mapped keys `(B, T, H, K)`.
@@ -88,12 +83,12 @@ def linear_attention(
         mode: `"recurrent"` (a compiled loop over time carrying `(S, z)`;
             memory independent of `T` besides the inputs and outputs),
             `"chunk"` (masked attention inside chunks of `chunk_size` tokens,
-            states carried across chunks; `O(T / C * K * V)` memory),
+            states carried across chunks; `O(T / L * K * V)` memory),
             `"parallel"` (the masked quadratic form, `O(B * H * T^2)` memory)
             or `"auto"`: parallel up to `chunk_size` tokens, chunk beyond,
-            on every device (fastest on a 2-core CPU at every length we
-            measured; the same forms fill a GPU). Bidirectional attention
-            has one form, used by every mode.
+            on every device (`kerasseq.ops.modes`; measurements in
+            README.md). Bidirectional attention has one form, used by
+            every mode.
         chunk_size: positive int, tokens per chunk in chunk mode.
 
     Returns:
@@ -113,7 +108,7 @@ def linear_attention(
         Autoregressive Transformers with Linear Attention",
         https://arxiv.org/abs/2006.16236.
     """
-    checks.check_mode(mode, MODES)
+    modes.check("linear_attention", mode)
     checks.check_chunk_size(chunk_size)
     _, length, heads, key_dim, value_dim = _check_inputs(q, k, v, initial_state)
     dtype = q.dtype
@@ -125,8 +120,7 @@ def linear_attention(
     else:
         s0, z0 = (ops.cast(x, "float32") for x in initial_state)
 
-    if mode == "auto":
-        mode = "parallel" if length <= chunk_size else "chunk"
+    mode = modes.resolve("linear_attention", mode, length, chunk_size)
     if not causal:
         o, state = _bidirectional(q, k, v, s0, z0, normalize)
     elif mode == "recurrent":
@@ -346,13 +340,6 @@ def _check_state(state, batch, heads, key_dim, value_dim, name="state"):
     return s, z
 
 
-def _unpack(upstream):
-    # TF passes one gradient per output, JAX one tuple for all outputs
-    if len(upstream) == 1 and isinstance(upstream[0], (tuple, list)):
-        return tuple(upstream[0])
-    return tuple(upstream)
-
-
 def _normalise(num, den, normalize):
     if normalize:
         return num / (den[..., None] + EPS)
@@ -391,7 +378,7 @@ def _chunked(q, k, v, s0, z0, normalize, chunk_size):
     pad = chunks * size - length
 
     def split(x):
-        # (B, T, H, ...) -> (B, H, N, C, ...)
+        # (B, T, H, ...) -> (B, H, Nc, L, ...)
         if pad:
             x = ops.pad(x, [[0, 0], [0, pad], [0, 0], [0, 0]])
         x = ops.reshape(x, (-1, chunks, size) + tuple(x.shape[2:]))
@@ -411,7 +398,7 @@ def _chunked(q, k, v, s0, z0, normalize, chunk_size):
     )
     den = ops.einsum("bhnck,bhnk->bhnc", qc, z_starts) + ops.sum(p, axis=-1)
     o = _normalise(num, den, normalize)
-    # (B, H, N, C, V) -> (B, T, H, V)
+    # (B, H, Nc, L, V) -> (B, T, H, V)
     o = ops.transpose(o, (0, 2, 3, 1, 4))
     o = ops.reshape(o, (-1, chunks * size) + tuple(o.shape[3:]))
     final = (s0 + s_all[:, :, -1], z0 + z_all[:, :, -1])
@@ -421,7 +408,7 @@ def _chunked(q, k, v, s0, z0, normalize, chunk_size):
 def _recurrent(q, k, v, s0, z0, normalize):
     time_major = [ops.moveaxis(x, 1, 0) for x in (q, k, v)]
     core = _recurrent_normalized if normalize else _recurrent_plain
-    o, s, z = core(*time_major, s0, z0)
+    o, s, z = dispatch.custom_gradient(core, *time_major, s0, z0)
     return ops.moveaxis(o, 0, 1), (s, z)
 
 
@@ -469,32 +456,26 @@ def _backward_scans(q, k, v, s0, z0, dnum, dden, ds, dz):
     return dq, dk, dv, ds0, dz0
 
 
-@ops.custom_gradient
 def _recurrent_normalized(q, k, v, s0, z0):
     (s, z), (num, den) = _forward_scan(q, k, v, s0, z0)
     den = den + EPS
     o = num / den[..., None]
 
-    def grad(*args, upstream=None):
-        if upstream is None:
-            upstream = args
-        do, ds, dz = _unpack(upstream)
+    def backward(upstream):
+        do, ds, dz = upstream
         dnum = do / den[..., None]
         dden = -ops.sum(dnum * o, axis=-1)
         return _backward_scans(q, k, v, s0, z0, dnum, dden, ds, dz)
 
-    return (o, s, z), grad
+    return (o, s, z), backward
 
 
-@ops.custom_gradient
 def _recurrent_plain(q, k, v, s0, z0):
     (s, z), (num, _) = _forward_scan(q, k, v, s0, z0)
 
-    def grad(*args, upstream=None):
-        if upstream is None:
-            upstream = args
-        do, ds, dz = _unpack(upstream)
+    def backward(upstream):
+        do, ds, dz = upstream
         dden = ops.zeros(ops.shape(do)[:-1], "float32")
         return _backward_scans(q, k, v, s0, z0, do, dden, ds, dz)
 
-    return (num, s, z), grad
+    return (num, s, z), backward

@@ -5,20 +5,16 @@ S5 after discretisation, the LRU (complex a_t = lambda), Mamba once its
 inputs are expanded (see `selective_scan`), gated linear RNNs. Every channel
 is independent, so the op is elementwise over all dimensions but time.
 
-Glossary of dimension letters:
-    B: batch size.
-    T: sequence length (time steps t = 0 .. T - 1).
-    ...: any channel dimensions, e.g. `(Dm,)` model channels or
-        `(Dm, N)` channels times state size; the recurrence is elementwise
-        over them.
-    L: chunk length, `chunk_size`, in `mode="chunk"`.
-    K: number of chunks, ceil(T / L).
+Dimension letters as in the glossary of kerasseq/ops/README.md: B batch,
+T length (steps t = 0 .. T - 1), `...` any channel dimensions (e.g. `(Dm,)`
+or `(Dm, N)`; the recurrence is elementwise over them), L chunk length
+(`chunk_size`, `mode="chunk"`), Nc = ceil(T / L) chunks.
 
 Modes, one signature:
     "recurrent": a compiled loop over time carrying the state (O(state)
         memory besides inputs and outputs).
     "chunk": chunks of L steps scanned in log-depth inside, one recurrence
-        across the K chunk states, then a correction by the cumulative decay.
+        across the Nc chunk states, then a correction by the cumulative decay.
     "parallel": a log-depth Hillis-Steele associative scan over all T.
 All modes share one hand-written backward pass: the cotangent of h obeys
 the same recurrence run in the other direction, so it reuses the forward
@@ -35,6 +31,7 @@ from keras import ops
 
 from kerasseq.ops import checks
 from kerasseq.ops import dispatch
+from kerasseq.ops import modes
 
 
 def linear_recurrence(
@@ -53,6 +50,8 @@ def linear_recurrence(
     backward pass (a reverse recurrence), under `jit_compile=True` and
     `jax.jit`.
 
+    Readable reference: `kerasseq.ops.reference.linear_recurrence`.
+
     Args:
         a: decays, tensor `(B, T, ...)`, real floating or complex.
         b: inputs, tensor of the shape of `a`.
@@ -62,7 +61,8 @@ def linear_recurrence(
         reverse: bool. Run from the end: h_t = a_t * h_{t+1} + b_t; the
             final state is then the state after t = 0.
         mode: one of `"auto"`, `"recurrent"`, `"chunk"`, `"parallel"`;
-            all give the same numbers.
+            all give the same numbers. `"auto"`: recurrent on a CPU, chunk
+            on a GPU or TPU (`kerasseq.ops.modes`).
         chunk_size: positive int, the chunk length in `mode="chunk"`. T
             need not be a multiple of it.
 
@@ -79,14 +79,9 @@ def linear_recurrence(
     >>> h.shape, state.shape
     ((2, 5, 3), (2, 3))
     """
-    checks.check_mode(mode, checks.MODES)
+    modes.check("linear_recurrence", mode)
     checks.check_chunk_size(chunk_size)
-    a = ops.convert_to_tensor(a)
-    b = ops.convert_to_tensor(b)
-    checks.check_float("a", a)
-    checks.check_float("b", b)
-    checks.check_rank("a", a, tuple(range(2, 9)), "(B, T, ...)")
-    checks.check_shape("b", b, a.shape, "the shape of `a`, (B, T, ...)")
+    a, b = _check_pair("a", a, "b", b, "(B, T, ...)")
     if initial_state is not None:
         initial_state = ops.convert_to_tensor(initial_state)
         checks.check_float("initial_state", initial_state)
@@ -102,18 +97,13 @@ def linear_recurrence(
             f"sequence length T, got shape {tuple(a.shape)}."
         )
 
-    tensors = [a, b] + ([] if initial_state is None else [initial_state])
-    compute_dtype = _compute_dtype(*tensors)
-    if compute_dtype == "complex64":
-        out_dtype = "complex64"
-    else:
-        out_dtype = keras.backend.result_type(a.dtype, b.dtype)
+    compute_dtype, out_dtype = _dtypes(a, b, initial_state)
     a = ops.cast(a, compute_dtype)
     b = ops.cast(b, compute_dtype)
     if initial_state is not None:
         initial_state = ops.cast(initial_state, compute_dtype)
 
-    mode = _resolve_mode(mode, a.shape[1])
+    mode = modes.resolve("linear_recurrence", mode, a.shape[1], chunk_size)
     h = recurrence(a, b, initial_state, reverse, mode, chunk_size)
     outputs = ops.cast(h, out_dtype)
     if not return_final_state:
@@ -134,23 +124,12 @@ def linear_recurrence_step(a_t, b_t, state):
         `(h_t, new_state)`: `h_t` in the dtype of the inputs, `new_state`
         the same values in float32 (complex64 when complex).
     """
-    a_t = ops.convert_to_tensor(a_t)
-    b_t = ops.convert_to_tensor(b_t)
-    checks.check_float("a_t", a_t)
-    checks.check_float("b_t", b_t)
-    checks.check_rank("a_t", a_t, tuple(range(1, 8)), "(B, ...)")
-    checks.check_shape("b_t", b_t, a_t.shape, "the shape of `a_t`, (B, ...)")
-    tensors = [a_t, b_t]
+    a_t, b_t = _check_pair("a_t", a_t, "b_t", b_t, "(B, ...)")
     if state is not None:
         state = ops.convert_to_tensor(state)
         checks.check_float("state", state)
         checks.check_shape("state", state, a_t.shape, "(B, ...) of `a_t`")
-        tensors.append(state)
-    compute_dtype = _compute_dtype(*tensors)
-    if compute_dtype == "complex64":
-        out_dtype = "complex64"
-    else:
-        out_dtype = keras.backend.result_type(a_t.dtype, b_t.dtype)
+    compute_dtype, out_dtype = _dtypes(a_t, b_t, state)
     h = ops.cast(b_t, compute_dtype)
     if state is not None:
         h = ops.cast(a_t, compute_dtype) * ops.cast(state, compute_dtype) + h
@@ -172,121 +151,72 @@ def recurrence(a, b, initial_state, reverse, mode, chunk_size=64):
     """
     forward = _FORWARDS[mode]
 
-    def backward(a, h, initial_state, upstream):
-        conjugate = dispatch.conjugates_complex_gradients() and (
-            "complex" in keras.backend.standardize_dtype(a.dtype)
-        )
-        if conjugate:
-            upstream = ops.conj(upstream)
-        # g_t = dL/dh_t + a_{t+1} g_{t+1}: the recurrence in the other
-        # direction, with the decays shifted by one step
-        zero = ops.zeros_like(a[:, :1])
-        if reverse:
-            shifted = ops.concatenate([zero, a[:, :-1]], axis=1)
-        else:
-            shifted = ops.concatenate([a[:, 1:], zero], axis=1)
-        g = forward(shifted, upstream, None, not reverse, chunk_size)
-        if initial_state is None:
-            initial_state = ops.zeros_like(h[:, :1])
-        else:
-            initial_state = ops.expand_dims(initial_state, 1)
-        if reverse:
-            previous = ops.concatenate([h[:, 1:], initial_state], axis=1)
-            grad_state = a[:, -1] * g[:, -1]
-        else:
-            previous = ops.concatenate([initial_state, h[:, :-1]], axis=1)
-            grad_state = a[:, 0] * g[:, 0]
-        grads = [g * previous, g, grad_state]
-        if conjugate:
-            grads = [ops.conj(x) for x in grads]
-        return grads
-
-    if initial_state is None:
-
-        @ops.custom_gradient
-        def run(a, b):
-            h = forward(a, b, None, reverse, chunk_size)
-
-            def grad(*args, upstream=None):
-                upstream = _single_upstream(args, upstream)
-                return tuple(backward(a, h, None, upstream)[:2])
-
-            return h, grad
-
-        return run(a, b)
-
-    @ops.custom_gradient
-    def run_from(a, b, initial_state):
+    def run(a, b, initial_state):
         h = forward(a, b, initial_state, reverse, chunk_size)
 
-        def grad(*args, upstream=None):
-            upstream = _single_upstream(args, upstream)
-            return tuple(backward(a, h, initial_state, upstream))
+        def backward(upstream):
+            conjugate = dispatch.conjugates_complex_gradients() and (
+                "complex" in keras.backend.standardize_dtype(a.dtype)
+            )
+            if conjugate:
+                upstream = ops.conj(upstream)
+            # g_t = dL/dh_t + a_{t+1} g_{t+1}: the recurrence in the other
+            # direction, with the decays shifted by one step
+            zero = ops.zeros_like(a[:, :1])
+            if reverse:
+                shifted = ops.concatenate([zero, a[:, :-1]], axis=1)
+            else:
+                shifted = ops.concatenate([a[:, 1:], zero], axis=1)
+            g = forward(shifted, upstream, None, not reverse, chunk_size)
+            previous = dispatch.previous_states(h, initial_state, reverse)
+            grad_state = a[:, -1] * g[:, -1] if reverse else a[:, 0] * g[:, 0]
+            grads = [g * previous, g, grad_state]
+            if conjugate:
+                grads = [ops.conj(x) for x in grads]
+            return grads
 
-        return h, grad
+        return h, backward
 
-    return run_from(a, b, initial_state)
-
-
-def _single_upstream(args, upstream):
-    if upstream is None:
-        (upstream,) = args
-    return upstream
-
-
-def _compute_dtype(*tensors):
-    for x in tensors:
-        if "complex" in keras.backend.standardize_dtype(x.dtype):
-            return "complex64"
-    return "float32"
-
-
-def _resolve_mode(mode, length):
-    if mode != "auto":
-        return mode
-    # measured on CPU: the compiled loop beats the chunked and log-depth
-    # forms at every length (README_scans.md); those fill a GPU or TPU
-    del length
-    if dispatch.device_kind() == "cpu":
-        return "recurrent"
-    return "chunk"
+    return dispatch.custom_gradient(run, a, b, initial_state)
 
 
-def read_step(x, index, axis=1):
-    """`x[:, index]` (`axis=1`) or `x[index]` (`axis=0`) by a dynamic slice,
-    for a loop index that may be a tensor."""
-    start = [0] * len(x.shape)
-    start[axis] = index
-    # -1: all of a dimension unknown when tracing (a symbolic batch size)
-    shape = [-1 if size is None else size for size in x.shape]
-    shape[axis] = 1
-    return ops.squeeze(ops.slice(x, start, shape), axis)
+def _check_pair(name_a, a, name_b, b, layout):
+    """Converts and checks the decays and inputs: floating, `b` of the
+    shape of `a`, `layout` `"(B, T, ...)"` or `"(B, ...)"`."""
+    a = ops.convert_to_tensor(a)
+    b = ops.convert_to_tensor(b)
+    checks.check_float(name_a, a)
+    checks.check_float(name_b, b)
+    lowest = layout.count(",")
+    checks.check_rank(name_a, a, tuple(range(lowest, lowest + 7)), layout)
+    checks.check_shape(name_b, b, a.shape, f"the shape of `{name_a}`, {layout}")
+    return a, b
 
 
-def write_step(x, index, value, axis=1):
-    """`x` with `x[:, index]` (`axis=1`) or `x[index]` (`axis=0`) set to
-    `value`; in place inside a compiled loop."""
-    start = [0] * len(x.shape)
-    start[axis] = index
-    return ops.slice_update(x, start, ops.expand_dims(value, axis))
+def _dtypes(a, b, state):
+    """`(compute, output)` dtypes: complex64 for both when any input is
+    complex, else float32 and the result type of `a` and `b`."""
+    for x in (a, b, state):
+        if x is not None and "complex" in keras.backend.standardize_dtype(
+            x.dtype
+        ):
+            return "complex64", "complex64"
+    return "float32", keras.backend.result_type(a.dtype, b.dtype)
 
 
 def _recurrent(a, b, initial_state, reverse, chunk_size):
     # a loop that reads and writes the batch-major tensors in place: no
     # transposes to time-major, no stacking of per-step outputs
     del chunk_size
-    length = a.shape[1]
     if initial_state is None:
         initial_state = ops.zeros_like(a[:, 0])
 
-    def step(i, carry):
-        h, outputs = carry
-        t = length - 1 - i if reverse else i
-        h = read_step(a, t) * h + read_step(b, t)
-        return h, write_step(outputs, t, h)
+    def update(h, t):
+        return dispatch.read_step(a, t) * h + dispatch.read_step(b, t)
 
-    _, h = ops.fori_loop(0, length, step, (initial_state, ops.zeros_like(b)))
-    return h
+    return dispatch.state_loop(
+        update, initial_state, ops.zeros_like(b), reverse
+    )
 
 
 def _shift(x, k, axis, reverse, fill):
@@ -342,19 +272,12 @@ def _chunk(a, b, initial_state, reverse, chunk_size):
     a = ops.reshape(a, (batch, num_chunks, size) + channels)
     b = ops.reshape(b, (batch, num_chunks, size) + channels)
     decay, local = _hillis_steele(a, b, 2, reverse, True)
-    # states entering each chunk: one recurrence over the K chunk ends
+    # states entering each chunk: one recurrence over the Nc chunk ends
     edge = 0 if reverse else size - 1
     ends = _recurrent(
         decay[:, :, edge], local[:, :, edge], initial_state, reverse, None
     )
-    if initial_state is None:
-        initial_state = ops.zeros_like(ends[:, :1])
-    else:
-        initial_state = ops.expand_dims(initial_state, 1)
-    if reverse:
-        entering = ops.concatenate([ends[:, 1:], initial_state], axis=1)
-    else:
-        entering = ops.concatenate([initial_state, ends[:, :-1]], axis=1)
+    entering = dispatch.previous_states(ends, initial_state, reverse)
     h = local + decay * ops.expand_dims(entering, 2)
     h = ops.reshape(h, (batch, num_chunks * size) + channels)
     return h[:, :length]

@@ -4,7 +4,7 @@ An LSTM's input projections `x_t W + b` do not depend on the state, so they
 are one matmul over the whole sequence (done by the caller). What is left
 is the recurrence
 
-    z_t = gates_t + h_{t-1} U            (B, 4H), gates in the order i, f, g, o
+    z_t = gates_t + h_{t-1} U            (B, 4Dh), gates in the order i, f, g, o
     i, f, o = sigmoid(z_i, z_f, z_o),  g = tanh(z_g)
     c_t = f c_{t-1} + i g
     h_t = o tanh(c_t)
@@ -32,19 +32,15 @@ Padding. A step with mask 0 keeps the state, h_t = h_{t-1} and c_t =
 c_{t-1}, and outputs h_{t-1} (what `keras.layers.LSTM` does with a mask);
 its gradients pass straight through to step t - 1.
 
-Glossary of dimension letters:
-    B: batch size.
-    T: sequence length.
-    H: units (state width).
+Dimension letters (glossary: kerasseq/ops/README.md): B batch, T length,
+Dh units (the state width).
 """
 
 from keras import ops
 
 from kerasseq.ops import checks
-from kerasseq.ops.linear_recurrence import read_step
-from kerasseq.ops.linear_recurrence import write_step
-
-MODES = ("auto", "recurrent")
+from kerasseq.ops import dispatch
+from kerasseq.ops import modes
 
 
 def lstm_recurrence(
@@ -62,13 +58,15 @@ def lstm_recurrence(
     `initial_state` with a hand-written backward pass. The state starts at
     zeros unless `initial_state` is given.
 
+    Readable reference: `kerasseq.ops.reference.lstm_recurrence`.
+
     Args:
-        gates: `x_t W + b` for every step, `(B, T, 4H)`, the four gates in
+        gates: `x_t W + b` for every step, `(B, T, 4Dh)`, the four gates in
             Keras's order: input, forget, candidate, output.
-        recurrent_kernel: U, `(H, 4H)`, in the same gate order.
+        recurrent_kernel: U, `(Dh, 4Dh)`, in the same gate order.
         mask: optional `(B, T)`, true (or 1) at real steps; a step with 0
             keeps the state and repeats the previous output.
-        initial_state: optional `(h, c)`, each `(B, H)`, the state before
+        initial_state: optional `(h, c)`, each `(B, Dh)`, the state before
             the first step; zeros when `None`.
         return_final_state: bool. Also return `(h, c)` after the last
             step.
@@ -77,7 +75,7 @@ def lstm_recurrence(
             is no parallel scan.
 
     Returns:
-        h `(B, T, H)` in the dtype of `gates`; with `return_final_state` a
+        h `(B, T, Dh)` in the dtype of `gates`; with `return_final_state` a
         tuple `(h, (h_T, c_T))`, the final state in float32.
 
     Example:
@@ -86,22 +84,22 @@ def lstm_recurrence(
     >>> lstm_recurrence(gates, keras.random.normal((3, 12))).shape
     (2, 5, 3)
     """
-    checks.check_mode(mode, MODES)
+    modes.check("lstm_recurrence", mode)
     gates = ops.convert_to_tensor(gates)
     recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
     checks.check_float("gates", gates)
     checks.check_float("recurrent_kernel", recurrent_kernel)
-    checks.check_rank("gates", gates, (3,), "(B, T, 4H)")
-    checks.check_rank("recurrent_kernel", recurrent_kernel, (2,), "(H, 4H)")
+    checks.check_rank("gates", gates, (3,), "(B, T, 4Dh)")
+    checks.check_rank("recurrent_kernel", recurrent_kernel, (2,), "(Dh, 4Dh)")
     units = recurrent_kernel.shape[0]
     checks.check_shape(
-        "recurrent_kernel", recurrent_kernel, (units, 4 * units), "(H, 4H)"
+        "recurrent_kernel", recurrent_kernel, (units, 4 * units), "(Dh, 4Dh)"
     )
     checks.check_shape(
         "gates",
         gates,
         (gates.shape[0], gates.shape[1], 4 * units),
-        "(B, T, 4H) with H of `recurrent_kernel`",
+        "(B, T, 4Dh) with Dh of `recurrent_kernel`",
     )
     checks.check_static_length("gates", gates)
     if initial_state is not None:
@@ -110,7 +108,7 @@ def lstm_recurrence(
         ):
             raise ValueError(
                 "Received an invalid value for argument `initial_state`, "
-                "expected a pair (h, c) of shapes (B, H), got "
+                "expected a pair (h, c) of shapes (B, Dh), got "
                 f"{type(initial_state).__name__}."
             )
         initial_state = tuple(
@@ -121,7 +119,7 @@ def lstm_recurrence(
                 f"initial_state ({name})",
                 x,
                 (gates.shape[0], units),
-                "(B, H) with H of `recurrent_kernel`",
+                "(B, Dh) with Dh of `recurrent_kernel`",
             )
     out_dtype = gates.dtype
     gates = ops.cast(gates, "float32")
@@ -130,18 +128,16 @@ def lstm_recurrence(
         mask = ops.convert_to_tensor(mask)
         checks.check_shape("mask", mask, gates.shape[:2], "(B, T)")
         mask = ops.cast(mask, "float32")[..., None]
-    if initial_state is None and not return_final_state:
-        h = _differentiable(gates, recurrent_kernel, mask)
+    h0, c0 = (None, None) if initial_state is None else initial_state
+    h, c_final = _differentiable(gates, recurrent_kernel, mask, h0, c0)
+    if not return_final_state:
         return ops.cast(h, out_dtype)
-    h, c_final = _differentiable_with_state(
-        gates, recurrent_kernel, mask, initial_state
-    )
     return ops.cast(h, out_dtype), (h[:, -1], c_final)
 
 
 def _forward(gates, U, mask, h0=None, c0=None):
-    """The loop from `(h0, c0)` (zeros when `None`): h and c `(B, T, H)`
-    and the activations `(B, T, 4H)`."""
+    """The loop from `(h0, c0)` (zeros when `None`): h and c `(B, T, Dh)`
+    and the activations `(B, T, 4Dh)`."""
     length = gates.shape[1]
     zeros = ops.zeros_like(gates[:, 0, : U.shape[0]])
     h0 = zeros if h0 is None else h0
@@ -149,31 +145,33 @@ def _forward(gates, U, mask, h0=None, c0=None):
 
     def step(t, carry):
         h, c, hs, cs, acts = carry
-        z = read_step(gates, t) + ops.matmul(h, U)
+        z = dispatch.read_step(gates, t) + ops.matmul(h, U)
         i, f, g, o = ops.split(z, 4, axis=-1)
         i, f, o = ops.sigmoid(i), ops.sigmoid(f), ops.sigmoid(o)
         g = ops.tanh(g)
         c_new = f * c + i * g
         h_new = o * ops.tanh(c_new)
         if mask is not None:
-            m = read_step(mask, t)
+            m = dispatch.read_step(mask, t)
             c_new = c + m * (c_new - c)
             h_new = h + m * (h_new - h)
-        acts = write_step(acts, t, ops.concatenate([i, f, g, o], axis=-1))
-        hs = write_step(hs, t, h_new)
-        cs = write_step(cs, t, c_new)
+        acts = dispatch.write_step(
+            acts, t, ops.concatenate([i, f, g, o], axis=-1)
+        )
+        hs = dispatch.write_step(hs, t, h_new)
+        cs = dispatch.write_step(cs, t, c_new)
         return h_new, c_new, hs, cs, acts
 
     hs = ops.zeros_like(gates[..., : U.shape[0]])
     initial = (h0, c0, hs, hs, ops.zeros_like(gates))
-    _, _, hs, cs, acts = ops.fori_loop(0, length, step, initial)
+    _, _, hs, cs, acts = dispatch.fori_loop(0, length, step, initial)
     return hs, cs, acts
 
 
-def _backward(U, hs, cs, acts, mask, upstream, start=None, grad_cell=None):
-    """Gradients for `gates` and U by the reverse loop (module docstring),
-    and those of the initial state `start` = `(h0, c0)` (zeros when
-    `None`), given `grad_cell`, the gradient of the final cell."""
+def _backward(U, hs, cs, acts, mask, upstream, h0, c0, grad_cell):
+    """Gradients for `gates`, U and the initial state `(h0, c0)` (zeros
+    when `None`) by the reverse loop (module docstring), given `grad_cell`,
+    the gradient of the final cell."""
     length = hs.shape[1]
     zeros = ops.zeros_like(hs[:, 0])
     U_t = ops.transpose(U)
@@ -181,19 +179,19 @@ def _backward(U, hs, cs, acts, mask, upstream, start=None, grad_cell=None):
     def step(j, carry):
         grad_h, grad_c, grad_z = carry
         t = length - 1 - j
-        grad_h = grad_h + read_step(upstream, t)
-        i, f, g, o = ops.split(read_step(acts, t), 4, axis=-1)
+        grad_h = grad_h + dispatch.read_step(upstream, t)
+        i, f, g, o = ops.split(dispatch.read_step(acts, t), 4, axis=-1)
         previous = ops.maximum(t - 1, 0)
         first = ops.cast(ops.equal(t, 0), "float32")
-        c_prev = read_step(cs, previous) * (1.0 - first)
-        if start is not None:
-            c_prev = c_prev + start[1] * first
+        c_prev = dispatch.read_step(cs, previous) * (1.0 - first)
+        if c0 is not None:
+            c_prev = c_prev + c0 * first
         c = f * c_prev + i * g  # the unmasked new cell
         tanh_c = ops.tanh(c)
         if mask is None:
             dh, dc_in = grad_h, grad_c
         else:
-            m = read_step(mask, t)
+            m = dispatch.read_step(mask, t)
             dh, dc_in = m * grad_h, m * grad_c
         dc = dc_in + dh * o * (1.0 - tanh_c * tanh_c)
         dz = ops.concatenate(
@@ -205,7 +203,7 @@ def _backward(U, hs, cs, acts, mask, upstream, start=None, grad_cell=None):
             ],
             axis=-1,
         )
-        grad_z = write_step(grad_z, t, dz)
+        grad_z = dispatch.write_step(grad_z, t, dz)
         next_h = ops.matmul(dz, U_t)
         next_c = dc * f
         if mask is not None:
@@ -213,76 +211,28 @@ def _backward(U, hs, cs, acts, mask, upstream, start=None, grad_cell=None):
             next_c = next_c + (1.0 - m) * grad_c
         return next_h, next_c, grad_z
 
-    grad_cell = zeros if grad_cell is None else grad_cell
     initial = (zeros, grad_cell, ops.zeros_like(acts))
-    grad_h0, grad_c0, grad_z = ops.fori_loop(0, length, step, initial)
-    h0 = zeros if start is None else start[0]
+    grad_h0, grad_c0, grad_z = dispatch.fori_loop(0, length, step, initial)
+    h0 = zeros if h0 is None else h0
     previous_h = ops.concatenate([h0[:, None], hs[:, :-1]], axis=1)
     grad_U = ops.einsum("bth,btg->hg", previous_h, grad_z)
-    if start is None:
-        return grad_z, grad_U
     return grad_z, grad_U, grad_h0, grad_c0
 
 
-def _differentiable(gates, U, mask):
-    if mask is None:
+def _differentiable(gates, U, mask, h0, c0):
+    """`(h, c_T)` from `(h0, c0)` (zeros when `None`), differentiable in
+    `gates`, U and the initial state, and through the final cell too."""
 
-        @ops.custom_gradient
-        def run(gates, U):
-            hs, cs, acts = _forward(gates, U, None)
-
-            def grad(*args, upstream=None):
-                upstream = args[0] if upstream is None else upstream
-                return _backward(U, hs, cs, acts, None, upstream)
-
-            return hs, grad
-
-        return run(gates, U)
-
-    @ops.custom_gradient
-    def run_masked(gates, U, mask):
-        hs, cs, acts = _forward(gates, U, mask)
-
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            grad_z, grad_U = _backward(U, hs, cs, acts, mask, upstream)
-            return grad_z, grad_U, ops.zeros_like(mask)
-
-        return hs, grad
-
-    return run_masked(gates, U, mask)
-
-
-def _differentiable_with_state(gates, U, mask, initial_state):
-    """`(h, c_T)` from `initial_state` (zeros when `None`), differentiable
-    in the initial state and through the final cell too."""
-    inputs = [gates, U]
-    if initial_state is None:
-        zeros = ops.zeros_like(gates[:, 0, : U.shape[0]])
-        initial_state = (zeros, zeros)
-    inputs.extend(initial_state)
-    if mask is not None:
-        inputs.append(mask)
-
-    @ops.custom_gradient
-    def run(gates, U, h0, c0, *mask):
-        mask = mask[0] if mask else None
+    def run(gates, U, mask, h0, c0):
         hs, cs, acts = _forward(gates, U, mask, h0, c0)
 
-        def grad(*args, upstream=None):
-            upstream = args if upstream is None else upstream
-            if len(upstream) == 1:
-                upstream = upstream[0]
+        def backward(upstream):
             grad_h, grad_cell = upstream
-            if grad_h is None:
-                grad_h = ops.zeros_like(hs)
-            grads = _backward(
-                U, hs, cs, acts, mask, grad_h, (h0, c0), grad_cell
-            )
-            if mask is None:
-                return grads
-            return (*grads, ops.zeros_like(mask))
+            grads = _backward(U, hs, cs, acts, mask, grad_h, h0, c0, grad_cell)
+            grad_z, grad_U, grad_h0, grad_c0 = grads
+            grad_mask = None if mask is None else ops.zeros_like(mask)
+            return grad_z, grad_U, grad_mask, grad_h0, grad_c0
 
-        return (hs, cs[:, -1]), grad
+        return (hs, cs[:, -1]), backward
 
-    return run(*inputs)
+    return dispatch.custom_gradient(run, gates, U, mask, h0, c0)

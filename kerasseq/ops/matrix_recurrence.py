@@ -8,10 +8,8 @@ work against O(N^2 T) for the loop, so the op is a compiled loop over time
 with a hand-written backward pass, which is what makes it trainable under
 XLA (autodiff through a compiled loop is slow; see README_scans.md).
 
-Glossary of dimension letters:
-    B: batch size.
-    T: sequence length.
-    N: state size.
+Dimension letters (glossary: kerasseq/ops/README.md): B batch, T length,
+N state size.
 
 Backward pass: with upstream gradients u_t = dL/dh_t, the gradient of the
 state obeys the same recurrence run backwards with the transposed matrix,
@@ -25,10 +23,11 @@ and time) and dL/dh_{-1} = A^T g_0.
 from keras import ops
 
 from kerasseq.ops import checks
-from kerasseq.ops.linear_recurrence import read_step
-from kerasseq.ops.linear_recurrence import write_step
+from kerasseq.ops import dispatch
+from kerasseq.ops import modes
 
-MODES = ("auto", "recurrent")
+# the layers' check of `mode` (LinearRNN); the table is kerasseq.ops.modes
+MODES = modes.MODES["matrix_recurrence"]
 
 
 def matrix_recurrence(
@@ -44,6 +43,8 @@ def matrix_recurrence(
     Computes in float32 whatever the input dtype, under `jit_compile=True`
     and `jax.jit`, differentiable in every input with a hand-written
     backward pass.
+
+    Readable reference: `kerasseq.ops.reference.matrix_recurrence`.
 
     Args:
         A: the transition, `(N, N)`, real.
@@ -66,7 +67,7 @@ def matrix_recurrence(
     >>> h.shape
     (2, 4, 3)
     """
-    checks.check_mode(mode, MODES)
+    modes.check("matrix_recurrence", mode)
     A = ops.convert_to_tensor(A)
     b = ops.convert_to_tensor(b)
     checks.check_float("A", A)
@@ -76,19 +77,16 @@ def matrix_recurrence(
     checks.check_shape("A", A, (size, size), "(N, N) with N of `b`")
     checks.check_static_length("b", b)
     out_dtype = b.dtype
-    A = ops.cast(A, "float32")
-    b = ops.cast(b, "float32")
-    if initial_state is None:
-        h = _differentiable(A, b, reverse)
-    else:
+    if initial_state is not None:
         initial_state = ops.convert_to_tensor(initial_state)
         checks.check_float("initial_state", initial_state)
         checks.check_shape(
             "initial_state", initial_state, (b.shape[0], size), "(B, N)"
         )
-        h = _differentiable_from(
-            A, b, ops.cast(initial_state, "float32"), reverse
-        )
+        initial_state = ops.cast(initial_state, "float32")
+    h = _differentiable(
+        ops.cast(A, "float32"), ops.cast(b, "float32"), initial_state, reverse
+    )
     outputs = ops.cast(h, out_dtype)
     if not return_final_state:
         return outputs
@@ -121,60 +119,30 @@ def matrix_recurrence_step(A, b_t, state):
 def _loop(M, b, initial_state, reverse):
     """h_t = h_{t-1} @ M + b_t over the rows of `b` (B, T, N), batch-major,
     reading and writing in place as `linear_recurrence` does."""
-    length = b.shape[1]
     if initial_state is None:
         initial_state = ops.zeros_like(b[:, 0])
 
-    def step(i, carry):
-        h, outputs = carry
-        t = length - 1 - i if reverse else i
-        h = ops.matmul(h, M) + read_step(b, t)
-        return h, write_step(outputs, t, h)
+    def update(h, t):
+        return ops.matmul(h, M) + dispatch.read_step(b, t)
 
-    _, h = ops.fori_loop(0, length, step, (initial_state, ops.zeros_like(b)))
-    return h
+    return dispatch.state_loop(
+        update, initial_state, ops.zeros_like(b), reverse
+    )
 
 
-def _backward(A, h, initial_state, reverse, upstream):
-    """Gradients for A, b and the initial state (module docstring)."""
-    # row vectors: h_t = h_{t-1} @ A^T + b_t, so g_t = u_t + g_{t+1} @ A
-    g = _loop(A, upstream, None, not reverse)
-    if initial_state is None:
-        initial_state = ops.zeros_like(h[:, 0])
-    first = ops.expand_dims(initial_state, 1)
-    if reverse:
-        previous = ops.concatenate([h[:, 1:], first], axis=1)
-        g_edge = g[:, -1]
-    else:
-        previous = ops.concatenate([first, h[:, :-1]], axis=1)
-        g_edge = g[:, 0]
-    grad_A = ops.einsum("btn,btm->nm", g, previous)
-    return grad_A, g, ops.matmul(g_edge, A)
-
-
-def _differentiable(A, b, reverse):
-    @ops.custom_gradient
-    def run(A, b):
-        h = _loop(ops.transpose(A), b, None, reverse)
-
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return _backward(A, h, None, reverse, upstream)[:2]
-
-        return h, grad
-
-    return run(A, b)
-
-
-def _differentiable_from(A, b, initial_state, reverse):
-    @ops.custom_gradient
+def _differentiable(A, b, initial_state, reverse):
     def run(A, b, initial_state):
         h = _loop(ops.transpose(A), b, initial_state, reverse)
 
-        def grad(*args, upstream=None):
-            upstream = args[0] if upstream is None else upstream
-            return _backward(A, h, initial_state, reverse, upstream)
+        def backward(upstream):
+            # row vectors: h_t = h_{t-1} @ A^T + b_t, so g_t = u_t +
+            # g_{t+1} @ A (module docstring)
+            g = _loop(A, upstream, None, not reverse)
+            previous = dispatch.previous_states(h, initial_state, reverse)
+            grad_A = ops.einsum("btn,btm->nm", g, previous)
+            g_edge = g[:, -1] if reverse else g[:, 0]
+            return grad_A, g, ops.matmul(g_edge, A)
 
-        return h, grad
+        return h, backward
 
-    return run(A, b, initial_state)
+    return dispatch.custom_gradient(run, A, b, initial_state)

@@ -8,19 +8,11 @@ time before channels. For every batch row, channel d and state index n:
     y_t = sum_n C_t h_t + D u_t
     y_t = y_t * silu(z_t)                        (when z is given)
 
-Glossary of dimension letters (Gu and Dao, 2023, Algorithm 2):
-    B: batch size (also the name of the input matrix B; the context says
-        which).
-    T: sequence length, L in the paper.
-    Dm: model channels the scan runs over, D in the paper (the expanded
-        width E * D of a Mamba block).
-    N: state size per channel.
-    G: groups of channels sharing B and C (1 when B and C are `(B, T, N)`);
-        channel d uses group d // (Dm // G).
-    P: channels per group, Dm // G.
-    L: chunk length, `chunk_size`: the checkpoint interval of the backward
-        pass in `mode="recurrent"`, the chunk of `mode="chunk"`.
-    K: number of chunks, ceil(T / L).
+Dimension letters as in the glossary of kerasseq/ops/README.md: B batch
+(also the input matrix B; the context says which), T length (L in the
+paper), Dm channels (the paper's D, the E * D of a Mamba block), N state
+size, G groups sharing B and C (channel d uses group d // P), P = Dm // G,
+L chunk length, Nc = ceil(T / L) chunks.
 
 Inside, the state is laid out `(B, G, N, P)` so that the channels are the
 contiguous axis and sums over N add whole rows.
@@ -34,9 +26,13 @@ from keras import ops
 
 from kerasseq.ops import checks
 from kerasseq.ops import dispatch
-from kerasseq.ops.linear_recurrence import read_step
+from kerasseq.ops import modes
+from kerasseq.ops.dispatch import fori_loop
+from kerasseq.ops.dispatch import in_row_blocks
+from kerasseq.ops.dispatch import read_step
+from kerasseq.ops.dispatch import rows_per_block
+from kerasseq.ops.dispatch import write_step
 from kerasseq.ops.linear_recurrence import recurrence
-from kerasseq.ops.linear_recurrence import write_step
 
 
 def selective_scan(
@@ -61,6 +57,8 @@ def selective_scan(
     `jax.jit`; `mode="recurrent"` has a hand-written backward pass that
     keeps the state only every `chunk_size` steps and recomputes the rest.
 
+    Readable reference: `kerasseq.ops.reference.selective_scan`.
+
     Args:
         u: inputs `(B, T, Dm)`.
         delta: step sizes `(B, T, Dm)`, before `delta_bias` and softplus.
@@ -78,6 +76,8 @@ def selective_scan(
             all give the same numbers. `"chunk"` and `"parallel"` expand
             the inputs to `(B, T, Dm, N)` tensors and run
             `linear_recurrence` on them (the form that fills a GPU).
+            `"auto"`: recurrent on a CPU, chunk on a GPU or TPU
+            (`kerasseq.ops.modes`).
         chunk_size: positive int. T need not be a multiple of it.
 
     Returns:
@@ -92,34 +92,22 @@ def selective_scan(
     >>> selective_scan(u, u, A, B, B, delta_softplus=True).shape
     (2, 10, 8)
     """
-    checks.check_mode(mode, checks.MODES)
+    modes.check("selective_scan", mode)
     checks.check_chunk_size(chunk_size)
-    args = _check_inputs(
-        u, delta, A, B, C, D, z, delta_bias, initial_state, sequence=True
+    inputs, out_dtype, batch = _prepare(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, 3
     )
-    u, delta, A, B, C, D, z, delta_bias, initial_state = args
+    u, delta, A, B, C, D, z, initial_state = inputs
     if u.shape[1] is None:
         raise ValueError(
             "Received an invalid shape for argument `u`, expected a static "
             f"sequence length T, got shape {tuple(u.shape)}. Pad batches to "
             "a fixed length (the loops need static bounds under XLA)."
         )
-    out_dtype = u.dtype
-    batch, length, channels = u.shape
-    if batch is None:  # symbolic batch (a functional model, tf.data)
-        batch = ops.shape(u)[0]
+    length, channels = u.shape[1:]
     groups = 1 if len(B.shape) == 3 else B.shape[2]
     size = channels // groups
     state_size = A.shape[1]
-
-    u, delta, A, B, C, D, z, delta_bias, initial_state = (
-        None if x is None else ops.cast(x, "float32")
-        for x in (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    )
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if delta_softplus:
-        delta = ops.softplus(delta)
 
     # (B, T, Dm) -> (B, T, G, P); (B, T, [G,] N) -> (B, T, G, N)
     inputs = (
@@ -135,7 +123,7 @@ def selective_scan(
         )
         initial_state = ops.transpose(initial_state, (0, 1, 3, 2))
 
-    mode = _resolve_mode(mode)
+    mode = modes.resolve("selective_scan", mode, length, chunk_size)
     if mode == "recurrent":
         y, final_state = _scan(*inputs, initial_state, chunk_size)
     else:
@@ -143,11 +131,7 @@ def selective_scan(
             *inputs, initial_state, mode, chunk_size
         )
 
-    y = ops.reshape(y, (batch, length, channels))
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * ops.silu(z)
+    y = _skip_and_gate(ops.reshape(y, (batch, length, channels)), u, D, z)
     y = ops.cast(y, out_dtype)
     if not return_final_state:
         return y
@@ -183,23 +167,11 @@ def selective_scan_step(
         `(y_t, new_state)`: `y_t` `(B, Dm)` in the dtype of `u_t`,
         `new_state` `(B, Dm, N)` float32.
     """
-    args = _check_inputs(
-        u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, state, sequence=False
+    inputs, out_dtype, batch = _prepare(
+        u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, delta_softplus, state, 2
     )
-    u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, state = args
-    out_dtype = u_t.dtype
-    batch, channels = u_t.shape
-    if batch is None:
-        batch = ops.shape(u_t)[0]
-    state_size = A.shape[1]
-    u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, state = (
-        None if x is None else ops.cast(x, "float32")
-        for x in (u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias, state)
-    )
-    if delta_bias is not None:
-        delta_t = delta_t + delta_bias
-    if delta_softplus:
-        delta_t = ops.softplus(delta_t)
+    u_t, delta_t, A, B_t, C_t, D, z_t, state = inputs
+    channels, state_size = A.shape
 
     # (B, [G,] N) -> (B, Dm, N): channel d reads group d // P
     def per_channel(x):
@@ -215,27 +187,20 @@ def selective_scan_step(
     if state is not None:
         new_state = ops.exp(delta_3 * A) * state + new_state
     y_t = ops.sum(new_state * per_channel(C_t), axis=-1)
-    if D is not None:
-        y_t = y_t + u_t * D
-    if z_t is not None:
-        y_t = y_t * ops.silu(z_t)
+    y_t = _skip_and_gate(y_t, u_t, D, z_t)
     return ops.cast(y_t, out_dtype), new_state
 
 
-def _check_inputs(u, delta, A, B, C, D, z, delta_bias, state, sequence):
-    if sequence:
-        names = ("u", "delta", "B", "C", "z", "initial_state")
-        lead = "B, T"
+def _prepare(u, delta, A, B, C, D, z, delta_bias, softplus, state, rank):
+    """Checks the inputs (`rank` 3: a sequence, 2: one step) and returns
+    them in float32, delta with its bias and softplus applied; the output
+    dtype; the batch size (a tensor where unknown when tracing)."""
+    if rank == 3:
+        names, lead = ("u", "delta", "B", "C", "z", "initial_state"), "B, T"
     else:
-        names = ("u_t", "delta_t", "B_t", "C_t", "z_t", "state")
-        lead = "B"
+        names, lead = ("u_t", "delta_t", "B_t", "C_t", "z_t", "state"), "B"
     n_u, n_delta, n_b, n_c, n_z, n_state = names
-    u = ops.convert_to_tensor(u)
-    delta = ops.convert_to_tensor(delta)
-    A = ops.convert_to_tensor(A)
-    B = ops.convert_to_tensor(B)
-    C = ops.convert_to_tensor(C)
-    rank = 3 if sequence else 2
+    u, delta, A, B, C = (ops.convert_to_tensor(x) for x in (u, delta, A, B, C))
     checks.check_rank(n_u, u, rank, f"({lead}, Dm)")
     checks.check_float(n_u, u)
     checks.check_shape(n_delta, delta, u.shape, f"({lead}, Dm)")
@@ -249,15 +214,12 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias, state, sequence):
         n_b, B, (rank, rank + 1), f"({lead}, N) or grouped ({lead}, G, N)"
     )
     _check_real(n_b, B)
+    leading = u.shape[:-1]
     if len(B.shape) == rank:
-        checks.check_shape(n_b, B, (*u.shape[:-1], state_size), f"({lead}, N)")
+        checks.check_shape(n_b, B, (*leading, state_size), f"({lead}, N)")
     else:
-        checks.check_shape(
-            n_b,
-            B,
-            (*u.shape[:-1], None, state_size),
-            f"({lead}, G, N)",
-        )
+        shape = (*leading, None, state_size)
+        checks.check_shape(n_b, B, shape, f"({lead}, G, N)")
         groups = B.shape[-2]
         if groups is None or groups <= 0 or channels % groups:
             raise ValueError(
@@ -279,17 +241,28 @@ def _check_inputs(u, delta, A, B, C, D, z, delta_bias, state, sequence):
             checks.check_shape(name, x, shape, expected)
             _check_real(name, x)
         optional[name] = x
-    return (
-        u,
-        delta,
-        A,
-        B,
-        C,
-        optional["D"],
-        optional[n_z],
-        optional["delta_bias"],
-        optional[n_state],
-    )
+    D, z, delta_bias, state = optional.values()
+    batch = u.shape[0]
+    if batch is None:  # symbolic batch (a functional model, tf.data)
+        batch = ops.shape(u)[0]
+    inputs = [
+        None if x is None else ops.cast(x, "float32")
+        for x in (u, delta, A, B, C, D, z, state)
+    ]
+    if delta_bias is not None:
+        inputs[1] = inputs[1] + ops.cast(delta_bias, "float32")
+    if softplus:
+        inputs[1] = ops.softplus(inputs[1])
+    return inputs, u.dtype, batch
+
+
+def _skip_and_gate(y, u, D, z):
+    # y + D u, times silu(z)
+    if D is not None:
+        y = y + u * D
+    if z is not None:
+        y = y * ops.silu(z)
+    return y
 
 
 def _check_real(name, x):
@@ -300,17 +273,6 @@ def _check_real(name, x):
             f"Received an invalid dtype for argument `{name}`, expected a "
             f"real floating-point tensor, got {dtype}."
         )
-
-
-def _resolve_mode(mode):
-    if mode != "auto":
-        return mode
-    # measured on CPU: the compiled loop with its hand-written backward is
-    # the fastest form (README_scans.md); the expanded chunked form fills
-    # a GPU or TPU
-    if dispatch.device_kind() == "cpu":
-        return "recurrent"
-    return "chunk"
 
 
 def _expanded_scan(u, delta, A, B, C, initial_state, mode, chunk_size):
@@ -331,11 +293,12 @@ def _expanded_scan(u, delta, A, B, C, initial_state, mode, chunk_size):
 
 
 def _update(h, A, u_t, delta_t, b_t):
-    """One step of the state (B, G, N, P) from inputs of one time step."""
+    """One step of the state (B, G, N, P) from inputs of one time step,
+    and the step's decay exp(delta_t A)."""
     delta_t = ops.expand_dims(delta_t, 2)
-    return ops.exp(delta_t * A) * h + delta_t * ops.expand_dims(
-        u_t, 2
-    ) * ops.expand_dims(b_t, 3)
+    decay = ops.exp(delta_t * A)
+    u_t, b_t = ops.expand_dims(u_t, 2), ops.expand_dims(b_t, 3)
+    return decay * h + delta_t * u_t * b_t, decay
 
 
 def _output(h, c_t):
@@ -352,69 +315,6 @@ def _output(h, c_t):
 # forward+backward 342 ms (against 303); these budgets, 56.5 and 253 ms.
 _FORWARD_BLOCK_BYTES = 256 * 1024
 _BACKWARD_BLOCK_BYTES = 32 * 1024
-
-
-def _rows_per_block(batch, row_bytes, block_bytes):
-    """The largest divisor of `batch` whose rows fit in `block_bytes`;
-    `None` (one block) for a batch size unknown when tracing (`None` on
-    TensorFlow, a symbolic dimension on JAX)."""
-    if not isinstance(batch, int):
-        return None
-    rows = max(1, min(batch, block_bytes // row_bytes))
-    while batch % rows:
-        rows -= 1
-    return rows
-
-
-def _in_row_blocks(fn, rows, inputs, outputs):
-    """Runs `fn` on blocks of `rows` batch rows, one block after the other.
-
-    Args:
-        fn: function of the blocks of `inputs`, returning one tensor per
-            entry of `outputs`.
-        rows: int, a divisor of the batch size, or `None` for one block.
-        inputs: list of `(tensor, axis)`: the batch axis of each input,
-            `None` for inputs shared by every block.
-        outputs: list of `(shape, axis)`: the full shape of each output and
-            its batch axis, `None` for outputs summed over blocks.
-
-    Returns:
-        The outputs, assembled from the blocks.
-    """
-    tensor, axis = next(x for x in inputs if x[1] is not None)
-    batch = tensor.shape[axis]
-    if rows is None or rows == batch:
-        return fn(*(x for x, _ in inputs))
-
-    def block(x, start, axis):
-        begin = [0] * len(x.shape)
-        begin[axis] = start
-        shape = list(x.shape)
-        shape[axis] = rows
-        return ops.slice(x, begin, shape)
-
-    def body(i, results):
-        start = i * rows
-        block_outputs = fn(
-            *(
-                x if axis is None else block(x, start, axis)
-                for x, axis in inputs
-            )
-        )
-        merged = []
-        for result, value, (_, axis) in zip(
-            results, block_outputs, outputs, strict=True
-        ):
-            if axis is None:
-                merged.append(result + value)
-            else:
-                begin = [0] * len(result.shape)
-                begin[axis] = start
-                merged.append(ops.slice_update(result, begin, value))
-        return tuple(merged)
-
-    initial = tuple(ops.zeros(shape, tensor.dtype) for shape, _ in outputs)
-    return ops.fori_loop(0, batch // rows, body, initial)
 
 
 def _scan(u, delta, A, B, C, initial_state, chunk_size):
@@ -440,117 +340,61 @@ def _scan(u, delta, A, B, C, initial_state, chunk_size):
     batch, length = u.shape[:2]
     size = min(chunk_size, length)
     num_chunks = -(-length // size)
-    state_shape = (ops.shape(u)[0], *A.shape)
     row_bytes = 4 * A.shape[0] * A.shape[1] * A.shape[2]
-    forward_rows = _rows_per_block(batch, row_bytes, _FORWARD_BLOCK_BYTES)
-    backward_rows = _rows_per_block(batch, row_bytes, _BACKWARD_BLOCK_BYTES)
+    forward_rows = rows_per_block(batch, row_bytes, _FORWARD_BLOCK_BYTES)
+    backward_rows = rows_per_block(batch, row_bytes, _BACKWARD_BLOCK_BYTES)
 
-    def forward(u, delta, A, B, C, h0):
-        def rows_forward(u, delta, A, B, C, h0):
-            def step(t, carry):
-                h, y = carry
-                u_t, delta_t = read_step(u, t), read_step(delta, t)
-                h = _update(h, A, u_t, delta_t, read_step(B, t))
-                return h, write_step(y, t, _output(h, read_step(C, t)))
-
-            def chunk(c, carry):
-                h, y, starts = carry
-                starts = write_step(starts, c, h, axis=0)
-                begin = c * size
-                end = ops.minimum(begin + size, length)
-                h, y = ops.fori_loop(begin, end, step, (h, y))
-                return h, y, starts
-
-            final_state, y, starts = ops.fori_loop(
-                0,
-                num_chunks,
-                chunk,
-                (
-                    h0,
-                    ops.zeros_like(u),
-                    ops.zeros((num_chunks, *ops.shape(h0)), h0.dtype),
-                ),
-            )
-            return y, final_state, starts
-
-        y, final_state, starts = _in_row_blocks(
-            rows_forward,
+    def run(u, delta, A, B, C, h0):
+        if h0 is None:
+            h0 = ops.zeros((ops.shape(u)[0], *A.shape), dtype=u.dtype)
+        y, final_state, starts = in_row_blocks(
+            lambda *xs: _scan_forward(*xs, size),
             forward_rows,
             [(u, 0), (delta, 0), (A, None), (B, 0), (C, 0), (h0, 0)],
             [(u.shape, 0), (h0.shape, 0), ((num_chunks, *h0.shape), 1)],
         )
-        return (y, final_state), starts
 
-    def backward(u, delta, A, B, C, h0, starts, upstream):
-        grad_y, grad_state = _split_upstream(upstream)
-        if grad_y is None:
-            grad_y = ops.zeros_like(u)
-        if grad_state is None:
-            grad_state = ops.zeros_like(h0)
-
-        def rows_backward(u, delta, A, B, C, starts, grad_y, grad_state):
-            return _scan_backward(
-                u, delta, A, B, C, starts, grad_y, grad_state, size
+        def backward(upstream):
+            grad_y, grad_state = upstream
+            blocks = [(u, 0), (delta, 0), (A, None), (B, 0), (C, 0)]
+            blocks += [(starts, 1), (grad_y, 0), (grad_state, 0)]
+            shapes = [u.shape, u.shape, A.shape, B.shape, C.shape, h0.shape]
+            return in_row_blocks(
+                lambda *xs: _scan_backward(*xs, size),
+                backward_rows,
+                blocks,
+                [(shape, None if shape is A.shape else 0) for shape in shapes],
             )
 
-        return _in_row_blocks(
-            rows_backward,
-            backward_rows,
-            [
-                (u, 0),
-                (delta, 0),
-                (A, None),
-                (B, 0),
-                (C, 0),
-                (starts, 1),
-                (grad_y, 0),
-                (grad_state, 0),
-            ],
-            [
-                (u.shape, 0),
-                (u.shape, 0),
-                (A.shape, None),
-                (B.shape, 0),
-                (C.shape, 0),
-                (h0.shape, 0),
-            ],
-        )
+        return (y, final_state), backward
 
-    if initial_state is None:
-
-        @ops.custom_gradient
-        def run(u, delta, A, B, C):
-            h0 = ops.zeros(state_shape, dtype=u.dtype)
-            outputs, starts = forward(u, delta, A, B, C, h0)
-
-            def grad(*args, upstream=None):
-                upstream = args if upstream is None else upstream
-                grads = backward(u, delta, A, B, C, h0, starts, upstream)
-                return grads[:5]
-
-            return outputs, grad
-
-        return run(u, delta, A, B, C)
-
-    @ops.custom_gradient
-    def run_from(u, delta, A, B, C, h0):
-        outputs, starts = forward(u, delta, A, B, C, h0)
-
-        def grad(*args, upstream=None):
-            upstream = args if upstream is None else upstream
-            return backward(u, delta, A, B, C, h0, starts, upstream)
-
-        return outputs, grad
-
-    return run_from(u, delta, A, B, C, initial_state)
+    return dispatch.custom_gradient(run, u, delta, A, B, C, initial_state)
 
 
-def _split_upstream(upstream):
-    # tensorflow passes one gradient per output, jax one tuple of them
-    if isinstance(upstream, (tuple, list)) and len(upstream) == 1:
-        upstream = upstream[0]
-    grad_y, grad_state = upstream
-    return grad_y, grad_state
+def _scan_forward(u, delta, A, B, C, h0, size):
+    """The loop of `_scan` on a block of rows: `(y, final_state, starts)`,
+    `starts` `(Nc, B, G, N, P)` the state entering each chunk."""
+    length = u.shape[1]
+    num_chunks = -(-length // size)
+
+    def step(t, carry):
+        h, y = carry
+        u_t, delta_t, b_t, c_t = (read_step(x, t) for x in (u, delta, B, C))
+        h, _ = _update(h, A, u_t, delta_t, b_t)
+        return h, write_step(y, t, _output(h, c_t))
+
+    def chunk(c, carry):
+        h, y, starts = carry
+        starts = write_step(starts, c, h, axis=0)
+        begin = c * size
+        end = ops.minimum(begin + size, length)
+        h, y = fori_loop(begin, end, step, (h, y))
+        return h, y, starts
+
+    starts = ops.zeros((num_chunks, *ops.shape(h0)), h0.dtype)
+    initial = (h0, ops.zeros_like(u), starts)
+    final_state, y, starts = fori_loop(0, num_chunks, chunk, initial)
+    return y, final_state, starts
 
 
 def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
@@ -558,12 +402,12 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
 
     For each chunk, last first: recompute its L states from the state
     entering it, then run the reverse recurrence of the state's gradient
-    through them (README_scans.md). Memory: K + 2L states besides inputs
+    through them (README_scans.md). Memory: Nc + 2L states besides inputs
     and gradients.
 
     Args:
         u, delta, A, B, C: as in `_scan`.
-        starts: `(K, B, G, N, P)`, the state entering each chunk.
+        starts: `(Nc, B, G, N, P)`, the state entering each chunk.
         grad_y: `(B, T, G, P)`.
         grad_state: `(B, G, N, P)`, the gradient of the final state.
         size: L.
@@ -576,11 +420,8 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
 
     def recompute(t, carry):
         h, states, decays, grad_c, begin = carry
-        delta_t = ops.expand_dims(read_step(delta, t), 2)
-        decay = ops.exp(delta_t * A)
-        h = decay * h + delta_t * ops.expand_dims(
-            read_step(u, t), 2
-        ) * ops.expand_dims(read_step(B, t), 3)
+        u_t, delta_t = read_step(u, t), read_step(delta, t)
+        h, decay = _update(h, A, u_t, delta_t, read_step(B, t))
         # states[i] is the state entering step begin + i, decays[i] the
         # decay of that step (kept, not recomputed: exp is the costly op)
         states = write_step(states, t - begin + 1, h, axis=0)
@@ -630,10 +471,10 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
         end = ops.minimum(begin + size, length)
         h_start = read_step(starts, c, axis=0)
         states = write_step(states, 0, h_start, axis=0)
-        _, states, decays, grad_c, _ = ops.fori_loop(
+        _, states, decays, grad_c, _ = fori_loop(
             begin, end, recompute, (h_start, states, decays, grad_c, begin)
         )
-        grad_h, grad_a, grads, states, decays, _, _ = ops.fori_loop(
+        grad_h, grad_a, grads, states, decays, _, _ = fori_loop(
             0,
             end - begin,
             step_back,
@@ -641,7 +482,7 @@ def _scan_backward(u, delta, A, B, C, starts, grad_y, grad_state, size):
         )
         return grad_h, grad_a, grads, grad_c, states, decays
 
-    grad_h0, grad_a, grads, grad_c, _, _ = ops.fori_loop(
+    grad_h0, grad_a, grads, grad_c, _, _ = fori_loop(
         0,
         num_chunks,
         chunk_back,

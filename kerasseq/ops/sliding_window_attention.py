@@ -13,10 +13,10 @@ Transformer"):
     d: dilation, the gap between attended positions
     R: the reach of one side of the window in positions: `w // 2`
        (bidirectional) or `w` (causal)
-    L: positions per residue class mod d, `ceil(T / d)`
-    C: positions per chunk, `min(R, L)`; N = ceil(L / C) chunks
-    W: keys per query chunk, 3C (previous, own, next chunk), 2C when causal
-       (previous, own), C when there is one chunk
+    Td: positions per residue class mod d, `ceil(T / d)`
+    L: positions per chunk, `min(R, Td)`; Nc = ceil(Td / L) chunks
+    W: keys per query chunk, 3L (previous, own, next chunk), 2L when causal
+       (previous, own), L when there is one chunk
     G: number of global keys
 
 Query t attends key s when `(t - s) % d == 0` and
@@ -31,12 +31,12 @@ positions spans `d` times as many tokens (the paper's dilated window, whose
 receptive field grows with `d`).
 
 Banded form: positions of equal residue mod d form `d` interleaved
-subsequences of length L; reshaping `(T, H)` into `(L, d, H)` turns them
-into `d * H` undilated heads. Each is cut into N chunks of C positions;
+subsequences of length Td; reshaping `(T, H)` into `(Td, d, H)` turns them
+into `d * H` undilated heads. Each is cut into Nc chunks of L positions;
 chunk n attends the keys of chunks n - 1, n and n + 1 (n - 1 and n when
-causal) under an exact static band mask, so the scores are `(B, d, H, N, C,
+causal) under an exact static band mask, so the scores are `(B, d, H, Nc, L,
 W)`: `O(T * w)` memory, never `(T, T)`. Global keys are scored against every
-query, `(B, d, H, N, C, G)`, and normalised with the local scores in one
+query, `(B, d, H, Nc, L, G)`, and normalised with the local scores in one
 softmax.
 """
 
@@ -77,6 +77,8 @@ def sliding_window_attention(
     Computes in float32 whatever the input dtype, in chunks of
     `min(R, ceil(T / dilation))` positions (R = `window // 2`, or `window`
     when causal): `O(T * window)` memory, never `(T, T)`.
+
+    Readable reference: `kerasseq.ops.reference.sliding_window_attention`.
 
     Args:
         q: queries `(B, T, H, K)`.
@@ -143,7 +145,7 @@ def sliding_window_attention(
     padded = chunks * size * dilation
 
     def split(x):
-        # (B, T, H, E) -> (B, d, H, N, C, E); (B, T) -> (B, d, N, C)
+        # (B, T, H, E) -> (B, d, H, Nc, L, E); (B, T) -> (B, d, Nc, L)
         pad = [[0, 0], [0, padded - length]] + [[0, 0]] * (len(x.shape) - 2)
         x = ops.pad(x, pad)
         x = ops.reshape(x, (-1, chunks, size, dilation, *x.shape[2:]))
@@ -152,8 +154,8 @@ def sliding_window_attention(
         return ops.transpose(x, (0, 3, 4, 1, 2, 5))
 
     def windows(x, axis):
-        # the chunks n + offsets side by side: (..., N, C, ...) with N at
-        # `axis` -> (..., N, W, ...)
+        # the chunks n + offsets side by side: (..., Nc, L, ...) with Nc at
+        # `axis` -> (..., Nc, W, ...)
         if offsets == (0,):
             return x
         pad = [[0, 0]] * len(x.shape)
@@ -163,18 +165,18 @@ def sliding_window_attention(
         parts = [x[lead + (slice(o + 1, o + 1 + chunks),)] for o in offsets]
         return ops.concatenate(parts, axis=axis + 1)
 
-    qs = split(q)  # (B, d, H, N, C, K)
-    ks = windows(split(k), 3)  # (B, d, H, N, W, K)
-    vs = windows(split(v), 3)  # (B, d, H, N, W, V)
+    qs = split(q)  # (B, d, H, Nc, L, K)
+    ks = windows(split(k), 3)  # (B, d, H, Nc, W, K)
+    vs = windows(split(v), 3)  # (B, d, H, Nc, W, V)
     if key_mask is None:
         valid = np.arange(padded).reshape(chunks, size, dilation) < length
         valid = _numpy_windows(valid.transpose(2, 0, 1), offsets, causal)
         keys_ok = ops.convert_to_tensor(valid)[None, :, None, :, None, :]
     else:
-        keys_ok = windows(split(key_mask), 2)  # (B, d, N, W)
+        keys_ok = windows(split(key_mask), 2)  # (B, d, Nc, W)
         keys_ok = keys_ok[:, :, None, :, None, :]
     band = ops.convert_to_tensor(_band(size, offsets, reach, causal))
-    allowed = ops.logical_and(band, keys_ok)  # (B, d, 1, N, C, W)
+    allowed = ops.logical_and(band, keys_ok)  # (B, d, 1, Nc, L, W)
 
     scores = ops.einsum("bdhnck,bdhnwk->bdhncw", qs, ks)
     scores = ops.where(allowed, scores, NEG)
@@ -208,15 +210,15 @@ def sliding_window_attention(
         if dropout is not None:
             global_weights = dropout(global_weights)
         o = o + ops.einsum("bdhncg,bghv->bdhncv", global_weights, gv)
-    # (B, d, H, N, C, V) -> (B, N, C, d, H, V) -> (B, T, H, V)
+    # (B, d, H, Nc, L, V) -> (B, Nc, L, d, H, V) -> (B, T, H, V)
     o = ops.transpose(o, (0, 3, 4, 1, 2, 5))
     o = ops.reshape(o, (-1, padded, heads, value_dim))
     return ops.cast(o[:, :length], dtype)
 
 
 def _band(size, offsets, reach, causal):
-    # (C, W): query i of chunk n may attend key j of the chunk n + offset;
-    # their distance in positions is i - j' - offset * C
+    # (L, W): query i of chunk n may attend key j of the chunk n + offset;
+    # their distance in positions is i - j' - offset * L
     i = np.arange(size)[:, None]
     j = np.arange(size * len(offsets))[None, :]
     offset = np.asarray(offsets)[j // size]
@@ -227,7 +229,7 @@ def _band(size, offsets, reach, causal):
 
 
 def _numpy_windows(x, offsets, causal):
-    # (d, N, C) -> (d, N, W), as `windows` does for tensors
+    # (d, Nc, L) -> (d, Nc, W), as `windows` does for tensors
     if offsets == (0,):
         return x
     chunks = x.shape[1]
