@@ -29,9 +29,14 @@ Tensor names, with the `transformer.` prefix of `GPT2LMHeadModel` (a bare
 import numpy as np
 
 from kerasseq.pretrained.hf import CheckpointError
-from kerasseq.pretrained.hf import assign
 from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import config_size
+from kerasseq.pretrained.hf import find_prefix
+from kerasseq.pretrained.hf import head_sizes
+from kerasseq.pretrained.hf import load_lm_head
 from kerasseq.pretrained.hf import load_table
+from kerasseq.pretrained.hf import qkv_variables
+from kerasseq.pretrained.hf import same
 
 ARCHITECTURE = "gpt2"
 
@@ -60,16 +65,6 @@ def _require(checkpoint, key, allowed, default):
     return value
 
 
-def _size(checkpoint, key):
-    value = checkpoint.config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(
-            f"{checkpoint.directory}: config.json needs a positive integer "
-            f"{key!r}, got {value!r}."
-        )
-    return value
-
-
 def model_arguments(checkpoint, task):
     """The `build_model` arguments that `config.json` fixes.
 
@@ -92,20 +87,14 @@ def model_arguments(checkpoint, task):
     _require(checkpoint, "scale_attn_weights", (True,), True)
     _require(checkpoint, "scale_attn_by_inverse_layer_idx", (False,), False)
     _require(checkpoint, "add_cross_attention", (False,), False)
-    hidden_dim = _size(checkpoint, "n_embd")
-    num_heads = _size(checkpoint, "n_head")
-    if hidden_dim % num_heads:
-        raise CheckpointError(
-            f"{checkpoint.directory}: config.json has n_embd={hidden_dim}, "
-            f"not a multiple of n_head={num_heads}."
-        )
+    hidden_dim, num_heads = head_sizes(checkpoint, "n_embd", "n_head")
     intermediate_dim = config.get("n_inner") or 4 * hidden_dim
     arguments = {
-        "vocabulary_size": _size(checkpoint, "vocab_size"),
+        "vocabulary_size": config_size(checkpoint, "vocab_size"),
         "hidden_dim": hidden_dim,
-        "num_layers": _size(checkpoint, "n_layer"),
+        "num_layers": config_size(checkpoint, "n_layer"),
         "num_heads": num_heads,
-        "max_sequence_length": _size(checkpoint, "n_positions"),
+        "max_sequence_length": config_size(checkpoint, "n_positions"),
         "mlp_ratio": intermediate_dim / hidden_dim,
         "layer_norm_epsilon": config.get("layer_norm_epsilon", 1e-5),
         "activation": ACTIVATIONS[activation],
@@ -116,20 +105,6 @@ def model_arguments(checkpoint, task):
     return arguments
 
 
-def _prefix(checkpoint):
-    for prefix in PREFIXES:
-        if checkpoint.has(f"{prefix}wte.weight"):
-            return prefix
-    raise CheckpointError(
-        f"{checkpoint.directory}: no GPT-2 token embedding in the weights "
-        f"(looked for {[p + 'wte.weight' for p in PREFIXES]})."
-    )
-
-
-def _same(array):
-    return [array]
-
-
 def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     """Rows (checkpoint tensor, its shape, kerasseq variables, function from
     the tensor to the variables' values) of one block."""
@@ -137,16 +112,7 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     K = D // H
     attention, norm1, norm2 = block.mixer, block.mixer_norm, block.mlp_norm
     mlp_in, mlp_out = block.mlp_in, block.mlp_out
-    qkv_kernels = [
-        attention.query_kernel,
-        attention.key_kernel,
-        attention.value_kernel,
-    ]
-    qkv_biases = [
-        attention.query_bias,
-        attention.key_bias,
-        attention.value_bias,
-    ]
+    qkv_kernels, qkv_biases = qkv_variables(attention)
 
     def qkv(array):
         # (..., 3D) -> q, k, v, each (..., H, K)
@@ -159,19 +125,19 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
 
     # fmt: off
     return [
-        (f"{name}.ln_1.weight", (D,), [norm1.gamma], _same),
-        (f"{name}.ln_1.bias", (D,), [norm1.beta], _same),
+        (f"{name}.ln_1.weight", (D,), [norm1.gamma], same),
+        (f"{name}.ln_1.bias", (D,), [norm1.beta], same),
         (f"{name}.attn.c_attn.weight", (D, 3 * D), qkv_kernels, qkv),
         (f"{name}.attn.c_attn.bias", (3 * D,), qkv_biases, qkv),
         (f"{name}.attn.c_proj.weight", (D, D), [attention.output_kernel],
          heads_in),
-        (f"{name}.attn.c_proj.bias", (D,), [attention.output_bias], _same),
-        (f"{name}.ln_2.weight", (D,), [norm2.gamma], _same),
-        (f"{name}.ln_2.bias", (D,), [norm2.beta], _same),
-        (f"{name}.mlp.c_fc.weight", (D, F), [mlp_in.kernel], _same),
-        (f"{name}.mlp.c_fc.bias", (F,), [mlp_in.bias], _same),
-        (f"{name}.mlp.c_proj.weight", (F, D), [mlp_out.kernel], _same),
-        (f"{name}.mlp.c_proj.bias", (D,), [mlp_out.bias], _same),
+        (f"{name}.attn.c_proj.bias", (D,), [attention.output_bias], same),
+        (f"{name}.ln_2.weight", (D,), [norm2.gamma], same),
+        (f"{name}.ln_2.bias", (D,), [norm2.beta], same),
+        (f"{name}.mlp.c_fc.weight", (D, F), [mlp_in.kernel], same),
+        (f"{name}.mlp.c_fc.bias", (F,), [mlp_in.bias], same),
+        (f"{name}.mlp.c_proj.weight", (F, D), [mlp_out.kernel], same),
+        (f"{name}.mlp.c_proj.bias", (D,), [mlp_out.bias], same),
     ]
     # fmt: on
 
@@ -187,7 +153,7 @@ def load_backbone(backbone, checkpoint):
     Returns:
         The prefix of the tensor names (`"transformer."` or `""`).
     """
-    prefix = _prefix(checkpoint)
+    prefix = find_prefix(checkpoint, PREFIXES, "wte.weight", "GPT-2")
     V, D = backbone.vocabulary_size, backbone.hidden_dim
     P = backbone.max_sequence_length
     F = backbone.blocks[0].mlp_in.units
@@ -197,36 +163,16 @@ def load_backbone(backbone, checkpoint):
     final_norm = backbone.final_norm
     # fmt: off
     table = [
-        (f"{prefix}wte.weight", (V, D), [tokens], _same),
-        (f"{prefix}wpe.weight", (P, D), [positions], _same),
-        (f"{prefix}ln_f.weight", (D,), [final_norm.gamma], _same),
-        (f"{prefix}ln_f.bias", (D,), [final_norm.beta], _same),
+        (f"{prefix}wte.weight", (V, D), [tokens], same),
+        (f"{prefix}wpe.weight", (P, D), [positions], same),
+        (f"{prefix}ln_f.weight", (D,), [final_norm.gamma], same),
+        (f"{prefix}ln_f.bias", (D,), [final_norm.beta], same),
     ]
     # fmt: on
     for i, block in enumerate(backbone.blocks):
         table += _block_table(block, f"{prefix}h.{i}", D, H, F)
     load_table(checkpoint, table)
     return prefix
-
-
-def _load_lm_head(model, checkpoint, prefix, task):
-    name = "lm_head.weight"
-    if task == "causal_lm" and not model.tie_embeddings:
-        table = model.output_embedding.embeddings
-        assign(table, checkpoint.take(name, tuple(table.shape)), name)
-        return
-    if not checkpoint.has(name):
-        return
-    # a tied LM head is wte itself; another head has no use for it
-    lm_head = checkpoint.take(name)
-    wte = f"{prefix}wte.weight"
-    if task == "causal_lm" and not np.array_equal(
-        lm_head, checkpoint.weights[wte]
-    ):
-        raise CheckpointError(
-            f"{checkpoint.directory}: {name!r} differs from {wte!r}, but "
-            "config.json has tie_word_embeddings=true."
-        )
 
 
 def convert(checkpoint, task=None, **kwargs):
@@ -254,6 +200,7 @@ def convert(checkpoint, task=None, **kwargs):
     arguments = model_arguments(checkpoint, task)
     model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
     prefix = load_backbone(model.backbone, checkpoint)
-    _load_lm_head(model, checkpoint, prefix, task)
+    embedding = f"{prefix}wte.weight"
+    load_lm_head(model, checkpoint, ("lm_head.weight",), embedding, task)
     checkpoint.check_all_used(ignore=BUFFERS)
     return model

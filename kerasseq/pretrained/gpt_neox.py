@@ -34,12 +34,15 @@ sequential pre-norm blocks. Rotary position embedding turns the first
 by transformers 5).
 """
 
-import numpy as np
-
 from kerasseq.pretrained.hf import CheckpointError
-from kerasseq.pretrained.hf import assign
 from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import config_size
+from kerasseq.pretrained.hf import find_prefix
+from kerasseq.pretrained.hf import head_sizes
+from kerasseq.pretrained.hf import load_lm_head
 from kerasseq.pretrained.hf import load_table
+from kerasseq.pretrained.hf import qkv_variables
+from kerasseq.pretrained.hf import same
 
 ARCHITECTURE = "pythia"
 
@@ -82,16 +85,6 @@ def _rotary(checkpoint):
     )
 
 
-def _size(checkpoint, key):
-    value = checkpoint.config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(
-            f"{checkpoint.directory}: config.json needs a positive integer "
-            f"{key!r}, got {value!r}."
-        )
-    return value
-
-
 def model_arguments(checkpoint, task):
     """The `build_model` arguments that `config.json` fixes.
 
@@ -113,14 +106,9 @@ def model_arguments(checkpoint, task):
         raise _unsupported(
             checkpoint, f"hidden_act={activation!r}", sorted(ACTIVATIONS)
         )
-    hidden_dim = _size(checkpoint, "hidden_size")
-    num_heads = _size(checkpoint, "num_attention_heads")
-    if hidden_dim % num_heads:
-        raise CheckpointError(
-            f"{checkpoint.directory}: config.json has hidden_size="
-            f"{hidden_dim}, not a multiple of num_attention_heads="
-            f"{num_heads}."
-        )
+    hidden_dim, num_heads = head_sizes(
+        checkpoint, "hidden_size", "num_attention_heads"
+    )
     rotary_fraction, rotary_base = _rotary(checkpoint)
     rotary_dim = int(hidden_dim // num_heads * rotary_fraction)
     if rotary_dim % 2:
@@ -132,12 +120,12 @@ def model_arguments(checkpoint, task):
         )
     parallel = config.get("use_parallel_residual", True)
     arguments = {
-        "vocabulary_size": _size(checkpoint, "vocab_size"),
+        "vocabulary_size": config_size(checkpoint, "vocab_size"),
         "hidden_dim": hidden_dim,
-        "num_layers": _size(checkpoint, "num_hidden_layers"),
+        "num_layers": config_size(checkpoint, "num_hidden_layers"),
         "num_heads": num_heads,
         "max_sequence_length": config.get("max_position_embeddings"),
-        "mlp_ratio": _size(checkpoint, "intermediate_size") / hidden_dim,
+        "mlp_ratio": config_size(checkpoint, "intermediate_size") / hidden_dim,
         "layer_norm_epsilon": config.get("layer_norm_eps", 1e-5),
         "activation": ACTIVATIONS[activation],
         "rotary_fraction": rotary_fraction,
@@ -151,20 +139,6 @@ def model_arguments(checkpoint, task):
     return arguments
 
 
-def _prefix(checkpoint):
-    for prefix in PREFIXES:
-        if checkpoint.has(f"{prefix}embed_in.weight"):
-            return prefix
-    raise CheckpointError(
-        f"{checkpoint.directory}: no GPT-NeoX token embedding in the "
-        f"weights (looked for {[p + 'embed_in.weight' for p in PREFIXES]})."
-    )
-
-
-def _same(array):
-    return [array]
-
-
 def _transposed(array):
     return [array.T]
 
@@ -176,16 +150,7 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     K = D // H
     attention, norm1, norm2 = block.mixer, block.mixer_norm, block.mlp_norm
     mlp_in, mlp_out = block.mlp_in, block.mlp_out
-    qkv_kernels = [
-        attention.query_kernel,
-        attention.key_kernel,
-        attention.value_kernel,
-    ]
-    qkv_biases = [
-        attention.query_bias,
-        attention.key_bias,
-        attention.value_bias,
-    ]
+    qkv_kernels, qkv_biases = qkv_variables(attention)
 
     def qkv_kernel(array):
         # (3D, D) = (H, 3, K) x D -> q, k, v, each (D, H, K)
@@ -204,26 +169,26 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     attn = f"{name}.attention"
     # fmt: off
     table = [
-        (f"{name}.input_layernorm.weight", (D,), [norm1.gamma], _same),
-        (f"{name}.input_layernorm.bias", (D,), [norm1.beta], _same),
+        (f"{name}.input_layernorm.weight", (D,), [norm1.gamma], same),
+        (f"{name}.input_layernorm.bias", (D,), [norm1.beta], same),
         (f"{attn}.query_key_value.weight", (3 * D, D), qkv_kernels,
          qkv_kernel),
         (f"{attn}.dense.weight", (D, D), [attention.output_kernel],
          heads_in),
         (f"{name}.post_attention_layernorm.weight", (D,), [norm2.gamma],
-         _same),
-        (f"{name}.post_attention_layernorm.bias", (D,), [norm2.beta], _same),
+         same),
+        (f"{name}.post_attention_layernorm.bias", (D,), [norm2.beta], same),
         (f"{name}.mlp.dense_h_to_4h.weight", (F, D), [mlp_in.kernel],
          _transposed),
-        (f"{name}.mlp.dense_h_to_4h.bias", (F,), [mlp_in.bias], _same),
+        (f"{name}.mlp.dense_h_to_4h.bias", (F,), [mlp_in.bias], same),
         (f"{name}.mlp.dense_4h_to_h.weight", (D, F), [mlp_out.kernel],
          _transposed),
-        (f"{name}.mlp.dense_4h_to_h.bias", (D,), [mlp_out.bias], _same),
+        (f"{name}.mlp.dense_4h_to_h.bias", (D,), [mlp_out.bias], same),
     ]
     if attention.use_bias:
         table += [
             (f"{attn}.query_key_value.bias", (3 * D,), qkv_biases, qkv_bias),
-            (f"{attn}.dense.bias", (D,), [attention.output_bias], _same),
+            (f"{attn}.dense.bias", (D,), [attention.output_bias], same),
         ]
     # fmt: on
     return table
@@ -240,7 +205,7 @@ def load_backbone(backbone, checkpoint):
     Returns:
         The prefix of the tensor names (`"gpt_neox."` or `""`).
     """
-    prefix = _prefix(checkpoint)
+    prefix = find_prefix(checkpoint, PREFIXES, "embed_in.weight", "GPT-NeoX")
     V, D = backbone.vocabulary_size, backbone.hidden_dim
     F = backbone.blocks[0].mlp_in.units
     H = backbone.blocks[0].mixer.num_heads
@@ -248,43 +213,16 @@ def load_backbone(backbone, checkpoint):
     final_norm = backbone.final_norm
     # fmt: off
     table = [
-        (f"{prefix}embed_in.weight", (V, D), [tokens], _same),
+        (f"{prefix}embed_in.weight", (V, D), [tokens], same),
         (f"{prefix}final_layer_norm.weight", (D,), [final_norm.gamma],
-         _same),
-        (f"{prefix}final_layer_norm.bias", (D,), [final_norm.beta], _same),
+         same),
+        (f"{prefix}final_layer_norm.bias", (D,), [final_norm.beta], same),
     ]
     # fmt: on
     for i, block in enumerate(backbone.blocks):
         table += _block_table(block, f"{prefix}layers.{i}", D, H, F)
     load_table(checkpoint, table)
     return prefix
-
-
-def _load_lm_head(model, checkpoint, prefix, task):
-    present = [name for name in LM_HEADS if checkpoint.has(name)]
-    if len(present) > 1:
-        raise CheckpointError(
-            f"{checkpoint.directory}: the weights hold two LM heads, "
-            f"{present}; expected one."
-        )
-    untied = task == "causal_lm" and not model.tie_embeddings
-    if untied:
-        # named in the error when missing
-        name = present[0] if present else LM_HEADS[0]
-        table = model.output_embedding.embeddings
-        assign(table, checkpoint.take(name, tuple(table.shape)), name)
-        return
-    if not present:
-        return
-    # a tied LM head is embed_in itself; another head has no use for it
-    lm_head = checkpoint.take(present[0])
-    embed_in = checkpoint.weights[f"{prefix}embed_in.weight"]
-    if task == "causal_lm" and not np.array_equal(lm_head, embed_in):
-        raise CheckpointError(
-            f"{checkpoint.directory}: {present[0]!r} differs from "
-            f"{prefix + 'embed_in.weight'!r}, but config.json has "
-            "tie_word_embeddings=true."
-        )
 
 
 def convert(checkpoint, task=None, **kwargs):
@@ -314,6 +252,7 @@ def convert(checkpoint, task=None, **kwargs):
     arguments = model_arguments(checkpoint, task)
     model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
     prefix = load_backbone(model.backbone, checkpoint)
-    _load_lm_head(model, checkpoint, prefix, task)
+    embedding = f"{prefix}embed_in.weight"
+    load_lm_head(model, checkpoint, LM_HEADS, embedding, task)
     checkpoint.check_all_used(ignore=BUFFERS)
     return model

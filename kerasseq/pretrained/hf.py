@@ -120,6 +120,90 @@ def load_table(checkpoint, table):
             assign(variable, value, name)
 
 
+def same(array):
+    """A table row's function for a tensor that is the variable's value
+    as it is."""
+    return [array]
+
+
+def qkv_variables(attention):
+    """A `SoftmaxAttention`'s query, key and value kernels and biases, in
+    that order: the two lists a packed qkv tensor of a checkpoint fills."""
+    kernels = [
+        attention.query_kernel,
+        attention.key_kernel,
+        attention.value_kernel,
+    ]
+    biases = [attention.query_bias, attention.key_bias, attention.value_bias]
+    return kernels, biases
+
+
+def config_size(checkpoint, key):
+    """config.json's positive integer `key`."""
+    value = checkpoint.config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json needs a positive integer "
+            f"{key!r}, got {value!r}."
+        )
+    return value
+
+
+def head_sizes(checkpoint, width_key, heads_key):
+    """`(hidden_dim, num_heads)` from config.json's `width_key` and
+    `heads_key`; the width must split evenly into the heads."""
+    hidden_dim = config_size(checkpoint, width_key)
+    num_heads = config_size(checkpoint, heads_key)
+    if hidden_dim % num_heads:
+        raise CheckpointError(
+            f"{checkpoint.directory}: config.json has {width_key}="
+            f"{hidden_dim}, not a multiple of {heads_key}={num_heads}."
+        )
+    return hidden_dim, num_heads
+
+
+def find_prefix(checkpoint, prefixes, tensor, architecture):
+    """The one of `prefixes` under which the weights hold `tensor` (the
+    token embedding: `"transformer."` for a model with an LM head, `""`
+    for a bare one)."""
+    for prefix in prefixes:
+        if checkpoint.has(f"{prefix}{tensor}"):
+            return prefix
+    raise CheckpointError(
+        f"{checkpoint.directory}: no {architecture} token embedding in the "
+        f"weights (looked for {[p + tensor for p in prefixes]})."
+    )
+
+
+def load_lm_head(model, checkpoint, names, embedding, task):
+    """Loads a decoder's LM head, the tensor among `names` the weights
+    hold: into the model's `output_embedding` when the causal LM's output
+    is untied; else (tied, or another task) it must equal the token
+    embedding `embedding` for a causal LM, and is only marked used."""
+    present = [name for name in names if checkpoint.has(name)]
+    if len(present) > 1:
+        raise CheckpointError(
+            f"{checkpoint.directory}: the weights hold two LM heads, "
+            f"{present}; expected one."
+        )
+    if task == "causal_lm" and not model.tie_embeddings:
+        # named in the error when missing
+        name = present[0] if present else names[0]
+        table = model.output_embedding.embeddings
+        assign(table, checkpoint.take(name, tuple(table.shape)), name)
+        return
+    if not present:
+        return
+    lm_head = checkpoint.take(present[0])
+    if task == "causal_lm" and not np.array_equal(
+        lm_head, checkpoint.weights[embedding]
+    ):
+        raise CheckpointError(
+            f"{checkpoint.directory}: {present[0]!r} differs from "
+            f"{embedding!r}, but config.json has tie_word_embeddings=true."
+        )
+
+
 def check_not_fixed(checkpoint, task, fixed, head_args):
     """Raises if `head_args` sets what config.json fixes (`fixed`)."""
     clash = sorted(set(head_args) & set(fixed))

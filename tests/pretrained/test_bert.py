@@ -4,13 +4,11 @@
 hidden states at the real tokens of right-padded inputs; partial,
 misshapen and unsupported checkpoints fail naming what is wrong."""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.models.sequence_backbone import SequenceBackbone
@@ -19,6 +17,7 @@ from kerasseq.pretrained import CheckpointError
 from kerasseq.pretrained import from_hf
 from kerasseq.pretrained import read_checkpoint
 from kerasseq.pretrained.bert import convert
+from tests.pretrained.checkpoints import variant
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf")
 MODEL_TYPES = ("bert", "roberta")
@@ -51,17 +50,7 @@ def _assert_matches(backbone, expected):
 
 
 def _variant(tmp_path, model_type, edit_weights=None, edit_config=None):
-    """A copy of a fixture with its weights and config.json edited."""
-    checkpoint = read_checkpoint(_fixture(model_type))
-    weights, config = dict(checkpoint.weights), dict(checkpoint.config)
-    if edit_weights:
-        edit_weights(weights)
-    if edit_config:
-        edit_config(config)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return tmp_path
+    return variant(tmp_path, _fixture(model_type), edit_weights, edit_config)
 
 
 def _renamed(rename):

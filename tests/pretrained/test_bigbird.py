@@ -7,13 +7,11 @@ attention, and the converted layers' `inference_random_blocks="first_block"`
 attends what transformers' eval mode does (block 0 in every random slot)."""
 
 import functools
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from kerasseq.layers.bigbird_attention import BigBirdAttention
 from kerasseq.layers.softmax_attention import SoftmaxAttention
@@ -21,6 +19,7 @@ from kerasseq.pretrained import CheckpointError
 from kerasseq.pretrained import read_checkpoint
 from kerasseq.pretrained.bigbird import convert
 from kerasseq.pretrained.bigbird import model_arguments
+from tests.pretrained.checkpoints import variant
 from tests.testing import compiled
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "hf")
@@ -40,12 +39,7 @@ def _hidden(model, ids, mask):
 
 
 def _variant(tmp_path, edit_config):
-    checkpoint = read_checkpoint(FIXTURE)
-    config = dict(checkpoint.config)
-    edit_config(config)
-    save_file(dict(checkpoint.weights), str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return read_checkpoint(str(tmp_path))
+    return read_checkpoint(variant(tmp_path, FIXTURE, edit_config=edit_config))
 
 
 def _assert_matches(backbone):

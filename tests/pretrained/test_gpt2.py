@@ -3,61 +3,39 @@
 tests/fixtures/make_hf_causal_fixtures.py) gives the same logits and greedy
 tokens in kerasseq; partial or misshapen files fail naming the tensor."""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from safetensors.numpy import save_file
 
 from kerasseq.pretrained import gpt2
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import from_hf
 from kerasseq.pretrained.hf import read_checkpoint
+from tests.pretrained.checkpoints import FIXTURES
+from tests.pretrained.checkpoints import assert_lm_trains_one_step
+from tests.pretrained.checkpoints import assert_reloads
+from tests.pretrained.checkpoints import expected_outputs
+from tests.pretrained.checkpoints import outputs_of
+from tests.pretrained.checkpoints import variant
 
-FIXTURE = os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), "fixtures", "hf", "gpt2"
-)
+FIXTURE = os.path.join(FIXTURES, "gpt2")
 
 
 @pytest.fixture(scope="module")
 def expected():
-    return dict(np.load(os.path.join(FIXTURE, "expected.npz")))
+    return expected_outputs(FIXTURE)
 
 
-def _inputs(token_ids):
-    token_ids = np.asarray(token_ids, dtype="int32")
-    return {
-        "token_ids": token_ids,
-        "padding_mask": np.ones_like(token_ids, bool),
-    }
-
-
-def _logits(model, token_ids):
-    return keras.ops.convert_to_numpy(model(_inputs(token_ids)))
-
-
-def _copy(tmp_path, change_weights=None, change_config=None):
-    """A copy of the fixture with its weights and config.json changed."""
-    directory = tmp_path / "checkpoint"
-    directory.mkdir()
-    weights = load_file(os.path.join(FIXTURE, "model.safetensors"))
-    if change_weights is not None:
-        weights = change_weights(weights)
-    save_file(weights, str(directory / "model.safetensors"))
-    with open(os.path.join(FIXTURE, "config.json")) as f:
-        config = json.load(f)
-    if change_config is not None:
-        change_config(config)
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
+def _copy(tmp_path, edit_weights=None, edit_config=None):
+    return variant(tmp_path / "checkpoint", FIXTURE, edit_weights, edit_config)
 
 
 def test_logits_match_transformers(expected):
     model = from_hf(FIXTURE)
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, expected["logits"], rtol=0, atol=1e-4)
 
@@ -80,9 +58,8 @@ def test_every_tensor_is_used():
 def test_missing_tensor_is_named(tmp_path, name):
     def drop(weights):
         del weights[name]
-        return weights
 
-    directory = _copy(tmp_path, change_weights=drop)
+    directory = _copy(tmp_path, edit_weights=drop)
     with pytest.raises(CheckpointError, match=f"no tensor '{name}'"):
         from_hf(directory)
 
@@ -92,9 +69,8 @@ def test_misshapen_tensor_is_named(tmp_path):
 
     def transpose(weights):
         weights[name] = np.ascontiguousarray(weights[name].T)
-        return weights
 
-    directory = _copy(tmp_path, change_weights=transpose)
+    directory = _copy(tmp_path, edit_weights=transpose)
     with pytest.raises(
         CheckpointError, match=rf"'{name}' has shape \(96, 32\).*\(32, 96\)"
     ):
@@ -104,9 +80,8 @@ def test_misshapen_tensor_is_named(tmp_path):
 def test_unknown_tensor_is_named(tmp_path):
     def add(weights):
         weights["transformer.h.0.attn.q_attn.weight"] = np.zeros((32, 32), "f4")
-        return weights
 
-    directory = _copy(tmp_path, change_weights=add)
+    directory = _copy(tmp_path, edit_weights=add)
     with pytest.raises(
         CheckpointError,
         match=r"no place in the kerasseq model.*h\.0\.attn\.q_attn\.weight",
@@ -118,21 +93,18 @@ def test_bare_model_names_buffers_and_tied_head(tmp_path, expected):
     # the layout of the original OpenAI files: no `transformer.` prefix,
     # the attention mask stored as a buffer; and a tied lm_head written out
     def bare(weights):
-        weights = {
-            name.removeprefix("transformer."): array
-            for name, array in weights.items()
-        }
+        for name in list(weights):
+            weights[name.removeprefix("transformer.")] = weights.pop(name)
         mask = np.tril(np.ones((64, 64), "f4"))[None, None]
         for i in range(2):
             weights[f"h.{i}.attn.bias"] = mask
             weights[f"h.{i}.attn.masked_bias"] = np.array(-1e4, "f4")
         weights["lm_head.weight"] = weights["wte.weight"].copy()
-        return weights
 
-    directory = _copy(tmp_path, change_weights=bare)
+    directory = _copy(tmp_path, edit_weights=bare)
     checkpoint = read_checkpoint(directory)
     model = gpt2.convert(checkpoint)
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     np.testing.assert_allclose(logits, expected["logits"], rtol=0, atol=1e-4)
     assert "lm_head.weight" in checkpoint.used
 
@@ -140,9 +112,8 @@ def test_bare_model_names_buffers_and_tied_head(tmp_path, expected):
 def test_tied_head_that_differs_is_refused(tmp_path):
     def untie(weights):
         weights["lm_head.weight"] = weights["transformer.wte.weight"] + 1
-        return weights
 
-    directory = _copy(tmp_path, change_weights=untie)
+    directory = _copy(tmp_path, edit_weights=untie)
     with pytest.raises(
         CheckpointError, match="'lm_head.weight' differs.*tie_word_embeddings"
     ):
@@ -152,7 +123,6 @@ def test_tied_head_that_differs_is_refused(tmp_path):
 def test_untied_head_is_loaded(tmp_path, expected):
     def untie(weights):
         weights["lm_head.weight"] = weights["transformer.wte.weight"] * 2
-        return weights
 
     def config(config):
         config["tie_word_embeddings"] = False
@@ -183,7 +153,7 @@ def test_unsupported_configuration_is_refused(tmp_path, key, value, message):
     def change(config):
         config[key] = value
 
-    directory = _copy(tmp_path, change_config=change)
+    directory = _copy(tmp_path, edit_config=change)
     with pytest.raises(CheckpointError, match=message):
         from_hf(directory)
 
@@ -212,38 +182,16 @@ def test_builds_the_registered_architecture():
 
 
 def test_saves_and_reloads_as_keras(tmp_path, expected):
-    model = from_hf(FIXTURE)
-    path = str(tmp_path / "gpt2.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    np.testing.assert_array_equal(
-        _logits(restored, expected["input_ids"]),
-        _logits(model, expected["input_ids"]),
-    )
+    assert_reloads(from_hf(FIXTURE), tmp_path, expected["input_ids"])
 
 
 def test_trains_one_step(expected):
-    model = from_hf(FIXTURE)
-    before = [w.copy() for w in model.get_weights()]
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
-    token_ids = expected["input_ids"]
-    history = model.fit(
-        _inputs(token_ids[:, :-1]), token_ids[:, 1:], epochs=1, verbose=0
-    )
-    assert np.isfinite(history.history["loss"][0])
-    after = model.get_weights()
-    assert all(
-        not np.array_equal(a, b) for a, b in zip(before, after, strict=True)
-    )
+    assert_lm_trains_one_step(from_hf(FIXTURE), expected["input_ids"])
 
 
 def test_sequence_classification_head_gets_the_backbone(expected):
     model = from_hf(FIXTURE, task="sequence_classification", num_classes=3)
-    outputs = _logits(model, expected["input_ids"])
+    outputs = outputs_of(model, expected["input_ids"])
     assert outputs.shape == (2, 3)
     weights = load_file(os.path.join(FIXTURE, "model.safetensors"))
     # values: the last third of c_attn's output axis, head after head

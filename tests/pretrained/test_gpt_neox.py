@@ -4,76 +4,49 @@ tests/fixtures/hf/gpt_neox_sequential without; written by
 tests/fixtures/make_hf_causal_fixtures.py) give the same logits and greedy
 tokens in kerasseq; partial or misshapen files fail naming the tensor."""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from safetensors.numpy import save_file
 
 from kerasseq.pretrained import gpt_neox
 from kerasseq.pretrained.hf import CheckpointError
 from kerasseq.pretrained.hf import from_hf
 from kerasseq.pretrained.hf import read_checkpoint
+from tests.pretrained.checkpoints import FIXTURES
+from tests.pretrained.checkpoints import assert_lm_trains_one_step
+from tests.pretrained.checkpoints import assert_reloads
+from tests.pretrained.checkpoints import expected_outputs
+from tests.pretrained.checkpoints import outputs_of
+from tests.pretrained.checkpoints import variant
 
-FIXTURES = os.path.join(
-    os.path.dirname(os.path.dirname(__file__)), "fixtures", "hf"
-)
 FIXTURE = os.path.join(FIXTURES, "gpt_neox")
 SEQUENTIAL = os.path.join(FIXTURES, "gpt_neox_sequential")
 
 
-def _expected(directory):
-    return dict(np.load(os.path.join(directory, "expected.npz")))
-
-
 @pytest.fixture(scope="module")
 def expected():
-    return _expected(FIXTURE)
+    return expected_outputs(FIXTURE)
 
 
-def _inputs(token_ids):
-    token_ids = np.asarray(token_ids, dtype="int32")
-    return {
-        "token_ids": token_ids,
-        "padding_mask": np.ones_like(token_ids, bool),
-    }
-
-
-def _logits(model, token_ids):
-    return keras.ops.convert_to_numpy(model(_inputs(token_ids)))
-
-
-def _copy(tmp_path, change_weights=None, change_config=None):
-    """A copy of the fixture with its weights and config.json changed."""
-    directory = tmp_path / "checkpoint"
-    directory.mkdir()
-    weights = load_file(os.path.join(FIXTURE, "model.safetensors"))
-    if change_weights is not None:
-        weights = change_weights(weights)
-    save_file(weights, str(directory / "model.safetensors"))
-    with open(os.path.join(FIXTURE, "config.json")) as f:
-        config = json.load(f)
-    if change_config is not None:
-        change_config(config)
-    (directory / "config.json").write_text(json.dumps(config))
-    return directory
+def _copy(tmp_path, edit_weights=None, edit_config=None):
+    return variant(tmp_path / "checkpoint", FIXTURE, edit_weights, edit_config)
 
 
 @pytest.mark.parametrize("directory", [FIXTURE, SEQUENTIAL])
 def test_logits_match_transformers(directory):
-    expected = _expected(directory)
+    expected = expected_outputs(directory)
     model = from_hf(directory)
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, expected["logits"], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("directory", [FIXTURE, SEQUENTIAL])
 def test_greedy_generation_matches_transformers(directory):
-    expected = _expected(directory)
+    expected = expected_outputs(directory)
     model = from_hf(directory)
     tokens = model.generate(expected["prompt"], max_new_tokens=8)
     np.testing.assert_array_equal(tokens, expected["greedy"])
@@ -110,9 +83,8 @@ def test_every_tensor_is_used():
 def test_missing_tensor_is_named(tmp_path, name):
     def drop(weights):
         del weights[name]
-        return weights
 
-    directory = _copy(tmp_path, change_weights=drop)
+    directory = _copy(tmp_path, edit_weights=drop)
     with pytest.raises(CheckpointError, match=f"no tensor '{name}'"):
         from_hf(directory)
 
@@ -122,9 +94,8 @@ def test_misshapen_tensor_is_named(tmp_path):
 
     def transpose(weights):
         weights[name] = np.ascontiguousarray(weights[name].T)
-        return weights
 
-    directory = _copy(tmp_path, change_weights=transpose)
+    directory = _copy(tmp_path, edit_weights=transpose)
     with pytest.raises(
         CheckpointError, match=rf"'{name}' has shape \(32, 128\).*\(128, 32\)"
     ):
@@ -134,9 +105,8 @@ def test_misshapen_tensor_is_named(tmp_path):
 def test_unknown_tensor_is_named(tmp_path):
     def add(weights):
         weights["gpt_neox.layers.0.attention.rotary_scale"] = np.ones(4, "f4")
-        return weights
 
-    directory = _copy(tmp_path, change_weights=add)
+    directory = _copy(tmp_path, edit_weights=add)
     with pytest.raises(
         CheckpointError,
         match=r"no place in the kerasseq model.*attention\.rotary_scale",
@@ -156,7 +126,6 @@ def test_hub_layout_legacy_config_buffers_and_lm_head_name(tmp_path, expected):
             weights[f"{prefix}.masked_bias"] = np.array(-1e9, "f4")
             weights[f"{prefix}.rotary_emb.inv_freq"] = np.ones(2, "f4")
         weights["lm_head.weight"] = weights.pop("embed_out.weight")
-        return weights
 
     def legacy(config):
         rope = config.pop("rope_parameters")
@@ -165,7 +134,7 @@ def test_hub_layout_legacy_config_buffers_and_lm_head_name(tmp_path, expected):
 
     directory = _copy(tmp_path, buffers, legacy)
     model = from_hf(directory)
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     np.testing.assert_allclose(logits, expected["logits"], rtol=0, atol=1e-4)
 
 
@@ -174,12 +143,10 @@ def test_bare_model_without_lm_head(tmp_path):
     # any head but the untied language model
     def bare(weights):
         del weights["embed_out.weight"]
-        return {
-            name.removeprefix("gpt_neox."): array
-            for name, array in weights.items()
-        }
+        for name in list(weights):
+            weights[name.removeprefix("gpt_neox.")] = weights.pop(name)
 
-    directory = _copy(tmp_path, change_weights=bare)
+    directory = _copy(tmp_path, edit_weights=bare)
     model = from_hf(directory, task="token_classification", num_classes=2)
     assert model.output.shape == (None, None, 2)
     with pytest.raises(CheckpointError, match="no tensor 'embed_out.weight'"):
@@ -199,46 +166,24 @@ def test_bare_model_without_lm_head(tmp_path):
     ],
 )  # fmt: skip
 def test_unsupported_configuration_is_refused(tmp_path, change, message):
-    directory = _copy(tmp_path, change_config=change)
+    directory = _copy(tmp_path, edit_config=change)
     with pytest.raises(CheckpointError, match=message):
         from_hf(directory)
 
 
 def test_saves_and_reloads_as_keras(tmp_path, expected):
-    model = from_hf(FIXTURE)
-    path = str(tmp_path / "pythia.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    np.testing.assert_array_equal(
-        _logits(restored, expected["input_ids"]),
-        _logits(model, expected["input_ids"]),
-    )
+    restored = assert_reloads(from_hf(FIXTURE), tmp_path, expected["input_ids"])
     tokens = restored.generate(expected["prompt"], max_new_tokens=8)
     np.testing.assert_array_equal(tokens, expected["greedy"])
 
 
 def test_trains_one_step(expected):
-    model = from_hf(FIXTURE)
-    before = [w.copy() for w in model.get_weights()]
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
-    token_ids = expected["input_ids"]
-    history = model.fit(
-        _inputs(token_ids[:, :-1]), token_ids[:, 1:], epochs=1, verbose=0
-    )
-    assert np.isfinite(history.history["loss"][0])
-    after = model.get_weights()
-    assert all(
-        not np.array_equal(a, b) for a, b in zip(before, after, strict=True)
-    )
+    assert_lm_trains_one_step(from_hf(FIXTURE), expected["input_ids"])
 
 
 def test_sequence_classification_head_gets_the_backbone(expected):
     model = from_hf(FIXTURE, task="sequence_classification", num_classes=3)
-    assert _logits(model, expected["input_ids"]).shape == (2, 3)
+    assert outputs_of(model, expected["input_ids"]).shape == (2, 3)
     weights = load_file(os.path.join(FIXTURE, "model.safetensors"))
     # keys of head 2: rows 2 * 24 + 8 to 2 * 24 + 16 of query_key_value
     qkv = weights["gpt_neox.layers.1.attention.query_key_value.weight"]

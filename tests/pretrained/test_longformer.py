@@ -3,18 +3,17 @@
 layers, the first token global) loads onto kerasseq's `longformer` with
 its last hidden states at the real tokens of right-padded inputs."""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from kerasseq.layers.longformer_attention import LongformerAttention
 from kerasseq.pretrained import CheckpointError
 from kerasseq.pretrained import read_checkpoint
 from kerasseq.pretrained.longformer import convert
+from tests.pretrained.checkpoints import variant
 
 FIXTURE = os.path.join(
     os.path.dirname(__file__), "..", "fixtures", "hf", "longformer"
@@ -35,15 +34,9 @@ def _hidden(model, expected):
 
 
 def _variant(tmp_path, edit_weights=None, edit_config=None):
-    checkpoint = read_checkpoint(FIXTURE)
-    weights, config = dict(checkpoint.weights), dict(checkpoint.config)
-    if edit_weights:
-        edit_weights(weights)
-    if edit_config:
-        edit_config(config)
-    save_file(weights, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return read_checkpoint(str(tmp_path))
+    return read_checkpoint(
+        variant(tmp_path, FIXTURE, edit_weights, edit_config)
+    )
 
 
 def test_hidden_states_match_transformers():

@@ -3,13 +3,11 @@
 its greedy continuation; partial, misshapen and unsupported checkpoints
 fail naming what is wrong."""
 
-import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from kerasseq.layers.mamba import Mamba
 from kerasseq.models.causal_lm import CausalLM
@@ -18,6 +16,11 @@ from kerasseq.pretrained import CheckpointError
 from kerasseq.pretrained import from_hf
 from kerasseq.pretrained import read_checkpoint
 from kerasseq.pretrained.mamba import convert
+from tests.pretrained.checkpoints import assert_lm_trains_one_step
+from tests.pretrained.checkpoints import assert_reloads
+from tests.pretrained.checkpoints import outputs_of
+from tests.pretrained.checkpoints import unpadded
+from tests.pretrained.checkpoints import variant
 
 FIXTURE = os.path.join(
     os.path.dirname(__file__), "..", "fixtures", "hf", "mamba"
@@ -35,29 +38,8 @@ def model():
     return from_hf(FIXTURE)
 
 
-def _inputs(token_ids):
-    return {
-        "token_ids": token_ids,
-        "padding_mask": np.ones(token_ids.shape, dtype=bool),
-    }
-
-
-def _logits(model, token_ids):
-    return keras.ops.convert_to_numpy(model(_inputs(token_ids)))
-
-
 def _variant(tmp_path, edit_weights=None, edit_config=None):
-    """A copy of the fixture with its weights and config.json edited."""
-    checkpoint = read_checkpoint(FIXTURE)
-    weights, config = dict(checkpoint.weights), dict(checkpoint.config)
-    if edit_weights:
-        edit_weights(weights)
-    if edit_config:
-        edit_config(config)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    save_file(weights, str(tmp_path / "model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    return tmp_path
+    return variant(tmp_path, FIXTURE, edit_weights, edit_config)
 
 
 def test_logits_match_transformers(model, expected):
@@ -69,7 +51,7 @@ def test_logits_match_transformers(model, expected):
     mixer = backbone.blocks[0].mixer
     assert isinstance(mixer, Mamba)
     assert (mixer.state_size, mixer.expand, mixer.conv_kernel) == (8, 2, 4)
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     np.testing.assert_allclose(logits, expected["logits"], atol=ATOL, rtol=0)
 
 
@@ -91,7 +73,7 @@ def test_bare_mamba_model_without_prefix(tmp_path, expected):
             weights[name.removeprefix("backbone.")] = weights.pop(name)
 
     model = from_hf(_variant(tmp_path, strip_prefix))
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     np.testing.assert_allclose(logits, expected["logits"], atol=ATOL, rtol=0)
 
 
@@ -151,7 +133,7 @@ def test_biases_of_use_bias_checkpoints_load(tmp_path, expected):
 
     model = from_hf(_variant(tmp_path, add_biases, set_use_bias))
     assert model.backbone.blocks[0].mixer.in_proj.bias is not None
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     np.testing.assert_allclose(logits, expected["logits"], atol=ATOL, rtol=0)
 
 
@@ -170,7 +152,7 @@ def test_stored_lm_head_must_equal_tied_table(tmp_path, expected):
         weights["lm_head.weight"] = table.copy()
 
     model = from_hf(_variant(tmp_path / "same", store_head))
-    logits = _logits(model, expected["input_ids"])
+    logits = outputs_of(model, expected["input_ids"])
     np.testing.assert_allclose(logits, expected["logits"], atol=ATOL, rtol=0)
 
     def store_other_head(weights):
@@ -196,10 +178,10 @@ def test_untied_lm_head_is_the_output_table(tmp_path, expected):
     )
     # the logits are the last hidden states times the new table
     hidden = keras.ops.convert_to_numpy(
-        model.backbone(_inputs(expected["input_ids"]))
+        model.backbone(unpadded(expected["input_ids"]))
     )
     np.testing.assert_allclose(
-        _logits(model, expected["input_ids"]), hidden @ head.T, atol=ATOL
+        outputs_of(model, expected["input_ids"]), hidden @ head.T, atol=ATOL
     )
 
 
@@ -222,27 +204,10 @@ def test_config_fixed_arguments_are_refused():
 
 
 def test_saves_and_reloads(model, expected, tmp_path):
-    path = str(tmp_path / "mamba.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    ids = expected["input_ids"]
-    np.testing.assert_array_equal(_logits(restored, ids), _logits(model, ids))
+    assert_reloads(model, tmp_path, expected["input_ids"])
 
 
 def test_causal_lm_trains_one_step(expected):
-    model = from_hf(FIXTURE)
-    ids = expected["input_ids"]
-    before = [w.copy() for w in model.get_weights()]
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
-    history = model.fit(
-        _inputs(ids[:, :-1]), ids[:, 1:], batch_size=2, epochs=1, verbose=0
-    )
-    assert np.isfinite(history.history["loss"][0])
-    after = model.get_weights()
-    assert any(
-        not np.allclose(a, b) for a, b in zip(before, after, strict=True)
+    assert_lm_trains_one_step(
+        from_hf(FIXTURE), expected["input_ids"], every_weight=False
     )
