@@ -9,6 +9,7 @@ from kerasseq.models import MODELS
 from kerasseq.models import DualEncoderClassifier
 from kerasseq.models import build_model
 from kerasseq.models import count_parameters
+from tests.models.fitting import fit_until_fitted
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 from tests.testing import run_model_test
@@ -175,12 +176,6 @@ def _matching_data(rng, n, vocab=6):
     return inputs, labels
 
 
-class _StopWhenFitted(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if logs["accuracy"] >= 0.98:
-            self.model.stop_training = True
-
-
 def test_learns_whether_documents_start_alike():
     rng = np.random.default_rng(5)
     x, y = _matching_data(rng, 512)
@@ -196,21 +191,8 @@ def test_learns_whether_documents_start_alike():
         num_layers=1,
         max_sequence_length=8,
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(5e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=True,
-    )
     # 6 to 8 epochs for most seeds, 15 for the slowest seen
-    model.fit(
-        x,
-        y,
-        batch_size=64,
-        epochs=30,
-        verbose=0,
-        callbacks=[_StopWhenFitted()],
-    )
+    fit_until_fitted(model, x, y, accuracy=0.98, max_epochs=30)
     _, accuracy = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
     assert accuracy > 0.9, accuracy
 

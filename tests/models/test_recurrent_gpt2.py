@@ -48,6 +48,16 @@ def _open_gate(model, seed=1):
     model.gate_alpha.assign(alpha.astype("float32"))
 
 
+def _open_model_on_unpadded_rows():
+    """A model with its gate open, 2 rows of inputs without padding, and
+    the model's logits on them."""
+    model = _model()
+    _open_gate(model)
+    inputs = _inputs(batch=2)
+    inputs["padding_mask"][:] = True
+    return model, inputs, _logits(model, inputs)
+
+
 def _logits(model, inputs):
     return keras.ops.convert_to_numpy(model(inputs))
 
@@ -77,11 +87,7 @@ def test_closed_gate_gives_the_backbone_on_each_segment(cell, summary):
 
 
 def test_state_carries_forward_only():
-    model = _model()
-    _open_gate(model)
-    inputs = _inputs(batch=2)
-    inputs["padding_mask"][:] = True
-    base = _logits(model, inputs)
+    model, inputs, base = _open_model_on_unpadded_rows()
     for t in (1, 5, 9):
         changed = {k: v.copy() for k, v in inputs.items()}
         changed["token_ids"][:, t] = (changed["token_ids"][:, t] + 7) % VOCAB
@@ -97,11 +103,7 @@ def test_state_carries_forward_only():
 
 
 def test_padding_and_lengths_off_the_segment_grid():
-    model = _model()
-    _open_gate(model)
-    inputs = _inputs(batch=2)
-    inputs["padding_mask"][:] = True
-    full = _logits(model, inputs)
+    model, inputs, full = _open_model_on_unpadded_rows()
     # a length that is not a multiple of segment_length is padded inside:
     # the logits of the tokens it holds are those of the longer sequence
     short = {k: v[:, :10] for k, v in inputs.items()}

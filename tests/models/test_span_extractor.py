@@ -9,6 +9,7 @@ from kerasseq.models import MODELS
 from kerasseq.models import SpanExtractor
 from kerasseq.models import build_model
 from kerasseq.models.span_extractor import PADDING_LOGIT
+from tests.models.fitting import fit_until_fitted
 from tests.testing import layer_weights
 from tests.testing import one_model_per_mixer
 from tests.testing import perturb_weights
@@ -156,12 +157,6 @@ def _marked_spans(rng, n, vocab, seq_len=SEQ_LEN):
     return inputs, np.stack([start, end], axis=1).astype("int32")
 
 
-class _StopWhenFitted(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if logs["accuracy"] >= 0.99:
-            self.model.stop_training = True
-
-
 def test_learns_marked_spans():
     keras.utils.set_random_seed(42)
     rng = np.random.default_rng(5)
@@ -175,20 +170,14 @@ def test_learns_marked_spans():
     assert np.all((ids == OPEN).sum(1) == 1)
     assert np.all((ids == CLOSE).sum(1) == 1)
     model = _build("transformer", vocabulary_size=vocab)
-    model.compile(
-        optimizer=keras.optimizers.Adam(5e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=True,
-    )
     # 4 epochs for the seeds tried
-    model.fit(
+    fit_until_fitted(
+        model,
         x,
         y,
-        batch_size=64,
-        epochs=12,
-        verbose=0,
-        callbacks=[_StopWhenFitted()],
+        accuracy=0.99,
+        max_epochs=12,
+        metric=keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
     )
     predicted = _numpy(model.predict(x_test, batch_size=256, verbose=0))
     exact = np.all(predicted.argmax(-1) == y_test, axis=1).mean()
