@@ -55,15 +55,19 @@ def _build(name, task):
     return build_model(name, task, "tiny", **kwargs)
 
 
-# through its paces in the default suite: one mixer of each kind (with
-# every head for gpt and transformer); the others in
-# test_heads_every_model.py (`large`: a compile per model and task)
-PACES_IN_DEFAULT_SUITE = ("gpt", "transformer", "mamba", "lstm")
-
-
-@pytest.mark.parametrize(
-    "name,task", [c for c in _cases() if c[0] in PACES_IN_DEFAULT_SUITE]
+# through its paces in the default suite: every head once (the heads do
+# not depend on the mixer; each mixer trains under XLA in the default suite
+# in tests/layers/test_mixer_contract.py and tests/models/
+# test_compiled_step.py); every other case in test_heads_every_model.py
+# (`large`: a compile per model and task, ~30-150 s each)
+PACES_IN_DEFAULT_SUITE = (
+    ("gpt", "causal_lm"),
+    ("gpt", "token_classification"),
+    ("transformer", "sequence_classification"),
 )
+
+
+@pytest.mark.parametrize("name,task", PACES_IN_DEFAULT_SUITE)
 def test_model_through_its_paces(name, task):
     check_paces(name, task)
 
@@ -93,10 +97,32 @@ def test_saved_model_gives_identical_outputs(name, tmp_path):
     )
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in one_model_per_mixer() if MODELS[n].causal]
+# stepping in the default suite: one mixer per kernel family (attention's
+# cache, the selective scan, the LSTM, the delta rule, the complex diagonal
+# recurrence, linear attention's state); every other causal mixer in
+# test_heads_every_model.py (`large`)
+STEPPING_IN_DEFAULT_SUITE = (
+    "gpt",
+    "mamba",
+    "lstm",
+    "deltanet",
+    "lru",
+    "linear_attention",
 )
+
+
+def stepping_cases():
+    return [n for n in one_model_per_mixer() if MODELS[n].causal]
+
+
+@pytest.mark.parametrize("name", STEPPING_IN_DEFAULT_SUITE)
 def test_stepping_equals_call_and_generate_is_greedy(name):
+    check_stepping(name)
+
+
+def check_stepping(name):
+    """generate's tokens are the teacher-forced argmax, and the backbone's
+    step reproduces its call."""
     model = _build(name, "causal_lm")
     prompt = np.random.randint(1, VOCAB, (2, 4)).astype("int32")
     generated = model.generate(prompt, max_new_tokens=6)
