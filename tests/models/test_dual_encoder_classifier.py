@@ -1,5 +1,3 @@
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -9,7 +7,8 @@ from kerasseq.models import MODELS
 from kerasseq.models import DualEncoderClassifier
 from kerasseq.models import build_model
 from kerasseq.models import count_parameters
-from tests.models.fitting import fit_until_fitted
+from tests.models.model_checks import assert_reloads
+from tests.models.model_checks import fit_until_fitted
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 from tests.testing import run_model_test
@@ -147,15 +146,7 @@ def test_model_through_its_paces():
 
 def test_saved_model_gives_identical_outputs(tmp_path):
     model = _build("lstm", intermediate_dim=24)
-    inputs = _inputs(np.random.default_rng(4))
-    expected = _numpy(model(inputs))
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is DualEncoderClassifier
-    assert restored.get_config() == model.get_config()
-    assert len(restored.weights) == len(model.weights)
-    np.testing.assert_array_equal(_numpy(restored(inputs)), expected)
+    assert_reloads(model, _inputs(np.random.default_rng(4)), tmp_path)
 
 
 def _matching_data(rng, n, vocab=6):

@@ -1,11 +1,10 @@
-import os
-
 import keras
 import numpy as np
 import pytest
 
 from kerasseq.models import RecurrentGPT2
 from kerasseq.models import build_model
+from tests.models.model_checks import assert_reloads
 from tests.testing import value_and_grad
 
 VOCAB = 50
@@ -187,6 +186,9 @@ def test_truncated_backpropagation_through_segments():
     assert cell == 0
 
 
+# ~90 s (the segment loop's XLA compile); gradients through the segments
+# are checked in the default suite (test_truncated_backpropagation_...)
+@pytest.mark.large
 def test_fit_memorises_with_jit_compile():
     # dropout as in GPT-2's checkpoints, drawn in every segment
     model = RecurrentGPT2(
@@ -242,14 +244,7 @@ def test_symbolic_call_and_mixed_precision():
 def test_saved_model_gives_identical_outputs(tmp_path):
     model = _model(cell="lstm", state_dim=24, summary="last", bptt_segments=3)
     _open_gate(model)
-    inputs = _inputs()
-    expected = _logits(model, inputs)
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is RecurrentGPT2
-    assert restored.get_config() == model.get_config()
-    np.testing.assert_array_equal(_logits(restored, inputs), expected)
+    assert_reloads(model, _inputs(), tmp_path)
 
 
 @pytest.mark.parametrize("cell,summary", [("gru", "mean"), ("lstm", "last")])

@@ -1,5 +1,3 @@
-import os
-
 import keras
 import numpy as np
 import pytest
@@ -9,7 +7,8 @@ from kerasseq.models import MODELS
 from kerasseq.models import SpanExtractor
 from kerasseq.models import build_model
 from kerasseq.models.span_extractor import PADDING_LOGIT
-from tests.models.fitting import fit_until_fitted
+from tests.models.model_checks import assert_reloads
+from tests.models.model_checks import fit_until_fitted
 from tests.testing import layer_weights
 from tests.testing import one_model_per_mixer
 from tests.testing import perturb_weights
@@ -124,16 +123,10 @@ def test_fit_lowers_the_loss():
 
 def test_saved_model_gives_identical_outputs(tmp_path):
     model = _build("lstm", head={"dropout": 0.1})
-    inputs = _inputs(np.random.default_rng(4))
-    expected = _numpy(model(inputs))
-    path = os.path.join(tmp_path, "model.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert type(restored) is SpanExtractor
-    assert restored.get_config() == model.get_config()
+    restored = assert_reloads(
+        model, _inputs(np.random.default_rng(4)), tmp_path
+    )
     assert restored.dropout == 0.1
-    assert len(restored.weights) == len(model.weights)
-    np.testing.assert_array_equal(_numpy(restored(inputs)), expected)
 
 
 OPEN, CLOSE, FIRST_WORD = 1, 2, 3

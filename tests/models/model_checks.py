@@ -1,7 +1,10 @@
-"""What the heads' learning tests share: fit a small model until its
-training accuracy shows it has learned the task."""
+"""What the heads' tests share: fit a small model until its training
+accuracy shows it has learned the task; save and reload a model."""
+
+import os
 
 import keras
+import numpy as np
 
 
 class _StopWhenFitted(keras.callbacks.Callback):
@@ -33,3 +36,20 @@ def fit_until_fitted(model, x, y, accuracy, max_epochs, metric="accuracy"):
         verbose=0,
         callbacks=[_StopWhenFitted(accuracy)],
     )
+
+
+def assert_reloads(model, inputs, directory):
+    """Saves `model` to a .keras file in `directory` and loads it back: the
+    copy has the model's class, config and number of weights, and gives
+    the same outputs on `inputs`. Returns the copy."""
+    expected = keras.ops.convert_to_numpy(model(inputs))
+    path = os.path.join(directory, "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert type(restored) is type(model)
+    assert restored.get_config() == model.get_config()
+    assert len(restored.weights) == len(model.weights)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(inputs)), expected
+    )
+    return restored
