@@ -46,11 +46,13 @@ def _binary(*args):
 
 
 def test_smnist_runs_end_to_end(tmp_path):
+    # one model: a second costs a compile at 784 steps (~60 s) and checks
+    # nothing of the binary's that the first does not
     write_mnist(str(tmp_path / "data"))
-    config = _config(tmp_path / "runs", tmp_path / "data")
+    config = _config(tmp_path / "runs", tmp_path / "data", models=("lru",))
     results = train.run(config, pixels.make_task_data)
-    assert set(results) == {"gpt", "lru"}
-    for name in ("gpt", "lru"):
+    assert set(results) == {"lru"}
+    for name in ("lru",):
         saved = json.loads(
             (tmp_path / "runs" / "smnist" / name / "results.json").read_text()
         )
@@ -59,7 +61,7 @@ def test_smnist_runs_end_to_end(tmp_path):
         accuracy = saved["eval"]["test"]["accuracy"]
         assert 0 <= accuracy <= 1
     table = (tmp_path / "runs" / "smnist" / "comparison.md").read_text()
-    assert "gpt" in table and "lru" in table
+    assert "| lru |" in table
 
 
 def test_scifar_features_reach_the_model(tmp_path):

@@ -355,6 +355,7 @@ def test_binary_end_to_end(tmp_path):
     assert (tmp_path / "mqar" / "gpt" / "wandb").is_dir()
 
 
+@pytest.mark.large  # ~25 s: a program that trains, for a logging switch
 def test_verbose_3_shows_the_libraries_logs(tmp_path):
     result = _binary(
         "--model=gpt",
