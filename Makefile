@@ -46,9 +46,13 @@ run: $(RUNTIME_STAMP)
 	  --eval_every=300 --batch_size=64 --learning_rate=1e-3 \
 	  --workdir=runs/default --wandb_mode=offline
 
-# the backend-agnostic tests run again on JAX (skipped where jax is missing);
-# the converters' (tests/pretrained) in `make test-all` only, for time
-JAX_TESTS := tests/ops tests/layers tests/models
+# the kernels, the layers and decoding run again on JAX (skipped where jax
+# is missing); the whole models and the converters' tests
+# (tests/models, tests/pretrained) in `make test-all` only, for time: the
+# heads, fitting and saving are Keras code that does not branch on the backend
+JAX_TESTS := tests/ops tests/layers tests/models/test_prefill_generate.py \
+  tests/models/test_heads.py
+JAX_TESTS_ALL := tests/ops tests/layers tests/models tests/pretrained
 HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
 
 # each pass ends with its slowest tests (the default suite's time budget)
@@ -62,7 +66,7 @@ test: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 test-all: $(TEST_STAMP) $(GPT2_DIR)/encoder.json
 	$(PYTEST) -n $(WORKERS)
 	if $(HAVE_JAX); then KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
-	  $(JAX_TESTS) tests/pretrained && KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
+	  $(JAX_TESTS_ALL) && KERAS_BACKEND=jax $(PYTEST) -n $(WORKERS) \
 	  tests/experiments/test_callbacks.py \
 	  tests/experiments/test_synthetic_binary.py -k "resume"; \
 	  else echo "jax missing: JAX pass skipped"; fi
