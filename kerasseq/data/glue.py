@@ -62,7 +62,7 @@ from kerasseq.data.glue_sources import GlueExamples  # noqa: F401 (API)
 from kerasseq.data.glue_sources import from_prepared
 from kerasseq.data.glue_sources import read_glue_tsv
 from kerasseq.data.sources import load_tfds
-from kerasseq.layers.validation import check_choice
+from kerasseq.ops.checks import check_choice
 
 TASKS = catalogue.GLUE_TASKS
 

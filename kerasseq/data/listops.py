@@ -51,7 +51,7 @@ from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
 from kerasseq.data.sources import progress_bar
-from kerasseq.layers.validation import check_choice
+from kerasseq.ops.checks import check_choice
 from kerasseq.ops.checks import check_int
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")

@@ -50,7 +50,7 @@ from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
 from kerasseq.data.sources import load_tfds
-from kerasseq.layers.validation import check_choice
+from kerasseq.ops.checks import check_choice
 
 TASKS = catalogue.LRA_TASKS
 BYTE_VOCABULARY_SIZE = 257

@@ -33,7 +33,7 @@ from kerasseq.data.errors import DataFormatError
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.sources import find_file
 from kerasseq.data.sources import load_tfds
-from kerasseq.layers.validation import check_choice
+from kerasseq.ops.checks import check_choice
 
 TASKS = catalogue.PIXEL_TASKS
 

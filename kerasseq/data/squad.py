@@ -46,8 +46,8 @@ from kerasseq.data.squad_sources import SquadExample  # noqa: F401 (API)
 from kerasseq.data.squad_sources import read_official_json
 from kerasseq.data.squad_sources import read_prepared
 from kerasseq.data.squad_sources import to_examples
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_positive_int
+from kerasseq.ops.checks import check_choice
+from kerasseq.ops.checks import check_int
 
 VERSIONS = catalogue.SQUAD_VERSIONS
 SPLITS = ("train", "validation")
@@ -231,9 +231,9 @@ def make_windows(
     >>> windows.labels.tolist()
     [[14, 16]]
     """
-    check_positive_int("max_length", max_length)
-    check_positive_int("doc_stride", doc_stride)
-    check_positive_int("max_query_length", max_query_length)
+    check_int("max_length", max_length)
+    check_int("doc_stride", doc_stride)
+    check_int("max_query_length", max_query_length)
     shortest_chunk = max_length - max_query_length - NUM_SPECIAL_TOKENS
     if shortest_chunk < 1:
         raise ValueError(
@@ -398,8 +398,8 @@ def postprocess(
     Returns:
         A dict of example id -> predicted text.
     """
-    check_positive_int("n_best", n_best)
-    check_positive_int("max_answer_length", max_answer_length)
+    check_int("n_best", n_best)
+    check_int("max_answer_length", max_answer_length)
     shape = windows.char_starts.shape
     start_logits = _check_logits("start_logits", start_logits, shape)
     end_logits = _check_logits("end_logits", end_logits, shape)

@@ -2,8 +2,8 @@ import functools
 
 import keras
 
-from kerasseq.layers.softmax_attention import SoftmaxAttention
-from kerasseq.layers.softmax_attention import recomputed
+from kerasseq.layers.attention_base import BaseAttention
+from kerasseq.layers.attention_base import recomputed
 from kerasseq.ops import checks
 from kerasseq.ops.block_sparse_attention import RANDOM_BLOCKS
 from kerasseq.ops.block_sparse_attention import block_sparse_attention
@@ -11,7 +11,7 @@ from kerasseq.ops.block_sparse_attention import check_block_arguments
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class BigBirdAttention(SoftmaxAttention):
+class BigBirdAttention(BaseAttention):
     """Multi-head BigBird block-sparse self-attention (bidirectional).
 
     The token mixer of BigBird (ITC: internal global tokens). The sequence
@@ -27,10 +27,11 @@ class BigBirdAttention(SoftmaxAttention):
     As in the reference implementation, sequences of at most
     `(3 + g + 2 * num_random_blocks) * block_size` tokens (with `g = 2`:
     `(5 + 2 * num_random_blocks) * block_size`) use full attention, the
-    `SoftmaxAttention` path, since the sparse pattern would cover most of
-    the keys anyway. The projections are those of `SoftmaxAttention`, with
-    the same weight names (`query`, `key`, `value`, `output`: Hugging Face
-    BigBird's `query`, `key`, `value` and `output.dense`).
+    attention of `BaseAttention.call`, since the sparse pattern would
+    cover most of the keys anyway. The projections are those of
+    `BaseAttention`, with the same weight names (`query`, `key`, `value`,
+    `output`: Hugging Face BigBird's `query`, `key`, `value` and
+    `output.dense`).
 
     In training the random blocks are always the seeded draw. At inference
     `inference_random_blocks` chooses them: `"seeded"` (the default) keeps
@@ -92,8 +93,6 @@ class BigBirdAttention(SoftmaxAttention):
         - [Zaheer et al., 2020](https://arxiv.org/abs/2007.14062)
     """
 
-    _supports_rotary = False
-
     def __init__(
         self,
         num_heads,
@@ -120,18 +119,13 @@ class BigBirdAttention(SoftmaxAttention):
         check_block_arguments(
             block_size, num_global_blocks, num_random_blocks, seed
         )
-        checks.check_mode(
-            inference_random_blocks, RANDOM_BLOCKS, "inference_random_blocks"
+        checks.check_choice(
+            "inference_random_blocks", inference_random_blocks, RANDOM_BLOCKS
         )
         super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            causal=False,
-            dropout=dropout,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
+            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
         )
+        self.set_dropout(dropout)
         self.block_size = block_size
         self.num_global_blocks = num_global_blocks
         self.num_random_blocks = num_random_blocks
@@ -146,7 +140,7 @@ class BigBirdAttention(SoftmaxAttention):
         return blocks * self.block_size
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_inputs(inputs, 3, padding_mask)
+        self.check_inputs(inputs, 3, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         length = inputs.shape[1]
         if length is None:
@@ -160,9 +154,9 @@ class BigBirdAttention(SoftmaxAttention):
             return super().call(
                 inputs, padding_mask=padding_mask, training=training
             )
-        q = self._project(inputs, "query")
-        k = self._project(inputs, "key")
-        v = self._project(inputs, "value")
+        q = self.project(inputs, "query")
+        k = self.project(inputs, "key")
+        v = self.project(inputs, "value")
         dropout = None
         if self.dropout > 0 and training:
             dropout = functools.partial(self.dropout_layer, training=training)
@@ -184,31 +178,4 @@ class BigBirdAttention(SoftmaxAttention):
 
         enabled = self.recompute_attention and dropout is None
         o = recomputed(attend, enabled)(q, k, v)
-        return self._output(o)
-
-    def get_initial_state(self, batch_size, max_length=None):
-        """Raises `ValueError`: BigBird attention is bidirectional."""
-        raise ValueError(
-            "BigBirdAttention has no step: it is bidirectional (its global "
-            "blocks attend to the whole sequence), so token-by-token "
-            "decoding is undefined."
-        )
-
-    def step(self, inputs, state):
-        """Raises `ValueError`: BigBird attention is bidirectional."""
-        self.get_initial_state(None)
-
-    def get_config(self):
-        config = super().get_config()
-        del config["causal"]  # always False
-        config.update(
-            {
-                "block_size": self.block_size,
-                "num_global_blocks": self.num_global_blocks,
-                "num_random_blocks": self.num_random_blocks,
-                "seed": self.seed,
-                "inference_random_blocks": self.inference_random_blocks,
-                "recompute_attention": self.recompute_attention,
-            }
-        )
-        return config
+        return self.project_output(o)

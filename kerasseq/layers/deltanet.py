@@ -7,14 +7,10 @@ from kerasseq.layers.causal_conv import causal_conv
 from kerasseq.layers.causal_conv import causal_conv_prefill
 from kerasseq.layers.causal_conv import causal_conv_step
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import fresh_initializer
 from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.sequence_layer import state_or_initial
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
-from kerasseq.layers.validation import fresh_initializer
-from kerasseq.layers.validation import resolve_head_dim
+from kerasseq.ops import checks
 from kerasseq.ops.delta_rule import MODES
 from kerasseq.ops.delta_rule import delta_rule
 from kerasseq.ops.delta_rule import delta_rule_step
@@ -120,20 +116,14 @@ class DeltaNet(SequenceLayer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
-        check_positive_int("num_heads", num_heads)
-        check_positive_int("head_dim", head_dim, allow_none=True)
-        check_positive_int("conv_kernel", conv_kernel)
-        if (
-            isinstance(norm_epsilon, bool)
-            or not isinstance(norm_epsilon, (int, float))
-            or norm_epsilon <= 0
-        ):
-            raise ValueError(
-                "Received an invalid value for argument `norm_epsilon`, "
-                f"expected a positive float, got {norm_epsilon!r}."
-            )
-        check_choice("mode", mode, MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_int("num_heads", num_heads)
+        checks.check_int("head_dim", head_dim, allow_none=True)
+        checks.check_int("conv_kernel", conv_kernel)
+        checks.check_number(
+            "norm_epsilon", norm_epsilon, "a positive float", lambda v: v > 0
+        )
+        checks.check_choice("mode", mode, MODES)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -162,7 +152,9 @@ class DeltaNet(SequenceLayer):
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        head_dim = resolve_head_dim(hidden_dim, self.num_heads, self.head_dim)
+        head_dim = checks.resolve_head_dim(
+            hidden_dim, self.num_heads, self.head_dim
+        )
         self._head_dim = head_dim
         inner = self.num_heads * head_dim
         self.q_proj = self._dense("q_proj", inner, hidden_dim)
@@ -194,7 +186,7 @@ class DeltaNet(SequenceLayer):
         self.o_proj = self._dense("o_proj", hidden_dim, inner)
 
     def _check_width(self, name, x, rank, padding_mask=None):
-        check_input_width(
+        checks.check_input_width(
             name, x, rank, self.q_proj.kernel.shape[0], padding_mask
         )
 
@@ -290,9 +282,7 @@ class DeltaNet(SequenceLayer):
         """Advances one token: `inputs` (B, hidden_dim) -> (outputs
         (B, hidden_dim), state)."""
         self._check_width("inputs", inputs, 2)
-        expected = self._state_shapes(inputs.shape[0])
-        for key, shape in expected.items():
-            check_state(f"state[{key!r}]", state[key], shape)
+        checks.check_state(state, self._state_shapes(inputs.shape[0]))
         x = inputs
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         new_state = {}
@@ -325,8 +315,7 @@ class DeltaNet(SequenceLayer):
         self._check_width("inputs", inputs, 3)
         initial = state
         state = state_or_initial(self, inputs, state)
-        for key, shape in self._state_shapes(inputs.shape[0]).items():
-            check_state(f"state[{key!r}]", state[key], shape)
+        checks.check_state(state, self._state_shapes(inputs.shape[0]))
         x = inputs
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         new_state = {}
@@ -357,24 +346,6 @@ class DeltaNet(SequenceLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "num_heads": self.num_heads,
-            "head_dim": self.head_dim,
-            "conv_kernel": self.conv_kernel,
-            "use_short_conv": self.use_short_conv,
-            "allow_neg_eigval": self.allow_neg_eigval,
-            "use_gate": self.use_gate,
-            "norm_epsilon": self.norm_epsilon,
-            "mode": self.mode,
-            "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-        }
-        return {**base_config, **config}
 
 
 def _l2_normalize(x):

@@ -2,18 +2,25 @@ import keras
 from keras import ops
 
 from kerasseq import ops as kops
+from kerasseq.layers.attention_base import BaseAttention
 from kerasseq.layers.sequence_layer import real_steps
-from kerasseq.layers.softmax_attention import SoftmaxAttention
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 
 FEATURE_MAPS = {"elu_plus_one": kops.elu_plus_one, "relu": kops.relu}
 
 
+def sums_shapes(batch_size, heads, key_dim, value_dim):
+    """The shapes of causal linear attention's decoding state `(S, z)`:
+    `S` `(B, H, K, V)` sums keys' features times values, `z` `(B, H, K)`
+    sums keys' features."""
+    return [
+        (batch_size, heads, key_dim, value_dim),
+        (batch_size, heads, key_dim),
+    ]
+
+
 @keras.saving.register_keras_serializable(package="kerasseq")
-class LinearAttention(SoftmaxAttention):
+class LinearAttention(BaseAttention):
     """Multi-head linear attention (Katharopoulos et al., 2020).
 
     Softmax attention with the kernel `exp(q . k)` replaced by
@@ -26,8 +33,8 @@ class LinearAttention(SoftmaxAttention):
 
     It runs as `kerasseq.ops.linear_attention` (chunked or recurrent, in
     linear time), and `step` carries `(S, z)`: constant memory per token.
-    The projections are those of `SoftmaxAttention`, with the same weight
-    names and shapes.
+    The projections are those of `BaseAttention`, as in
+    `SoftmaxAttention`.
 
     Args:
         num_heads: int. Number of heads.
@@ -61,8 +68,6 @@ class LinearAttention(SoftmaxAttention):
         - [Katharopoulos et al., 2020](https://arxiv.org/abs/2006.16236)
     """
 
-    _supports_rotary = False
-
     def __init__(
         self,
         num_heads,
@@ -75,33 +80,29 @@ class LinearAttention(SoftmaxAttention):
         chunk_size=64,
         **kwargs,
     ):
-        check_choice("feature_map", feature_map, FEATURE_MAPS)
-        check_choice("mode", mode, checks.MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_choice("feature_map", feature_map, FEATURE_MAPS)
+        checks.check_mode(mode, checks.MODES)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            causal=causal,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
+            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
         )
+        self.causal = causal
         self.feature_map = feature_map
         self.mode = mode
         self.chunk_size = chunk_size
 
     def _features(self, inputs, padding_mask=None):
         phi = FEATURE_MAPS[self.feature_map]
-        q = phi(self._project(inputs, "query"))
-        k = phi(self._project(inputs, "key"))
-        v = self._project(inputs, "value")
+        q = phi(self.project(inputs, "query"))
+        k = phi(self.project(inputs, "key"))
+        v = self.project(inputs, "value")
         if padding_mask is not None:
             keep = ops.cast(padding_mask, k.dtype)[:, :, None, None]
             k = k * keep
         return q, k, v
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_inputs(inputs, 3, padding_mask)
+        self.check_inputs(inputs, 3, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         q, k, v = self._features(inputs, padding_mask)
         o = kops.linear_attention(
@@ -112,42 +113,35 @@ class LinearAttention(SoftmaxAttention):
             mode=self.mode,
             chunk_size=self.chunk_size,
         )
-        return self._output(o)
+        return self.project_output(o)
 
     def get_initial_state(self, batch_size, max_length=None):
         """Returns the zero state `(S, z)`, `(batch_size, heads, head_dim,
         head_dim)` and `(batch_size, heads, head_dim)`. `max_length` is
         unused: the state does not grow."""
-        if not self.causal:
-            raise ValueError(
-                "LinearAttention.step needs a causal layer; this one was "
-                "built with causal=False."
-            )
-        heads, size = self.num_heads, self._head_dim
-        return (
-            ops.zeros((batch_size, heads, size, size), "float32"),
-            ops.zeros((batch_size, heads, size), "float32"),
-        )
+        self.check_decodable()
+        shapes = self._state_shapes(batch_size)
+        return tuple(ops.zeros(shape, "float32") for shape in shapes)
+
+    def _state_shapes(self, batch_size):
+        size = self._head_dim
+        return sums_shapes(batch_size, self.num_heads, size, size)
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
-        self._check_inputs(inputs, 2)
-        batch, heads, size = inputs.shape[0], self.num_heads, self._head_dim
-        check_state("state[0]", state[0], (batch, heads, size, size))
-        check_state("state[1]", state[1], (batch, heads, size))
+        self.check_inputs(inputs, 2)
+        checks.check_state(state, self._state_shapes(inputs.shape[0]))
         q, k, v = self._features(inputs[:, None])
         o, state = kops.linear_attention_step(q[:, 0], k[:, 0], v[:, 0], state)
-        return self._output(o), state
+        return self.project_output(o), state
 
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
         state)`, the state the sums `(S, z)` after it (see
         `SequenceLayer`)."""
-        self._check_inputs(inputs, 3)
-        initial, _ = self._prefill_state(inputs, state, max_length)
-        batch, heads, size = inputs.shape[0], self.num_heads, self._head_dim
-        check_state("state[0]", initial[0], (batch, heads, size, size))
-        check_state("state[1]", initial[1], (batch, heads, size))
+        self.check_inputs(inputs, 3)
+        initial, _ = self.prefill_state(inputs, state, max_length)
+        checks.check_state(initial, self._state_shapes(inputs.shape[0]))
         keep = real_steps(length, inputs.shape[1])
         # padded keys add nothing to the sums
         q, k, v = self._features(inputs, None if keep is None else keep[None])
@@ -161,16 +155,4 @@ class LinearAttention(SoftmaxAttention):
             mode=self.mode,
             chunk_size=self.chunk_size,
         )
-        return self._output(o), state
-
-    def get_config(self):
-        config = super().get_config()
-        del config["dropout"]  # no attention weights to drop
-        config.update(
-            {
-                "feature_map": self.feature_map,
-                "mode": self.mode,
-                "chunk_size": self.chunk_size,
-            }
-        )
-        return config
+        return self.project_output(o), state

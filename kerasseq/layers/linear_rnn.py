@@ -20,11 +20,8 @@ from kerasseq.layers.glu import apply_glu
 from kerasseq.layers.glu import build_glu
 from kerasseq.layers.glu import complex_readout
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import add_float32_weight
 from kerasseq.layers.sequence_layer import state_after
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
@@ -53,7 +50,7 @@ def transition_std(A_init, n):
     Returns:
         float.
     """
-    check_choice("A_init", A_init, A_INITS)
+    checks.check_choice("A_init", A_init, A_INITS)
     if A_init == "glorot":
         return 1.0 / math.sqrt(n)
     if A_init == "rescaled_glorot":
@@ -86,7 +83,7 @@ class GlorotTransition(keras.initializers.Initializer):
     `transition_std(A_init, n)`."""
 
     def __init__(self, A_init="glorot", seed=None):
-        check_choice("A_init", A_init, A_INITS)
+        checks.check_choice("A_init", A_init, A_INITS)
         self.A_init = A_init
         self.seed = seed
 
@@ -112,8 +109,8 @@ class _LinearRNNBase(SequenceLayer):
         mode="auto",
         **kwargs,
     ):
-        check_positive_int("state_size", state_size, allow_none=True)
-        check_choice("A_init", A_init, A_INITS)
+        checks.check_int("state_size", state_size, allow_none=True)
+        checks.check_choice("A_init", A_init, A_INITS)
         super().__init__(**kwargs)
         self.state_size = state_size
         self.A_init = A_init
@@ -123,12 +120,8 @@ class _LinearRNNBase(SequenceLayer):
     def _normal(self, name, shape, std):
         # float32 and read as float32 under mixed precision too
         # (autocast=False): bfloat16 would round the eigenvalues
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=keras.initializers.RandomNormal(stddev=std),
-            dtype="float32",
-            autocast=False,
+        return add_float32_weight(
+            self, name, shape, keras.initializers.RandomNormal(stddev=std)
         )
 
     def _build_head(self, hidden_dim):
@@ -146,23 +139,15 @@ class _LinearRNNBase(SequenceLayer):
         return self.D.shape[0]
 
     def _masked(self, inputs, padding_mask):
-        check_input_width("inputs", inputs, 3, self._width(), padding_mask)
+        checks.check_input_width(
+            "inputs", inputs, 3, self._width(), padding_mask
+        )
         if padding_mask is None:
             return inputs
         return inputs * ops.cast(padding_mask, inputs.dtype)[..., None]
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "state_size": self.state_size,
-            "A_init": self.A_init,
-            "use_glu": self.use_glu,
-            "mode": self.mode,
-        }
-        return {**base_config, **config}
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -213,19 +198,15 @@ class LinearRNN(_LinearRNNBase):
         mode="auto",
         **kwargs,
     ):
-        check_choice("mode", mode, MATRIX_MODES)
+        checks.check_choice("mode", mode, MATRIX_MODES)
         super().__init__(state_size, A_init, use_glu, mode, **kwargs)
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         n = self.state_size or hidden_dim
         transition_std(self.A_init, n)  # 'fixed' needs a large enough n
-        self.A = self.add_weight(
-            name="A",
-            shape=(n, n),
-            initializer=GlorotTransition(self.A_init),
-            dtype="float32",
-            autocast=False,
+        self.A = add_float32_weight(
+            self, "A", (n, n), GlorotTransition(self.A_init)
         )
         self.B = self._normal("B", (hidden_dim, n), hidden_dim**-0.5)
         self.C = self._normal("C", (n, hidden_dim), n**-0.5)
@@ -245,8 +226,8 @@ class LinearRNN(_LinearRNNBase):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
-        check_input_width("inputs", inputs, 2, self._width())
-        check_state("state", state, (inputs.shape[0], self.A.shape[0]))
+        checks.check_input_width("inputs", inputs, 2, self._width())
+        checks.check_shape("state", state, (inputs.shape[0], self.A.shape[0]))
         u = ops.matmul(ops.cast(inputs, "float32"), self.B)
         h, state = matrix_recurrence_step(self.A, u, state)
         return self._head(ops.matmul(h, self.C), inputs), state
@@ -254,9 +235,11 @@ class LinearRNN(_LinearRNNBase):
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
         state)`, the state `h` after it (see `SequenceLayer`)."""
-        check_input_width("inputs", inputs, 3, self._width())
+        checks.check_input_width("inputs", inputs, 3, self._width())
         if state is not None:
-            check_state("state", state, (inputs.shape[0], self.A.shape[0]))
+            checks.check_shape(
+                "state", state, (inputs.shape[0], self.A.shape[0])
+            )
         u = ops.matmul(ops.cast(inputs, "float32"), self.B)
         h = matrix_recurrence(self.A, u, initial_state=state, mode=self.mode)
         outputs = self._head(ops.matmul(h, self.C), inputs)
@@ -315,8 +298,8 @@ class DiagonalRNN(_LinearRNNBase):
         chunk_size=64,
         **kwargs,
     ):
-        check_choice("mode", mode, checks.MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_choice("mode", mode, checks.MODES)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(state_size, A_init, use_glu, mode, **kwargs)
         self.chunk_size = chunk_size
 
@@ -369,8 +352,10 @@ class DiagonalRNN(_LinearRNNBase):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
-        check_input_width("inputs", inputs, 2, self._width())
-        check_state("state", state, (inputs.shape[0], self.A_re.shape[0]))
+        checks.check_input_width("inputs", inputs, 2, self._width())
+        checks.check_shape(
+            "state", state, (inputs.shape[0], self.A_re.shape[0])
+        )
         b = self._drive(inputs)
         a = ops.broadcast_to(self._lambda(), ops.shape(b))
         h, state = linear_recurrence_step(a, b, state)
@@ -379,9 +364,11 @@ class DiagonalRNN(_LinearRNNBase):
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
         state)`, the state `h` after it (see `SequenceLayer`)."""
-        check_input_width("inputs", inputs, 3, self._width())
+        checks.check_input_width("inputs", inputs, 3, self._width())
         if state is not None:
-            check_state("state", state, (inputs.shape[0], self.A_re.shape[0]))
+            checks.check_shape(
+                "state", state, (inputs.shape[0], self.A_re.shape[0])
+            )
         b = self._drive(inputs)
         a = ops.broadcast_to(self._lambda(), ops.shape(b))
         h = linear_recurrence(
@@ -393,9 +380,6 @@ class DiagonalRNN(_LinearRNNBase):
         )
         outputs = self._head(self._readout(h), inputs)
         return outputs, state_after(h, length)
-
-    def get_config(self):
-        return {**super().get_config(), "chunk_size": self.chunk_size}
 
 
 def _transition_eigenvalues(A_init, n):

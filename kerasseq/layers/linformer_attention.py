@@ -1,16 +1,15 @@
 import keras
 from keras import ops
 
-from kerasseq.layers.softmax_attention import SoftmaxAttention
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import fresh_initializer
+from kerasseq.layers.attention_base import BaseAttention
+from kerasseq.layers.sequence_layer import fresh_initializer
+from kerasseq.ops import checks
 
 SHARING = ("none", "headwise", "key_value", "layerwise")
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class LinformerAttention(SoftmaxAttention):
+class LinformerAttention(BaseAttention):
     """Multi-head Linformer attention: keys and values projected along the
     sequence axis to `projected_length` rows, in linear time and memory.
 
@@ -69,8 +68,6 @@ class LinformerAttention(SoftmaxAttention):
         - [Wang et al., 2020](https://arxiv.org/abs/2006.04768)
     """
 
-    _supports_rotary = False
-
     def __init__(
         self,
         num_heads,
@@ -85,8 +82,8 @@ class LinformerAttention(SoftmaxAttention):
         causal=False,
         **kwargs,
     ):
-        check_positive_int("max_length", max_length)
-        check_positive_int("projected_length", projected_length, True)
+        checks.check_int("max_length", max_length)
+        checks.check_int("projected_length", projected_length, allow_none=True)
         if projected_length is None:
             projected_length = min(256, max_length)
         if projected_length > max_length:
@@ -95,7 +92,7 @@ class LinformerAttention(SoftmaxAttention):
                 f"expected at most max_length={max_length}, got "
                 f"{projected_length}."
             )
-        check_choice("sharing", sharing, SHARING)
+        checks.check_choice("sharing", sharing, SHARING)
         if causal:
             raise ValueError(
                 "Received causal=True, but Linformer cannot be causal: its "
@@ -105,14 +102,9 @@ class LinformerAttention(SoftmaxAttention):
                 "LongformerAttention."
             )
         super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            causal=False,
-            dropout=dropout,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
+            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
         )
+        self.set_dropout(dropout)
         self.max_length = max_length
         self.projected_length = projected_length
         self.sharing = sharing
@@ -196,7 +188,7 @@ class LinformerAttention(SoftmaxAttention):
         return ops.reshape(y, (-1, self.projected_length, heads, size))
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_inputs(inputs, 3, padding_mask)
+        self.check_inputs(inputs, 3, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         length = inputs.shape[1]
         if length is None or length > self.max_length:
@@ -207,35 +199,15 @@ class LinformerAttention(SoftmaxAttention):
                 f"{tuple(inputs.shape)}."
             )
         owner = self._owner or self
-        q = self._project(inputs, "query")
-        k = self._project(inputs, "key")
-        v = self._project(inputs, "value")
+        q = self.project(inputs, "query")
+        k = self.project(inputs, "key")
+        v = self.project(inputs, "value")
         if padding_mask is not None:
             keep = ops.cast(padding_mask, k.dtype)[:, :, None, None]
             k, v = k * keep, v * keep
         k = self._compress(k, owner.key_projection, length)
         v = self._compress(v, owner.value_projection, length)
         mask = ops.ones((1, 1, 1, self.projected_length), "bool")
-        return self._output(self._attend(q, k, v, mask, training))
-
-    def get_initial_state(self, batch_size, max_length=None):
-        raise ValueError(
-            "LinformerAttention has no step: it is bidirectional (its "
-            "projection mixes every position), so token-by-token decoding "
-            "is undefined."
+        return self.project_output(
+            self.compute_attention(q, k, v, mask, training)
         )
-
-    def get_config(self):
-        config = super().get_config()
-        del config["causal"]
-        config.update(
-            {
-                "max_length": self.max_length,
-                "projected_length": self.projected_length,
-                "sharing": self.sharing,
-                "projection_initializer": keras.initializers.serialize(
-                    self.projection_initializer
-                ),
-            }
-        )
-        return config

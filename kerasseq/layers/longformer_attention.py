@@ -2,16 +2,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasseq.layers.softmax_attention import SoftmaxAttention
-from kerasseq.layers.softmax_attention import recomputed
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
+from kerasseq.layers.attention_base import BaseAttention
+from kerasseq.layers.attention_base import recomputed
 from kerasseq.ops import checks
 from kerasseq.ops.sliding_window_attention import sliding_window_attention
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class LongformerAttention(SoftmaxAttention):
+class LongformerAttention(BaseAttention):
     """Longformer self-attention: a (dilated) sliding window plus global
     tokens.
 
@@ -37,8 +35,8 @@ class LongformerAttention(SoftmaxAttention):
     last `window * dilation + 1` tokens (constant memory per token) and
     gives the same outputs as `call`.
 
-    The projections are those of `SoftmaxAttention`, with the same weight
-    names and shapes; the global ones are created only when
+    The projections are those of `BaseAttention`, as in
+    `SoftmaxAttention`; the global ones are created only when
     `num_global_tokens > 0`.
 
     Args:
@@ -88,8 +86,6 @@ class LongformerAttention(SoftmaxAttention):
         - [Beltagy et al., 2020](https://arxiv.org/abs/2004.05150)
     """
 
-    _supports_rotary = False
-
     def __init__(
         self,
         num_heads,
@@ -104,14 +100,14 @@ class LongformerAttention(SoftmaxAttention):
         recompute_attention=True,
         **kwargs,
     ):
-        check_positive_int("window", window)
+        checks.check_int("window", window)
         if not causal and window % 2:
             raise ValueError(
                 "Received an invalid value for argument `window`, expected an "
                 "even integer when causal=False (the two-sided window: "
                 f"window // 2 tokens on each side), got {window!r}."
             )
-        check_positive_int("dilation", dilation)
+        checks.check_int("dilation", dilation)
         checks.check_int("num_global_tokens", num_global_tokens, 0)
         if causal and num_global_tokens:
             raise ValueError(
@@ -121,14 +117,10 @@ class LongformerAttention(SoftmaxAttention):
                 f"{num_global_tokens!r}."
             )
         super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            causal=causal,
-            dropout=dropout,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
+            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
         )
+        self.set_dropout(dropout)
+        self.causal = causal
         self.window = window
         self.dilation = dilation
         self.num_global_tokens = num_global_tokens
@@ -139,7 +131,7 @@ class LongformerAttention(SoftmaxAttention):
         if not self.num_global_tokens:
             return
         for name in ("query_global", "key_global", "value_global"):
-            self._add_projection(name, input_shape[-1])
+            self.add_projection(name, input_shape[-1])
 
     def call(
         self,
@@ -149,7 +141,7 @@ class LongformerAttention(SoftmaxAttention):
         training=None,
         mask=None,
     ):
-        self._check_inputs(inputs, 3, padding_mask)
+        self.check_inputs(inputs, 3, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         batch, length = inputs.shape[:2]
         checks.check_static_length("inputs", inputs)
@@ -166,9 +158,9 @@ class LongformerAttention(SoftmaxAttention):
                 "global_mask", global_mask, (batch, length), "(B, T)"
             )
             global_mask = ops.cast(global_mask, "bool")
-        q = self._project(inputs, "query")
-        k = self._project(inputs, "key")
-        v = self._project(inputs, "value")
+        q = self.project(inputs, "query")
+        k = self.project(inputs, "key")
+        v = self.project(inputs, "value")
         dropout = None
         if self.dropout:
 
@@ -183,7 +175,7 @@ class LongformerAttention(SoftmaxAttention):
         )
         if not self.num_global_tokens:
             o = self._windowed(q, k, v, padding_mask, options, training)
-            return self._output(o)
+            return self.project_output(o)
         if global_mask is None:
             o = self._first_global(
                 inputs, q, k, v, padding_mask, options, training
@@ -191,7 +183,7 @@ class LongformerAttention(SoftmaxAttention):
         else:
             masks = (padding_mask, global_mask)
             o = self._masked_global(inputs, q, k, v, masks, options, training)
-        return self._output(o)
+        return self.project_output(o)
 
     def _windowed(
         self,
@@ -223,13 +215,13 @@ class LongformerAttention(SoftmaxAttention):
     def _global_rows(self, x_global, inputs, padding_mask, training):
         # each global token attends every real token, with the global
         # projections: (B, G, D) -> (B, G, H, K)
-        q = self._project(x_global, "query_global")
-        k = self._project(inputs, "key_global")
-        v = self._project(inputs, "value_global")
+        q = self.project(x_global, "query_global")
+        k = self.project(inputs, "key_global")
+        v = self.project(inputs, "value_global")
         mask = ops.ones((1, 1, 1, inputs.shape[1]), "bool")
         if padding_mask is not None:
             mask = padding_mask[:, None, None, :]
-        return self._attend(q, k, v, mask, training)
+        return self.compute_attention(q, k, v, mask, training)
 
     def _first_global(self, inputs, q, k, v, padding_mask, options, training):
         # the first G positions are global (but padding never is)
@@ -316,32 +308,23 @@ class LongformerAttention(SoftmaxAttention):
     def get_initial_state(self, batch_size, max_length=None):
         """Returns an empty cache of the last `window * dilation + 1` keys
         and values. `max_length` is unused: the cache does not grow."""
-        if not self.causal:
-            raise ValueError(
-                "LongformerAttention.step needs a causal layer; this one was "
-                "built with causal=False, where every token attends to the "
-                "future and token-by-token decoding is undefined."
-            )
-        size = self.window * self.dilation + 1
-        shape = (batch_size, size, self.num_heads, self._head_dim)
-        return {
-            "key": ops.zeros(shape, dtype=self.compute_dtype),
-            "value": ops.zeros(shape, dtype=self.compute_dtype),
-            "index": ops.zeros((), dtype="int32"),
-        }
+        self.check_decodable()
+        return self.empty_cache(batch_size, self._cache_size)
+
+    @property
+    def _cache_size(self):
+        # the keys a causal token's window reaches, itself included
+        return self.window * self.dilation + 1
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
-        self._check_inputs(inputs, 2)
-        size = self.window * self.dilation + 1
-        heads = (self.num_heads, self._head_dim)
-        for key in ("key", "value"):
-            expected = (inputs.shape[0], size, *heads)
-            check_state(f"state[{key!r}]", state[key], expected)
+        self.check_inputs(inputs, 2)
+        size = self._cache_size
+        self.check_cache(state, inputs.shape[0], size)
         index = state["index"]
-        q = self._project(inputs, "query")[:, None]
-        k_new = self._project(inputs, "key")[:, None]
-        v_new = self._project(inputs, "value")[:, None]
+        q = self.project(inputs, "query")[:, None]
+        k_new = self.project(inputs, "key")[:, None]
+        v_new = self.project(inputs, "value")[:, None]
         # shift the cache left and append: slot j holds token index - offset
         keys = ops.concatenate(
             [state["key"][:, 1:], ops.cast(k_new, state["key"].dtype)], 1
@@ -352,27 +335,24 @@ class LongformerAttention(SoftmaxAttention):
         offset = np.arange(size - 1, -1, -1, dtype="int32")
         dilated = ops.convert_to_tensor(offset % self.dilation == 0)
         mask = ops.logical_and(dilated, ops.convert_to_tensor(offset) <= index)
-        outputs = self._attend(
+        outputs = self.compute_attention(
             q, keys, values, mask[None, None, None, :], training=False
         )
-        outputs = self._output(outputs[:, 0])
+        outputs = self.project_output(outputs[:, 0])
         return outputs, {"key": keys, "value": values, "index": index + 1}
 
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
         state)`, the state the cache of the last `window * dilation + 1`
         keys and values (see `SequenceLayer`)."""
-        self._check_inputs(inputs, 3)
+        self.check_inputs(inputs, 3)
         checks.check_static_length("inputs", inputs)
-        state, fresh = self._prefill_state(inputs, state, max_length)
-        size = self.window * self.dilation + 1
-        heads = (self.num_heads, self._head_dim)
-        for key in ("key", "value"):
-            expected = (inputs.shape[0], size, *heads)
-            check_state(f"state[{key!r}]", state[key], expected)
-        q = self._project(inputs, "query")
-        k = self._project(inputs, "key")
-        v = self._project(inputs, "value")
+        state, fresh = self.prefill_state(inputs, state, max_length)
+        size = self._cache_size
+        self.check_cache(state, inputs.shape[0], size)
+        q = self.project(inputs, "query")
+        k = self.project(inputs, "key")
+        v = self.project(inputs, "value")
         # the cache, then the prompt: row r holds token index - size + r
         keys = ops.concatenate(
             [state["key"], ops.cast(k, state["key"].dtype)], 1
@@ -395,26 +375,16 @@ class LongformerAttention(SoftmaxAttention):
             mask = ops.logical_and(gap >= 0, gap < size)
             mask = ops.logical_and(mask, gap % self.dilation == 0)
             mask = ops.logical_and(mask, key_at[None, :] >= 0)
-            outputs = self._attend(q, keys, values, mask[None, None], False)
+            outputs = self.compute_attention(
+                q, keys, values, mask[None, None], False
+            )
         count = inputs.shape[1] if length is None else length
         count = ops.cast(count, "int32")
         # the `size` rows before token index + count
-        shape = (ops.shape(keys)[0], size, *heads)
+        shape = (ops.shape(keys)[0], size, self.num_heads, self._head_dim)
         new_state = {
             "key": ops.slice(keys, (0, count, 0, 0), shape),
             "value": ops.slice(values, (0, count, 0, 0), shape),
             "index": state["index"] + count,
         }
-        return self._output(outputs), new_state
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "window": self.window,
-                "dilation": self.dilation,
-                "num_global_tokens": self.num_global_tokens,
-                "recompute_attention": self.recompute_attention,
-            }
-        )
-        return config
+        return self.project_output(outputs), new_state

@@ -7,11 +7,8 @@ from kerasseq.layers.glu import apply_glu
 from kerasseq.layers.glu import build_glu
 from kerasseq.layers.glu import complex_readout
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import add_float32_weight
 from kerasseq.layers.sequence_layer import state_after
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 from kerasseq.ops.dispatch import make_complex
 from kerasseq.ops.linear_recurrence import linear_recurrence
@@ -101,22 +98,19 @@ class LRU(SequenceLayer):
         chunk_size=64,
         **kwargs,
     ):
-        check_positive_int("state_size", state_size, allow_none=True)
-        if not (_is_number(r_min) and _is_number(r_max)) or not (
-            0 <= r_min < r_max <= 1
-        ):
+        checks.check_int("state_size", state_size, allow_none=True)
+        numbers = checks.is_number(r_min) and checks.is_number(r_max)
+        if not numbers or not (0 <= r_min < r_max <= 1):
             raise ValueError(
                 "Received invalid values for arguments `r_min` and `r_max`, "
                 "expected 0 <= r_min < r_max <= 1, got "
                 f"r_min={r_min!r} and r_max={r_max!r}."
             )
-        if not _is_number(max_phase) or not max_phase > 0:
-            raise ValueError(
-                "Received an invalid value for argument `max_phase`, "
-                f"expected a positive number, got {max_phase!r}."
-            )
-        check_choice("mode", mode, checks.MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_number(
+            "max_phase", max_phase, "a positive number", lambda v: v > 0
+        )
+        checks.check_choice("mode", mode, checks.MODES)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.state_size = state_size
         self.r_min = r_min
@@ -131,27 +125,15 @@ class LRU(SequenceLayer):
         n = self._states(hidden_dim)
         # the recurrence weights are read in float32 under mixed precision
         # too (autocast=False): bfloat16 would round the eigenvalues
-        self.nu_log = self.add_weight(
-            name="nu_log",
-            shape=(n,),
-            initializer=_RingNuLog(self.r_min, self.r_max),
-            dtype="float32",
-            autocast=False,
+        self.nu_log = add_float32_weight(
+            self, "nu_log", (n,), _RingNuLog(self.r_min, self.r_max)
         )
-        self.theta_log = self.add_weight(
-            name="theta_log",
-            shape=(n,),
-            initializer=_PhaseLog(self.max_phase),
-            dtype="float32",
-            autocast=False,
+        self.theta_log = add_float32_weight(
+            self, "theta_log", (n,), _PhaseLog(self.max_phase)
         )
         # read from the nu_log just drawn: exp(gamma) = sqrt(1 - |lambda|^2)
-        self.gamma_log = self.add_weight(
-            name="gamma_log",
-            shape=(n,),
-            initializer=_GammaLogOf(self.nu_log),
-            dtype="float32",
-            autocast=False,
+        self.gamma_log = add_float32_weight(
+            self, "gamma_log", (n,), _GammaLogOf(self.nu_log)
         )
         # real and imaginary parts each of variance 1 / (2H): the complex
         # input B x_t has the variance of one input channel
@@ -176,16 +158,12 @@ class LRU(SequenceLayer):
     def _normal(self, name, shape, stddev):
         # a fresh initializer per weight: one unseeded instance reused would
         # give every weight the same values
-        return self.add_weight(
-            name=name,
-            shape=shape,
-            initializer=keras.initializers.RandomNormal(stddev=stddev),
-            dtype="float32",
-            autocast=False,
+        return add_float32_weight(
+            self, name, shape, keras.initializers.RandomNormal(stddev=stddev)
         )
 
     def _check_width(self, name, x, rank, padding_mask=None):
-        check_input_width(name, x, rank, self.D.shape[0], padding_mask)
+        checks.check_input_width(name, x, rank, self.D.shape[0], padding_mask)
 
     def _eigenvalues(self):
         """lambda `(N,)` in complex64."""
@@ -228,7 +206,9 @@ class LRU(SequenceLayer):
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
         self._check_width("inputs", inputs, 2)
-        check_state("state", state, (inputs.shape[0], self.nu_log.shape[0]))
+        checks.check_shape(
+            "state", state, (inputs.shape[0], self.nu_log.shape[0])
+        )
         x = ops.cast(inputs, "float32")
         b = self._inputs(x)
         a = self._eigenvalues() * ops.ones_like(b)
@@ -240,7 +220,9 @@ class LRU(SequenceLayer):
         state)`, the state `h` after it (see `SequenceLayer`)."""
         self._check_width("inputs", inputs, 3)
         if state is not None:
-            check_state("state", state, (inputs.shape[0], self.nu_log.shape[0]))
+            checks.check_shape(
+                "state", state, (inputs.shape[0], self.nu_log.shape[0])
+            )
         x = ops.cast(inputs, "float32")
         b = self._inputs(x)
         a = self._eigenvalues() * ops.ones_like(b)
@@ -255,23 +237,6 @@ class LRU(SequenceLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "state_size": self.state_size,
-            "r_min": self.r_min,
-            "r_max": self.r_max,
-            "max_phase": self.max_phase,
-            "use_glu": self.use_glu,
-            "mode": self.mode,
-            "chunk_size": self.chunk_size,
-        }
-        return {**base_config, **config}
-
-
-def _is_number(value):
-    return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")

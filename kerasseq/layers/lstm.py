@@ -3,9 +3,7 @@ from keras import ops
 
 from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.sequence_layer import real_steps
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
+from kerasseq.ops import checks
 from kerasseq.ops.lstm_recurrence import lstm_recurrence
 
 
@@ -47,7 +45,7 @@ class LSTM(SequenceLayer):
     """
 
     def __init__(self, units=None, **kwargs):
-        check_positive_int("units", units, allow_none=True)
+        checks.check_int("units", units, allow_none=True)
         super().__init__(**kwargs)
         self.units = units
 
@@ -70,7 +68,7 @@ class LSTM(SequenceLayer):
 
     def _check_inputs(self, inputs, rank, padding_mask=None):
         width = self.lstm.cell.kernel.shape[0]
-        check_input_width("inputs", inputs, rank, width, padding_mask)
+        checks.check_input_width("inputs", inputs, rank, width, padding_mask)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
         self._check_inputs(inputs, 3, padding_mask)
@@ -97,8 +95,7 @@ class LSTM(SequenceLayer):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
         self._check_inputs(inputs, 2)
         expected = (inputs.shape[0], self.lstm.units)
-        for i, part in enumerate(state):
-            check_state(f"state[{i}]", part, expected)
+        checks.check_state(state, [expected, expected])
         outputs, state = self.lstm.cell(inputs, state)
         return self._project(outputs), list(state)
 
@@ -108,8 +105,7 @@ class LSTM(SequenceLayer):
         self._check_inputs(inputs, 3)
         if state is not None:
             expected = (inputs.shape[0], self.lstm.units)
-            for i, part in enumerate(state):
-                check_state(f"state[{i}]", part, expected)
+            checks.check_state(state, [expected, expected])
         # the weights in the compute dtype, as `call` autocasts them
         cell = self.lstm.cell
         gates = ops.matmul(inputs, ops.cast(cell.kernel, inputs.dtype))
@@ -132,7 +128,3 @@ class LSTM(SequenceLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        return {**base_config, "units": self.units}

@@ -7,13 +7,10 @@ from kerasseq.layers.causal_conv import causal_conv
 from kerasseq.layers.causal_conv import causal_conv_prefill
 from kerasseq.layers.causal_conv import causal_conv_step
 from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.sequence_layer import add_float32_weight
+from kerasseq.layers.sequence_layer import fresh_initializer
 from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.layers.sequence_layer import state_or_initial
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
-from kerasseq.layers.validation import fresh_initializer
 from kerasseq.ops import checks
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
@@ -95,19 +92,19 @@ class Mamba(SequenceLayer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
-        check_positive_int("state_size", state_size)
-        check_positive_int("conv_kernel", conv_kernel)
-        check_positive_int("expand", expand)
+        checks.check_int("state_size", state_size)
+        checks.check_int("conv_kernel", conv_kernel)
+        checks.check_int("expand", expand)
         if dt_rank != "auto":
-            check_positive_int("dt_rank", dt_rank)
+            checks.check_int("dt_rank", dt_rank)
         if not 0 < dt_min <= dt_max:
             raise ValueError(
                 "Received invalid values for arguments `dt_min` and "
                 f"`dt_max`, expected 0 < dt_min <= dt_max, got dt_min="
                 f"{dt_min!r} and dt_max={dt_max!r}."
             )
-        check_choice("mode", mode, checks.MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_choice("mode", mode, checks.MODES)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.state_size = state_size
         self.conv_kernel = conv_kernel
@@ -173,20 +170,10 @@ class Mamba(SequenceLayer):
         )
         self.dt_proj.build((None, rank))
         # S4D-real: A = -(1, 2, ..., N) for every channel
-        self.A_log = self.add_weight(
-            name="A_log",
-            shape=(inner, n),
-            initializer=_S4DRealLog(),
-            dtype="float32",
-            autocast=False,  # float32 under mixed precision too
+        self.A_log = add_float32_weight(
+            self, "A_log", (inner, n), _S4DRealLog()
         )
-        self.D = self.add_weight(
-            name="D",
-            shape=(inner,),
-            initializer="ones",
-            dtype="float32",
-            autocast=False,
-        )
+        self.D = add_float32_weight(self, "D", (inner,), "ones")
         self.out_proj = keras.layers.Dense(
             hidden_dim,
             use_bias=self.use_bias,
@@ -202,7 +189,7 @@ class Mamba(SequenceLayer):
         return self.dt_rank
 
     def _check_width(self, name, x, rank, padding_mask=None):
-        check_input_width(
+        checks.check_input_width(
             name, x, rank, self.in_proj.kernel.shape[0], padding_mask
         )
 
@@ -256,25 +243,24 @@ class Mamba(SequenceLayer):
         """Returns the zero state: the last `K - 1` convolution inputs
         `(batch_size, K - 1, I)` and the scan state `(batch_size, I, N)`.
         `max_length` is unused: the state does not grow."""
+        shapes = self._state_shapes(batch_size)
+        return {
+            "conv": ops.zeros(shapes["conv"], self.compute_dtype),
+            "ssm": ops.zeros(shapes["ssm"], "float32"),
+        }
+
+    def _state_shapes(self, batch_size):
         inner = self.D.shape[0]
         return {
-            "conv": ops.zeros(
-                (batch_size, self.conv_kernel - 1, inner), self.compute_dtype
-            ),
-            "ssm": ops.zeros((batch_size, inner, self.state_size), "float32"),
+            "conv": (batch_size, self.conv_kernel - 1, inner),
+            "ssm": (batch_size, inner, self.state_size),
         }
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
         self._check_width("inputs", inputs, 2)
         inner = self.D.shape[0]
-        batch = inputs.shape[0]
-        expected = {
-            "conv": (batch, self.conv_kernel - 1, inner),
-            "ssm": (batch, inner, self.state_size),
-        }
-        for key, shape in expected.items():
-            check_state(f"state[{key!r}]", state[key], shape)
+        checks.check_state(state, self._state_shapes(inputs.shape[0]))
         xz = self.in_proj(inputs)
         x, z = xz[..., :inner], xz[..., inner:]
         x, window = causal_conv_step(state["conv"], x, self.conv1d_kernel)
@@ -302,12 +288,7 @@ class Mamba(SequenceLayer):
         initial = state
         state = state_or_initial(self, inputs, state)
         inner = self.D.shape[0]
-        expected = {
-            "conv": (inputs.shape[0], self.conv_kernel - 1, inner),
-            "ssm": (inputs.shape[0], inner, self.state_size),
-        }
-        for key, shape in expected.items():
-            check_state(f"state[{key!r}]", state[key], shape)
+        checks.check_state(state, self._state_shapes(inputs.shape[0]))
         xz = self.in_proj(inputs)
         x, z = xz[..., :inner], xz[..., inner:]
         x, window = causal_conv_prefill(
@@ -344,27 +325,6 @@ class Mamba(SequenceLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "state_size": self.state_size,
-            "conv_kernel": self.conv_kernel,
-            "expand": self.expand,
-            "dt_rank": self.dt_rank,
-            "dt_min": self.dt_min,
-            "dt_max": self.dt_max,
-            "dt_init_floor": self.dt_init_floor,
-            "dt_scale": self.dt_scale,
-            "use_bias": self.use_bias,
-            "use_conv_bias": self.use_conv_bias,
-            "mode": self.mode,
-            "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-        }
-        return {**base_config, **config}
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")

@@ -4,11 +4,10 @@ import keras
 from keras import ops
 
 from kerasseq import ops as kops
+from kerasseq.layers.attention_base import BaseAttention
+from kerasseq.layers.attention_base import recomputed
+from kerasseq.layers.linear_attention import sums_shapes
 from kerasseq.layers.sequence_layer import real_steps
-from kerasseq.layers.softmax_attention import SoftmaxAttention
-from kerasseq.layers.softmax_attention import recomputed
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 
 
@@ -19,7 +18,7 @@ def default_num_features(head_dim):
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
-class PerformerAttention(SoftmaxAttention):
+class PerformerAttention(BaseAttention):
     """Multi-head Performer attention: softmax attention estimated with
     FAVOR+ random features, in linear time and memory.
 
@@ -85,8 +84,6 @@ class PerformerAttention(SoftmaxAttention):
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)
     """
 
-    _supports_rotary = False
-
     def __init__(
         self,
         num_heads,
@@ -102,25 +99,17 @@ class PerformerAttention(SoftmaxAttention):
         recompute_attention=True,
         **kwargs,
     ):
-        check_positive_int("num_features", num_features, allow_none=True)
-        check_positive_int(
+        checks.check_int("num_features", num_features, allow_none=True)
+        checks.check_int(
             "feature_redraw_interval", feature_redraw_interval, allow_none=True
         )
-        if isinstance(seed, bool) or not isinstance(seed, (int, type(None))):
-            raise ValueError(
-                "Received an invalid value for argument `seed`, expected an "
-                f"int or None, got {seed!r}."
-            )
+        checks.check_int("seed", seed, minimum=None, allow_none=True)
         checks.check_mode(mode, checks.MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(
-            num_heads,
-            head_dim=head_dim,
-            causal=causal,
-            use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            **kwargs,
+            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
         )
+        self.causal = causal
         self.num_features = num_features
         self.feature_redraw_interval = feature_redraw_interval
         self.seed = seed
@@ -165,7 +154,7 @@ class PerformerAttention(SoftmaxAttention):
         # in float32 whatever the compute dtype: the features' exp
         # overflows float16 long before float32
         return tuple(
-            ops.cast(self._project(inputs, name), "float32")
+            ops.cast(self.project(inputs, name), "float32")
             for name in ("query", "key", "value")
         )
 
@@ -188,7 +177,7 @@ class PerformerAttention(SoftmaxAttention):
         return ops.cast(out, self.compute_dtype)
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_inputs(inputs, 3, padding_mask)
+        self.check_inputs(inputs, 3, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         if training and self.feature_redraw_interval is not None:
             self._maybe_redraw()
@@ -207,48 +196,38 @@ class PerformerAttention(SoftmaxAttention):
             return self._normalise(o)
 
         attend = recomputed(attend, self.recompute_attention)
-        return self._output(attend(*self._projections(inputs)))
+        return self.project_output(attend(*self._projections(inputs)))
 
     def get_initial_state(self, batch_size, max_length=None):
         """Returns the zero state `(S, z)`: sums over the features of keys
         times `[value, 1]`, `(batch_size, heads, num_features, head_dim +
         1)`, and of keys, `(batch_size, heads, num_features)`.
         `max_length` is unused: the state does not grow."""
-        if not self.causal:
-            raise ValueError(
-                "PerformerAttention.step needs a causal layer; this one was "
-                "built with causal=False."
-            )
-        heads, size = self.num_heads, self._head_dim
-        features = self._num_features
-        return (
-            ops.zeros((batch_size, heads, features, size + 1), "float32"),
-            ops.zeros((batch_size, heads, features), "float32"),
-        )
+        self.check_decodable()
+        shapes = self._state_shapes(batch_size)
+        return tuple(ops.zeros(shape, "float32") for shape in shapes)
+
+    def _state_shapes(self, batch_size):
+        features, values = self._num_features, self._head_dim + 1
+        return sums_shapes(batch_size, self.num_heads, features, values)
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
-        self._check_inputs(inputs, 2)
-        batch, heads = inputs.shape[0], self.num_heads
-        features, size = self._num_features, self._head_dim
-        check_state("state[0]", state[0], (batch, heads, features, size + 1))
-        check_state("state[1]", state[1], (batch, heads, features))
+        self.check_inputs(inputs, 2)
+        checks.check_state(state, self._state_shapes(inputs.shape[0]))
         q, k, v = self._features(*self._projections(inputs[:, None]))
         o, state = kops.linear_attention_step(
             q[:, 0], k[:, 0], v[:, 0], state, normalize=False
         )
-        return self._output(self._normalise(o)), state
+        return self.project_output(self._normalise(o)), state
 
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
         state)`, the state the running sums `(S, z)` after it (see
         `SequenceLayer`)."""
-        self._check_inputs(inputs, 3)
-        initial, _ = self._prefill_state(inputs, state, max_length)
-        batch, heads = inputs.shape[0], self.num_heads
-        features, size = self._num_features, self._head_dim
-        check_state("state[0]", initial[0], (batch, heads, features, size + 1))
-        check_state("state[1]", initial[1], (batch, heads, features))
+        self.check_inputs(inputs, 3)
+        initial, _ = self.prefill_state(inputs, state, max_length)
+        checks.check_state(initial, self._state_shapes(inputs.shape[0]))
         keep = real_steps(length, inputs.shape[1])
         # padded keys add nothing to the sums
         q, k, v = self._features(
@@ -265,19 +244,4 @@ class PerformerAttention(SoftmaxAttention):
             mode=self.mode,
             chunk_size=self.chunk_size,
         )
-        return self._output(self._normalise(o)), state
-
-    def get_config(self):
-        config = super().get_config()
-        del config["dropout"]  # no attention weights to drop
-        config.update(
-            {
-                "num_features": self.num_features,
-                "feature_redraw_interval": self.feature_redraw_interval,
-                "seed": self.seed,
-                "mode": self.mode,
-                "chunk_size": self.chunk_size,
-                "recompute_attention": self.recompute_attention,
-            }
-        )
-        return config
+        return self.project_output(self._normalise(o)), state

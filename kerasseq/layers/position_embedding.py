@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from kerasseq.layers.validation import check_positive_int
+from kerasseq.ops import checks
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -21,7 +21,7 @@ class PositionEmbedding(keras.layers.Layer):
     """
 
     def __init__(self, max_length, initializer="glorot_uniform", **kwargs):
-        check_positive_int("max_sequence_length", max_length)
+        checks.check_int("max_sequence_length", max_length)
         super().__init__(**kwargs)
         self.max_length = max_length
         self.initializer = keras.initializers.get(initializer)

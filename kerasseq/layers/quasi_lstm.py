@@ -3,10 +3,6 @@ from keras import ops
 
 from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.sequence_layer import state_after
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_state
 from kerasseq.ops import checks
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
@@ -65,9 +61,9 @@ class QuasiLSTM(SequenceLayer):
         kernel_initializer="glorot_uniform",
         **kwargs,
     ):
-        check_positive_int("units", units, allow_none=True)
-        check_choice("mode", mode, checks.MODES)
-        check_positive_int("chunk_size", chunk_size)
+        checks.check_int("units", units, allow_none=True)
+        checks.check_choice("mode", mode, checks.MODES)
+        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.units = units
         self.mode = mode
@@ -112,7 +108,7 @@ class QuasiLSTM(SequenceLayer):
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
         width = self.gates.kernel.shape[0]
-        check_input_width("inputs", inputs, 3, width, padding_mask)
+        checks.check_input_width("inputs", inputs, 3, width, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         f, iz, o = self._gates(inputs, padding_mask)
         c = linear_recurrence(f, iz, mode=self.mode, chunk_size=self.chunk_size)
@@ -125,8 +121,10 @@ class QuasiLSTM(SequenceLayer):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
-        check_input_width("inputs", inputs, 2, self.gates.kernel.shape[0])
-        check_state("state", state, (inputs.shape[0], self._units()))
+        checks.check_input_width(
+            "inputs", inputs, 2, self.gates.kernel.shape[0]
+        )
+        checks.check_shape("state", state, (inputs.shape[0], self._units()))
         f, iz, o = self._gates(inputs)
         c, state = linear_recurrence_step(f, iz, state)
         return self._output(c, o), state
@@ -134,9 +132,11 @@ class QuasiLSTM(SequenceLayer):
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
         state)`, the cell after it (see `SequenceLayer`)."""
-        check_input_width("inputs", inputs, 3, self.gates.kernel.shape[0])
+        checks.check_input_width(
+            "inputs", inputs, 3, self.gates.kernel.shape[0]
+        )
         if state is not None:
-            check_state("state", state, (inputs.shape[0], self._units()))
+            checks.check_shape("state", state, (inputs.shape[0], self._units()))
         f, iz, o = self._gates(inputs)
         c = linear_recurrence(
             f,
@@ -149,18 +149,6 @@ class QuasiLSTM(SequenceLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "units": self.units,
-            "mode": self.mode,
-            "chunk_size": self.chunk_size,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-        }
-        return {**base_config, **config}
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")

@@ -1,9 +1,7 @@
 import keras
 
 from kerasseq.layers.sequence_layer import SequenceLayer
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_rate
+from kerasseq.ops import checks
 
 BLOCK_TYPES = ("pre_norm", "parallel", "post_norm")
 NORMALIZATIONS = ("layer_norm", "rms_norm")
@@ -17,7 +15,7 @@ def gelu_approximate(x):
 
 def make_norm(normalization, epsilon, dtype, name):
     """A `"layer_norm"` (with bias) or `"rms_norm"` (scale only) layer."""
-    check_choice("normalization", normalization, NORMALIZATIONS)
+    checks.check_choice("normalization", normalization, NORMALIZATIONS)
     if normalization == "rms_norm":
         return keras.layers.RMSNormalization(
             epsilon=epsilon, dtype=dtype, name=name
@@ -82,15 +80,12 @@ class ResidualBlock(SequenceLayer):
         normalization="layer_norm",
         **kwargs,
     ):
-        is_number = isinstance(mlp_ratio, (int, float))
-        if isinstance(mlp_ratio, bool) or not is_number or mlp_ratio < 0:
-            raise ValueError(
-                "Received an invalid value for argument `mlp_ratio`, "
-                f"expected a non-negative number, got {mlp_ratio!r}."
-            )
-        check_rate("dropout", dropout)
-        check_choice("block_type", block_type, BLOCK_TYPES)
-        check_choice("normalization", normalization, NORMALIZATIONS)
+        checks.check_number(
+            "mlp_ratio", mlp_ratio, "a non-negative number", lambda v: v >= 0
+        )
+        checks.check_rate("dropout", dropout)
+        checks.check_choice("block_type", block_type, BLOCK_TYPES)
+        checks.check_choice("normalization", normalization, NORMALIZATIONS)
         if block_type == "parallel" and not mlp_ratio:
             raise ValueError(
                 "A `block_type='parallel'` block needs an MLP, got "
@@ -114,7 +109,7 @@ class ResidualBlock(SequenceLayer):
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
-        check_positive_int("hidden_dim", hidden_dim)
+        checks.check_int("hidden_dim", hidden_dim)
         policy = self.dtype_policy
 
         def norm(name):
@@ -198,16 +193,3 @@ class ResidualBlock(SequenceLayer):
 
     def compute_output_shape(self, input_shape):
         return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "mixer": keras.saving.serialize_keras_object(self.mixer),
-            "mlp_ratio": self.mlp_ratio,
-            "activation": self.activation,
-            "dropout": self.dropout,
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "block_type": self.block_type,
-            "normalization": self.normalization,
-        }
-        return {**base_config, **config}

@@ -1,7 +1,9 @@
+import inspect
+
 import keras
 from keras import ops
 
-from kerasseq.layers.validation import check_state
+from kerasseq.ops import checks
 
 
 class SequenceLayer(keras.layers.Layer):
@@ -20,6 +22,12 @@ class SequenceLayer(keras.layers.Layer):
 
     Subclasses call `mask_inputs` first in `call(inputs, padding_mask=None,
     ..., mask=None)`; Keras fills `mask`.
+
+    `get_config` is written once, here: it saves every named argument of
+    the `__init__` of the class and of its bases (as scikit-learn's
+    `get_params` does), read from the attribute of the same name, which
+    each subclass sets; Keras objects (initializers, a mixer layer) are
+    serialized. A subclass overrides it only to save something else.
 
     A causal layer that decodes token by token has three more methods:
 
@@ -81,13 +89,44 @@ class SequenceLayer(keras.layers.Layer):
             padding_mask = mask
         if padding_mask is None:
             return inputs, None
-        check_state("padding_mask", padding_mask, tuple(inputs.shape[:2]))
+        checks.check_shape(
+            "padding_mask", padding_mask, tuple(inputs.shape[:2])
+        )
         padding_mask = ops.cast(padding_mask, "bool")
         zeros = ops.zeros_like(inputs)
         return ops.where(padding_mask[..., None], inputs, zeros), padding_mask
 
     def compute_mask(self, inputs, mask=None):
         return mask
+
+    def get_config(self):
+        config = super().get_config()
+        for name in init_arguments(type(self)):
+            value = getattr(self, name)
+            if hasattr(value, "get_config"):
+                value = keras.saving.serialize_keras_object(value)
+            config[name] = value
+        return config
+
+
+def init_arguments(cls):
+    """The named arguments of `cls.__init__` and of the `__init__` of its
+    bases up to `SequenceLayer`, in that order (not `*args`, `**kwargs`)."""
+    names = []
+    for klass in cls.__mro__:
+        if klass is SequenceLayer:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        signature = inspect.signature(vars(klass)["__init__"])
+        for name, parameter in list(signature.parameters.items())[1:]:
+            named = parameter.kind not in (
+                parameter.VAR_POSITIONAL,
+                parameter.VAR_KEYWORD,
+            )
+            if named and name not in names:
+                names.append(name)
+    return names
 
 
 def state_or_initial(layer, inputs, state):
@@ -118,3 +157,23 @@ def state_after(h, length=None):
         return h[:, -1]
     index = ops.cast(length, "int32") - 1
     return ops.take(h, index, axis=1)
+
+
+def add_float32_weight(layer, name, shape, initializer):
+    """Adds to `layer` a weight stored and read in float32 whatever the
+    dtype policy (`autocast=False`): a recurrence's eigenvalues and step
+    sizes, which bfloat16 would round."""
+    return layer.add_weight(
+        name=name,
+        shape=shape,
+        initializer=initializer,
+        dtype="float32",
+        autocast=False,
+    )
+
+
+def fresh_initializer(initializer):
+    """A new instance of a Keras initializer with the same config: one
+    unseeded instance reused for several weights would give them all the
+    same values."""
+    return initializer.__class__.from_config(initializer.get_config())

@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from kerasseq.layers.validation import check_choice
+from kerasseq.ops import checks
 
 POOLING_MODES = ("mean", "last", "first", "max")
 
@@ -27,7 +27,7 @@ class SequencePooling(keras.layers.Layer):
     """
 
     def __init__(self, mode="mean", **kwargs):
-        check_choice("pooling", mode, POOLING_MODES)
+        checks.check_choice("pooling", mode, POOLING_MODES)
         super().__init__(**kwargs)
         self.mode = mode
 

@@ -1,28 +1,13 @@
-import math
-
 import keras
 from keras import ops
 
-from kerasseq.layers.sequence_layer import SequenceLayer
+from kerasseq.layers.attention_base import BaseAttention
 from kerasseq.layers.sequence_layer import real_steps
-from kerasseq.layers.validation import check_input_width
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_rate
-from kerasseq.layers.validation import check_state
-from kerasseq.layers.validation import resolve_head_dim
 from kerasseq.ops import checks
 
 
-def recomputed(fn, enabled):
-    """`fn`, or with `enabled` `fn` recomputed in the backward pass
-    (`keras.remat`) instead of keeping its intermediates (scores and
-    weights of sparse attention, random features) alive until then. Every
-    differentiable tensor must be a positional argument of `fn`."""
-    return keras.remat(fn) if enabled else fn
-
-
 @keras.saving.register_keras_serializable(package="kerasseq")
-class SoftmaxAttention(SequenceLayer):
+class SoftmaxAttention(BaseAttention):
     """Multi-head softmax self-attention, causal or bidirectional.
 
     The token mixer of GPT and BERT-style Transformers. Queries, keys and
@@ -69,9 +54,6 @@ class SoftmaxAttention(SequenceLayer):
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
     """
 
-    # subclasses that attend their own way turn this off
-    _supports_rotary = True
-
     def __init__(
         self,
         num_heads,
@@ -84,112 +66,27 @@ class SoftmaxAttention(SequenceLayer):
         rotary_base=10000.0,
         **kwargs,
     ):
-        check_positive_int("num_heads", num_heads)
-        check_positive_int("head_dim", head_dim, allow_none=True)
-        check_rate("dropout", dropout)
-        is_number = isinstance(rotary_fraction, (int, float))
-        if (
-            isinstance(rotary_fraction, bool)
-            or not is_number
-            or not (0 <= rotary_fraction <= 1)
-        ):
-            raise ValueError(
-                "Received an invalid value for argument `rotary_fraction`, "
-                f"expected a number in [0, 1], got {rotary_fraction!r}."
-            )
-        if not rotary_base > 0:
-            raise ValueError(
-                "Received an invalid value for argument `rotary_base`, "
-                f"expected a positive number, got {rotary_base!r}."
-            )
-        if rotary_fraction and not self._supports_rotary:
-            raise ValueError(
-                f"{type(self).__name__} has no rotary position embedding; "
-                f"got rotary_fraction={rotary_fraction!r} (allowed: 0)."
-            )
-        super().__init__(**kwargs)
-        self.num_heads = num_heads
-        self.head_dim = head_dim
+        checks.check_number(
+            "rotary_fraction",
+            rotary_fraction,
+            "a number in [0, 1]",
+            lambda v: 0 <= v <= 1,
+        )
+        checks.check_number(
+            "rotary_base", rotary_base, "a positive number", lambda v: v > 0
+        )
+        super().__init__(
+            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
+        )
+        self.set_dropout(dropout)
         self.causal = causal
-        self.dropout = dropout
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.rotary_fraction = rotary_fraction
         self.rotary_base = rotary_base
-        self.dropout_layer = keras.layers.Dropout(dropout)
-
-    def _matrix_initializer(self, fan_in_axes):
-        # initialise each (D, H, K) / (H, K, D) kernel as the 2-D matrix it
-        # acts as, so that fan-in and fan-out are D and H * K; and copy the
-        # initializer, since an unseeded Keras 3 initializer returns the same
-        # values on every call (query, key and value would start identical)
-        config = self.kernel_initializer.get_config()
-        initializer = self.kernel_initializer.__class__.from_config(config)
-
-        def initialize(shape, dtype=None):
-            rows = math.prod(shape[:fan_in_axes])
-            matrix = initializer((rows, math.prod(shape) // rows), dtype=dtype)
-            return ops.reshape(matrix, shape)
-
-        return initialize
 
     def build(self, input_shape):
-        hidden_dim = input_shape[-1]
-        head_dim = resolve_head_dim(hidden_dim, self.num_heads, self.head_dim)
-        self._head_dim = head_dim
+        super().build(input_shape)
         # rotated dimensions: an even number, as GPT-NeoX rounds them
-        self._rotary_dim = int(head_dim * self.rotary_fraction) // 2 * 2
-        heads = (self.num_heads, head_dim)
-        for name in ("query", "key", "value"):
-            self._add_projection(name, hidden_dim)
-        self.output_kernel = self.add_weight(
-            shape=(*heads, hidden_dim),
-            name="output_kernel",
-            initializer=self._matrix_initializer(2),
-        )
-        self.output_bias = None
-        if self.use_bias:
-            self.output_bias = self.add_weight(
-                shape=(hidden_dim,), name="output_bias", initializer="zeros"
-            )
-
-    def _add_projection(self, name, hidden_dim):
-        # `{name}_kernel` (D, H, K) and `{name}_bias` (H, K) or None
-        heads = (self.num_heads, self._head_dim)
-        kernel = self.add_weight(
-            shape=(hidden_dim, *heads),
-            name=f"{name}_kernel",
-            initializer=self._matrix_initializer(1),
-        )
-        setattr(self, f"{name}_kernel", kernel)
-        bias = None
-        if self.use_bias:
-            bias = self.add_weight(
-                shape=heads, name=f"{name}_bias", initializer="zeros"
-            )
-        setattr(self, f"{name}_bias", bias)
-
-    # projections as plain matmuls: einsum with an ellipsis has a slow
-    # gradient on the TensorFlow backend. The weights are cast to the
-    # input's dtype as `call` autocasts them: `step` and `prefill` run
-    # outside `call`, where a mixed policy leaves them float32.
-    def _project(self, x, name):
-        kernel = ops.cast(getattr(self, f"{name}_kernel"), x.dtype)
-        bias = getattr(self, f"{name}_bias")
-        hidden_dim = kernel.shape[0]
-        heads = (self.num_heads, self._head_dim)
-        y = ops.matmul(x, ops.reshape(kernel, (hidden_dim, -1)))
-        y = ops.reshape(y, (*ops.shape(x)[:-1], *heads))
-        return y if bias is None else y + ops.cast(bias, y.dtype)
-
-    def _output(self, x):
-        kernel = ops.cast(self.output_kernel, x.dtype)
-        kernel = ops.reshape(kernel, (-1, kernel.shape[-1]))
-        x = ops.reshape(x, (*ops.shape(x)[:-2], kernel.shape[0]))
-        y = ops.matmul(x, kernel)
-        if self.output_bias is None:
-            return y
-        return y + ops.cast(self.output_bias, y.dtype)
+        self._rotary_dim = int(self._head_dim * self.rotary_fraction) // 2 * 2
 
     def _rotate(self, x, positions):
         """Rotary position embedding of `x` (B, T, H, K) at `positions`
@@ -210,31 +107,18 @@ class SoftmaxAttention(SequenceLayer):
             turned.append(x[..., rotary:])
         return ops.concatenate(turned, axis=-1)
 
-    def _attend(self, q, k, v, mask, training):
-        # q (B, T, H, K); k, v (B, S, H, K); mask broadcastable to (B, H, T, S)
-        scale = 1.0 / float(self._head_dim) ** 0.5
-        scores = ops.einsum("bthk,bshk->bhts", q, k)
-        # softmax in at least float32, whatever the compute dtype
-        dtype = keras.backend.result_type(scores.dtype, "float32")
-        scores = ops.cast(scores, dtype) * scale
-        scores = ops.where(mask, scores, -1e9)
-        weights = ops.softmax(scores, axis=-1)
-        weights = self.dropout_layer(weights, training=training)
-        weights = ops.cast(weights, v.dtype)
-        return ops.einsum("bhts,bshk->bthk", weights, v)
-
-    def _check_inputs(self, inputs, rank, padding_mask=None):
-        width = self.query_kernel.shape[0]
-        check_input_width("inputs", inputs, rank, width, padding_mask)
+    def _qkv(self, inputs, positions):
+        # queries and keys rotated at `positions`, values
+        q = self._rotate(self.project(inputs, "query"), positions)
+        k = self._rotate(self.project(inputs, "key"), positions)
+        return q, k, self.project(inputs, "value")
 
     def call(self, inputs, padding_mask=None, training=None, mask=None):
-        self._check_inputs(inputs, 3, padding_mask)
+        self.check_inputs(inputs, 3, padding_mask)
         inputs, padding_mask = self.mask_inputs(inputs, padding_mask, mask)
         seq_len = ops.shape(inputs)[1]
         positions = ops.arange(seq_len)
-        q = self._rotate(self._project(inputs, "query"), positions)
-        k = self._rotate(self._project(inputs, "key"), positions)
-        v = self._project(inputs, "value")
+        q, k, v = self._qkv(inputs, positions)
         mask = ops.ones((1, 1, seq_len, seq_len), dtype="bool")
         if self.causal:
             mask = positions[:, None] >= positions[None, :]
@@ -242,70 +126,38 @@ class SoftmaxAttention(SequenceLayer):
         if padding_mask is not None:
             key_mask = ops.cast(padding_mask, "bool")[:, None, None, :]
             mask = ops.logical_and(mask, key_mask)
-        return self._output(self._attend(q, k, v, mask, training))
+        o = self.compute_attention(q, k, v, mask, training)
+        return self.project_output(o)
 
     def get_initial_state(self, batch_size, max_length=None):
         """Returns an empty key/value cache holding `max_length` tokens."""
-        if not self.causal:
-            raise ValueError(
-                "SoftmaxAttention.step needs a causal layer; this one was "
-                "built with causal=False, where every position attends to "
-                "the future and token-by-token decoding is undefined."
-            )
-        check_positive_int("max_length", max_length)
-        shape = (batch_size, max_length, self.num_heads, self._head_dim)
-        return {
-            "key": ops.zeros(shape, dtype=self.compute_dtype),
-            "value": ops.zeros(shape, dtype=self.compute_dtype),
-            "index": ops.zeros((), dtype="int32"),
-        }
+        self.check_decodable()
+        checks.check_int("max_length", max_length)
+        return self.empty_cache(batch_size, max_length)
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, D) -> (outputs (B, D), state)."""
-        self._check_inputs(inputs, 2)
-        heads = (self.num_heads, self._head_dim)
-        for key in ("key", "value"):
-            expected = (inputs.shape[0], None, *heads)
-            check_state(f"state[{key!r}]", state[key], expected)
+        self.check_inputs(inputs, 2)
+        self.check_cache(state, inputs.shape[0])
         index = state["index"]
         start = (0, index, 0, 0)
-        position = ops.reshape(index, (1,))
-        q = self._rotate(self._project(inputs, "query")[:, None], position)
-        k_new = self._rotate(self._project(inputs, "key")[:, None], position)
-        v_new = self._project(inputs, "value")[:, None]
+        q, k_new, v_new = self._qkv(inputs[:, None], ops.reshape(index, (1,)))
         keys = ops.slice_update(state["key"], start, k_new)
         values = ops.slice_update(state["value"], start, v_new)
         max_length = ops.shape(keys)[1]
         mask = (ops.arange(max_length) <= index)[None, None, None, :]
-        outputs = self._attend(q, keys, values, mask, training=False)
-        outputs = self._output(outputs[:, 0])
+        outputs = self.compute_attention(q, keys, values, mask, training=False)
+        outputs = self.project_output(outputs[:, 0])
         return outputs, {"key": keys, "value": values, "index": index + 1}
-
-    def _prefill_state(self, inputs, state, max_length):
-        """The state to prefill from, checked, and whether it is fresh
-        (from `get_initial_state`, so that nothing precedes the prompt)."""
-        batch = inputs.shape[0]
-        if batch is None:
-            batch = ops.shape(inputs)[0]
-        if state is None:
-            size = inputs.shape[1] if max_length is None else max_length
-            return self.get_initial_state(batch, max_length=size), True
-        if not self.causal:
-            # raises, saying why the layer cannot decode
-            self.get_initial_state(batch, max_length=1)
-        return state, False
 
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, D)` in one pass: `(outputs (B, T, D),
         state)`, the state a cache holding the prompt's keys and values
         (see `SequenceLayer`)."""
-        self._check_inputs(inputs, 3)
+        self.check_inputs(inputs, 3)
         checks.check_static_length("inputs", inputs)
-        state, fresh = self._prefill_state(inputs, state, max_length)
-        heads = (self.num_heads, self._head_dim)
-        for key in ("key", "value"):
-            expected = (inputs.shape[0], None, *heads)
-            check_state(f"state[{key!r}]", state[key], expected)
+        state, fresh = self.prefill_state(inputs, state, max_length)
+        self.check_cache(state, inputs.shape[0])
         steps = inputs.shape[1]
         if fresh and state["key"].shape[1] < steps:
             raise ValueError(
@@ -315,9 +167,7 @@ class SoftmaxAttention(SequenceLayer):
             )
         index = state["index"]
         positions = index + ops.arange(steps, dtype="int32")
-        q = self._rotate(self._project(inputs, "query"), positions)
-        k = self._rotate(self._project(inputs, "key"), positions)
-        v = self._project(inputs, "value")
+        q, k, v = self._qkv(inputs, positions)
         keep = real_steps(length, steps)
         cached = []
         for name, x in (("key", k), ("value", v)):
@@ -329,30 +179,13 @@ class SoftmaxAttention(SequenceLayer):
         if fresh:
             # nothing before the prompt: `call`'s attention over it
             mask = (positions[:, None] >= positions[None, :])[None, None]
-            outputs = self._attend(q, k, v, mask, training=False)
+            outputs = self.compute_attention(q, k, v, mask, training=False)
         else:
             slots = ops.arange(ops.shape(keys)[1], dtype="int32")
             mask = (slots[None, :] <= positions[:, None])[None, None]
-            outputs = self._attend(q, keys, values, mask, training=False)
+            outputs = self.compute_attention(
+                q, keys, values, mask, training=False
+            )
         count = steps if length is None else ops.cast(length, "int32")
         new_state = {"key": keys, "value": values, "index": index + count}
-        return self._output(outputs), new_state
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        base_config = super().get_config()
-        config = {
-            "num_heads": self.num_heads,
-            "head_dim": self.head_dim,
-            "causal": self.causal,
-            "dropout": self.dropout,
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(
-                self.kernel_initializer
-            ),
-            "rotary_fraction": self.rotary_fraction,
-            "rotary_base": self.rotary_base,
-        }
-        return {**base_config, **config}
+        return self.project_output(outputs), new_state

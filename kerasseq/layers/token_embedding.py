@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-from kerasseq.layers.validation import check_positive_int
+from kerasseq.ops import checks
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -19,8 +19,8 @@ class TokenEmbedding(keras.layers.Embedding):
     """
 
     def __init__(self, input_dim, output_dim, **kwargs):
-        check_positive_int("vocabulary_size", input_dim)
-        check_positive_int("hidden_dim", output_dim)
+        checks.check_int("vocabulary_size", input_dim)
+        checks.check_int("hidden_dim", output_dim)
         super().__init__(input_dim, output_dim, **kwargs)
 
     def call(self, inputs, reverse=False):

@@ -2,9 +2,9 @@ import keras
 from keras import ops
 
 from kerasseq.layers.sequence_pooling import SequencePooling
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_rate
 from kerasseq.models.task import Task
+from kerasseq.ops.checks import check_int
+from kerasseq.ops.checks import check_rate
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -68,8 +68,8 @@ class DualEncoderClassifier(Task):
         **kwargs,
     ):
         self._check_backbone(backbone)
-        check_positive_int("num_classes", num_classes)
-        check_positive_int(
+        check_int("num_classes", num_classes)
+        check_int(
             "intermediate_dim", intermediate_dim, allow_none=True
         )
         check_rate("dropout", dropout)

@@ -4,8 +4,8 @@ from kerasseq.layers.position_embedding import PositionEmbedding
 from kerasseq.layers.residual_block import ResidualBlock
 from kerasseq.layers.residual_block import make_norm
 from kerasseq.layers.token_embedding import TokenEmbedding
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_positive_int
+from kerasseq.ops.checks import check_choice
+from kerasseq.ops.checks import check_int
 
 POSITION_EMBEDDINGS = ("learned", "none")
 
@@ -105,10 +105,10 @@ class SequenceBackbone(keras.Model):
         dtype=None,
         **kwargs,
     ):
-        check_positive_int("num_layers", num_layers)
-        check_positive_int("hidden_dim", hidden_dim)
-        check_positive_int("vocabulary_size", vocabulary_size, allow_none=True)
-        check_positive_int("feature_dim", feature_dim, allow_none=True)
+        check_int("num_layers", num_layers)
+        check_int("hidden_dim", hidden_dim)
+        check_int("vocabulary_size", vocabulary_size, allow_none=True)
+        check_int("feature_dim", feature_dim, allow_none=True)
         check_choice(
             "position_embedding", position_embedding, POSITION_EMBEDDINGS
         )
@@ -120,7 +120,7 @@ class SequenceBackbone(keras.Model):
                 f"feature_dim={feature_dim!r}."
             )
         if position_embedding == "learned":
-            check_positive_int("max_sequence_length", max_sequence_length)
+            check_int("max_sequence_length", max_sequence_length)
         if isinstance(mixer, dict):
             mixer = keras.saving.deserialize_keras_object(mixer)
         if not isinstance(mixer, keras.layers.Layer):

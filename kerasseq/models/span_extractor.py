@@ -1,8 +1,8 @@
 import keras
 from keras import ops
 
-from kerasseq.layers.validation import check_rate
 from kerasseq.models.task import Task
+from kerasseq.ops.checks import check_rate
 
 # the logit of padded positions: exp(-1e9 - max) is 0 in float32, so they
 # never win and take no probability

@@ -1,8 +1,8 @@
 import keras
 
-from kerasseq.layers.validation import check_positive_int
-from kerasseq.layers.validation import check_rate
 from kerasseq.models.task import Task
+from kerasseq.ops.checks import check_int
+from kerasseq.ops.checks import check_rate
 
 
 @keras.saving.register_keras_serializable(package="kerasseq")
@@ -29,7 +29,7 @@ class TokenClassifier(Task):
 
     def __init__(self, backbone, num_classes, dropout=0.0, **kwargs):
         self._check_backbone(backbone)
-        check_positive_int("num_classes", num_classes)
+        check_int("num_classes", num_classes)
         check_rate("dropout", dropout)
 
         # === layers ===

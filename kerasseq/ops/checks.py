@@ -1,5 +1,9 @@
-"""Argument checks shared by the ops, with messages that say what was
-received and what is expected."""
+"""Argument checks for all of kerasseq (ops, layers, models, converters),
+with messages that say what was received and what is allowed.
+
+The one home of validation: the ops sit below every other package, so
+layers and models import their checks from here as the ops do, and a
+message reads the same wherever a value is refused."""
 
 import keras
 import numpy as np
@@ -7,13 +11,19 @@ import numpy as np
 MODES = ("auto", "recurrent", "chunk", "parallel")
 
 
-def check_mode(mode, allowed, name="mode"):
-    """Raises `ValueError` unless `mode` is in `allowed`."""
-    if mode not in allowed:
+def check_choice(name, value, choices):
+    """Raises `ValueError` unless `value` is one of `choices`."""
+    if value not in choices:
         raise ValueError(
             f"Received an invalid value for argument `{name}`, expected one "
-            f"of {list(allowed)}, got {mode!r}."
+            f"of {list(choices)}, got {value!r}."
         )
+
+
+def check_mode(mode, allowed, name="mode"):
+    """Raises `ValueError` unless `mode` is in `allowed` (the `mode=`
+    argument of the ops)."""
+    check_choice(name, mode, allowed)
 
 
 def check_float(name, x):
@@ -47,10 +57,12 @@ def check_rank(name, x, ranks, expected):
         )
 
 
-def check_shape(name, x, shape, expected):
+def check_shape(name, x, shape, expected=None):
     """Raises `ValueError` unless `x.shape` equals `shape`.
 
-    `None` entries of `shape` match any size.
+    `None` entries of `shape`, or of `x.shape` (a size unknown when
+    tracing), match any size. `expected` names the dimensions in the
+    message, e.g. `"(B, T)"`.
     """
     actual = tuple(x.shape)
     ok = len(actual) == len(shape) and all(
@@ -60,8 +72,19 @@ def check_shape(name, x, shape, expected):
     if not ok:
         raise ValueError(
             f"Received an invalid shape for argument `{name}`, expected "
-            f"{expected} = {tuple(shape)}, got shape {actual}."
+            f"{'' if expected is None else expected + ' = '}{tuple(shape)}, "
+            f"got shape {actual}."
         )
+
+
+def check_state(state, shapes):
+    """Raises `ValueError` unless each part of a decoding state has its
+    shape: `state[key]` against `shapes[key]` for every key of `shapes`
+    (a dict, or a list for a tuple state); `None` sizes match any. The
+    message names the part, e.g. `state['ssm']` or `state[0]`."""
+    keys = shapes.keys() if isinstance(shapes, dict) else range(len(shapes))
+    for key in keys:
+        check_shape(f"state[{key!r}]", state[key], shapes[key])
 
 
 def check_static_length(name, x):
@@ -74,21 +97,79 @@ def check_static_length(name, x):
         )
 
 
-def check_int(name, value, minimum=1):
+def check_int(name, value, minimum=1, allow_none=False):
     """Raises `ValueError` unless `value` is an integer (Python or NumPy,
-    not a bool) of at least `minimum` (1: positive, 0: non-negative)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        kind = {1: "a positive", 0: "a non-negative"}.get(
-            minimum, f"an integer >= {minimum}, i.e. an"
+    not a bool) of at least `minimum` (1: positive, 0: non-negative,
+    `None`: any), or `None` with `allow_none`."""
+    if value is None and allow_none:
+        return
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(
+        value, bool
+    )
+    if not is_int or (minimum is not None and value < minimum):
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            minimum,
+            "an integer" + ("" if minimum is None else f" >= {minimum}"),
         )
+        if allow_none:
+            kind += " or None"
         raise ValueError(
             f"Received an invalid value for argument `{name}`, expected "
-            f"{kind} integer, got {value!r}."
+            f"{kind}, got {value!r}."
         )
+
+
+def is_number(value):
+    """Whether `value` is a real number: a Python or NumPy int or float,
+    not a bool."""
+    number = isinstance(value, (int, float, np.integer, np.floating))
+    return number and not isinstance(value, bool)
+
+
+def check_number(name, value, expected, allowed):
+    """Raises `ValueError` unless `value` is a real number (not a bool)
+    for which `allowed(value)` holds; `expected` says which, e.g.
+    `"a float in [0, 1)"`."""
+    if not is_number(value) or not allowed(value):
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected "
+            f"{expected}, got {value!r}."
+        )
+
+
+def check_rate(name, value):
+    """Raises `ValueError` unless `value` is a float in [0, 1) (a dropout
+    rate)."""
+    check_number(name, value, "a float in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def check_input_width(name, x, rank, width, padding_mask=None):
+    """Raises `ValueError` unless `x` has `rank` dimensions (3: a sequence
+    `(batch_size, seq_len, width)`, 2: one step `(batch_size, width)`) and
+    the last one is `width`, and unless `padding_mask`, when given, is
+    `(batch_size, seq_len)` like the sequence."""
+    if len(x.shape) != rank or x.shape[-1] != width:
+        lead = "(batch_size, seq_len, " if rank == 3 else "(batch_size, "
+        raise ValueError(
+            f"Received an invalid shape for argument `{name}`, expected "
+            f"{lead}{width}), got {tuple(x.shape)}."
+        )
+    if padding_mask is not None:
+        check_shape("padding_mask", padding_mask, tuple(x.shape[:2]))
+
+
+def resolve_head_dim(hidden_dim, num_heads, head_dim=None):
+    """`head_dim`, or `hidden_dim // num_heads` when it is `None`; raises
+    `ValueError` when the heads do not divide the width."""
+    if head_dim is not None:
+        return head_dim
+    if hidden_dim % num_heads:
+        raise ValueError(
+            "Received an invalid value for argument `num_heads`: the input "
+            f"width {hidden_dim} is not divisible by num_heads={num_heads}. "
+            "Pass `head_dim` or change `num_heads`."
+        )
+    return hidden_dim // num_heads
 
 
 def check_chunk_size(chunk_size):

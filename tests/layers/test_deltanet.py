@@ -272,28 +272,9 @@ def test_negative_eigenvalues_double_beta():
     assert doubled.max() > 1.0
 
 
-def test_config_round_trip_and_bad_arguments():
-    rng = np.random.default_rng(6)
-    layer = DeltaNet(
-        4,
-        head_dim=3,
-        conv_kernel=2,
-        allow_neg_eigval=True,
-        use_gate=False,
-        norm_epsilon=1e-6,
-        mode="recurrent",
-        chunk_size=16,
-    )
-    clone = DeltaNet.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    assert (clone.num_heads, clone.head_dim, clone.conv_kernel) == (4, 3, 2)
-    assert (clone.allow_neg_eigval, clone.use_gate) == (True, False)
-    assert (clone.mode, clone.chunk_size) == ("recurrent", 16)
-    x = rng.normal(size=(2, 5, 8)).astype("float32")
-    layer = randomized(layer, x.shape, rng)
-    clone.build(x.shape)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(numpy(clone(x)), numpy(layer(x)), atol=1e-6)
+def test_bad_arguments():
+    layer = DeltaNet(4, head_dim=3, conv_kernel=2, allow_neg_eigval=True)
+    layer.build((None, None, 8))
 
     with pytest.raises(ValueError, match="`num_heads`.*got 0"):
         DeltaNet(0)
@@ -319,23 +300,6 @@ def test_config_round_trip_and_bad_arguments():
     state["conv_v"] = np.zeros((2, 3, 12), "float32")
     with pytest.raises(ValueError, match=r"state\['conv_v'\].*\(2, 3, 12\)"):
         layer.step(np.zeros((2, 8), "float32"), state)
-
-
-def test_keras_file_round_trip(tmp_path):
-    rng = np.random.default_rng(7)
-    inputs = keras.Input(shape=(7, 8))
-    outputs = DeltaNet(2, allow_neg_eigval=True, chunk_size=4)(inputs)
-    model = keras.Model(inputs, outputs)
-    perturb_weights(model.layers[-1], rng)
-    x = rng.normal(size=(3, 7, 8)).astype("float32")
-    # predict traces the model with an unknown batch size
-    expected = model.predict(x, verbose=0)
-    path = str(tmp_path / "deltanet.keras")
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    assert isinstance(restored.layers[-1], DeltaNet)
-    assert restored.layers[-1].allow_neg_eigval
-    np.testing.assert_array_equal(restored.predict(x, verbose=0), expected)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

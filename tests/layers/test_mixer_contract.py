@@ -7,18 +7,10 @@ import pytest
 
 from kerasseq.models import MODELS
 from kerasseq.models.registry import PRESETS
-from kerasseq.models.registry import model_config
+from tests.layers.test_harness import registered_mixer as _mixer
 from tests.testing import layer_gradients
 
 NAMES = sorted(MODELS)
-
-
-def _mixer(name):
-    task = "causal_lm" if MODELS[name].causal else "sequence_classification"
-    config = model_config(name, task, "tiny", vocabulary_size=8)
-    mixer = MODELS[name].mixer(**config.mixer)
-    mixer.build((None, None, PRESETS["tiny"]["hidden_dim"]))
-    return mixer
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,12 +12,12 @@ import keras
 from keras import ops
 
 from kerasseq.layers.sequence_layer import real_steps
-from kerasseq.layers.validation import check_choice
-from kerasseq.layers.validation import check_positive_int
 from kerasseq.models.generation import Sampler
 from kerasseq.models.generation import check_generate_args
 from kerasseq.models.generation import prefill_length
 from kerasseq.models.task import Task
+from kerasseq.ops.checks import check_choice
+from kerasseq.ops.checks import check_int
 from kerasseq.ops.dispatch import compile_function
 
 CELLS = ("gru", "lstm")
@@ -280,7 +280,7 @@ class RecurrentGPT2(Task):
                 f"continuous features (feature_dim={backbone.feature_dim})."
             )
         self._check_causal(backbone)
-        check_positive_int("segment_length", segment_length)
+        check_int("segment_length", segment_length)
         limit = backbone.max_sequence_length
         if backbone.position_embedding is not None and segment_length > limit:
             raise ValueError(
@@ -290,9 +290,9 @@ class RecurrentGPT2(Task):
                 f"{segment_length!r}."
             )
         check_choice("cell", cell, CELLS)
-        check_positive_int("state_dim", state_dim, allow_none=True)
+        check_int("state_dim", state_dim, allow_none=True)
         check_choice("summary", summary, SUMMARIES)
-        check_positive_int("bptt_segments", bptt_segments, allow_none=True)
+        check_int("bptt_segments", bptt_segments, allow_none=True)
         if state_dim is None:
             state_dim = backbone.hidden_dim
 
