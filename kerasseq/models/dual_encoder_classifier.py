@@ -69,9 +69,7 @@ class DualEncoderClassifier(Task):
     ):
         self._check_backbone(backbone)
         check_int("num_classes", num_classes)
-        check_int(
-            "intermediate_dim", intermediate_dim, allow_none=True
-        )
+        check_int("intermediate_dim", intermediate_dim, allow_none=True)
         check_rate("dropout", dropout)
         if intermediate_dim is None:
             intermediate_dim = backbone.hidden_dim
