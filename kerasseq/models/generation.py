@@ -76,8 +76,13 @@ class Sampler:
 
     Example:
 
+    >>> import numpy as np
+    >>> logits = np.log(np.array([[0.1, 0.7, 0.2], [0.8, 0.1, 0.1]]))
+    >>> keras.ops.convert_to_numpy(Sampler().get_next_token(logits))
+    array([1, 0], dtype=int32)
     >>> sampler = Sampler(temperature=0.8, seed=0)
-    >>> next_ids = sampler.get_next_token(logits)  # (batch_size,) int32
+    >>> tuple(sampler.get_next_token(logits).shape)
+    (2,)
     """
 
     def __init__(self, temperature=0.0, seed=None):
