@@ -6,10 +6,12 @@ import pytest
 from keras import ops
 
 from kerasseq.ops import dispatch
+from kerasseq.ops import reference
 from kerasseq.ops.delta_rule import delta_rule
 from kerasseq.ops.delta_rule import delta_rule_step
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
@@ -39,44 +41,6 @@ def case_id(value):
     if isinstance(value, tuple):
         return "B{}-T{}-H{}-K{}-V{}-C{}".format(*value)
     return str(value)
-
-
-def reference(q, k, v, beta, initial_state=None, scale=None):
-    """The delta rule in float64, a plain loop over time:
-    S_t = S_{t-1} + beta_t k_t (v_t - S_{t-1}^T k_t)^T,
-    o_t = S_t^T (scale q_t)."""
-    q, k, v, beta = (np.asarray(x, np.float64) for x in (q, k, v, beta))
-    batch, length, heads, key_dim = q.shape
-    scale = key_dim**-0.5 if scale is None else scale
-    s = np.zeros((batch, heads, key_dim, v.shape[-1]))
-    if initial_state is not None:
-        s = np.asarray(initial_state, np.float64).copy()
-    o = np.zeros(v.shape)
-    for t in range(length):
-        k_t = k[:, t]
-        error = v[:, t] - np.einsum("bhkv,bhk->bhv", s, k_t)
-        s = s + beta[:, t, :, None, None] * np.einsum(
-            "bhk,bhv->bhkv", k_t, error
-        )
-        o[:, t] = np.einsum("bhkv,bhk->bhv", s, scale * q[:, t])
-    return o, s
-
-
-def naive_loop(q, k, v, beta, initial_state):
-    """The same recurrence as a keras.ops loop, for the backend's own
-    autodiff (an independent gradient reference)."""
-    scale = q.shape[-1] ** -0.5
-
-    def step(s, x):
-        q_t, k_t, v_t, beta_t = x
-        error = v_t - ops.einsum("bhkv,bhk->bhv", s, k_t)
-        update = k_t[..., :, None] * error[..., None, :]
-        s = s + beta_t[..., None, None] * update
-        return s, ops.einsum("bhkv,bhk->bhv", s, scale * q_t)
-
-    xs = tuple(ops.moveaxis(x, 1, 0) for x in (q, k, v, beta))
-    s, o = dispatch.scan(step, initial_state, xs)
-    return ops.moveaxis(o, 0, 1), s
 
 
 @pytest.fixture
@@ -119,14 +83,17 @@ def loss_weights(case, seed=7):
 
 
 @functools.cache
-def reference_gradients(case, singular=False):
-    """Loss and gradients by autodiff through `naive_loop` in float64."""
+def expected_gradients(case, singular=False):
+    """Loss and gradients by autodiff through the library's reference loop
+    in float64 (compiled: a `dispatch.scan` over its step)."""
     inputs = _grad_inputs(case, singular)
     w_o, w_s = loss_weights(case)
     with float64():
 
         def loss(q, k, v, beta, s0):
-            o, s = naive_loop(q, k, v, beta, s0)
+            o, s = reference.delta_rule(
+                q, k, v, beta, initial_state=s0, scan=dispatch.scan
+            )
             return ops.sum(o * w_o) + ops.sum(s * w_s)
 
         value, grads = value_and_grad(
@@ -151,7 +118,7 @@ def test_reference_matches_step_by_step_definition():
     q, k, v, beta, s0 = (
         x.astype(np.float64) for x in make_inputs((1, 5, 1, 3, 2))
     )
-    o, s = reference(q, k, v, beta, s0)
+    o, s = in_float64(reference.delta_rule, q, k, v, beta, initial_state=s0)
     state = s0[0, 0]
     for t in range(5):
         k_t, b_t = k[0, t, 0], beta[0, t, 0]
@@ -174,7 +141,9 @@ def test_forward_matches_reference(form, case, use_form):
     mode = use_form(form)
     q, k, v, beta, s0 = make_inputs(case)
     chunk_size = case[5]
-    o_ref, s_ref = reference(q, k, v, beta, s0)
+    o_ref, s_ref = in_float64(
+        reference.delta_rule, q, k, v, beta, initial_state=s0
+    )
     o, s = compiled(
         lambda q, k, v, beta, s0: delta_rule(
             q,
@@ -198,11 +167,11 @@ def test_forward_matches_reference(form, case, use_form):
 def test_defaults_without_initial_state(mode):
     case = (2, 70, 2, 8, 8)
     q, k, v, beta, _ = make_inputs(case)
-    o_ref, _ = reference(q, k, v, beta)
+    o_ref, _ = in_float64(reference.delta_rule, q, k, v, beta)
     o = delta_rule(q, k, v, beta, mode=mode)
     assert rel_rms(numpy(o), o_ref) < 2e-6
     # a given scale replaces K ** -0.5
-    o_ref, _ = reference(q, k, v, beta, scale=0.3)
+    o_ref, _ = in_float64(reference.delta_rule, q, k, v, beta, scale=0.3)
     o = delta_rule(q, k, v, beta, scale=0.3, mode=mode, chunk_size=16)
     assert rel_rms(numpy(o), o_ref) < 2e-6
 
@@ -232,7 +201,7 @@ def test_gradients_match_autodiff_reference(form, case, use_form):
         return ops.sum(o * w_o) + ops.sum(s * w_s)
 
     value, grads = value_and_grad(loss, *inputs, jit=True)
-    value_ref, grads_ref = reference_gradients(case)
+    value_ref, grads_ref = expected_gradients(case)
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)
     for name, g, g_ref in zip(
         ("q", "k", "v", "beta", "initial_state"), grads, grads_ref, strict=True
@@ -263,7 +232,7 @@ def test_gradients_with_singular_transitions(form, use_form):
         return ops.sum(o * w_o) + ops.sum(s * w_s)
 
     _, grads = value_and_grad(loss, *inputs, jit=True)
-    _, grads_ref = reference_gradients(case, singular=True)
+    _, grads_ref = expected_gradients(case, singular=True)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         assert np.all(np.isfinite(g))
         assert rel_rms(g, g_ref) < 1e-5
@@ -278,7 +247,7 @@ def test_gradients_match_finite_differences(form, use_form):
     w_o, w_s = loss_weights(case)
 
     def numpy_loss(q, k, v, beta, s0):
-        o, s = reference(q, k, v, beta, s0)
+        o, s = in_float64(reference.delta_rule, q, k, v, beta, initial_state=s0)
         return np.sum(o * w_o) + np.sum(s * w_s)
 
     def loss(q, k, v, beta, s0):
@@ -322,7 +291,11 @@ def test_bfloat16_inputs(mode):
     )(q, k, v, beta, s0)
     assert keras.backend.standardize_dtype(o.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(s.dtype) == "float32"
-    o_ref, s_ref = reference(*(numpy(x) for x in (q, k, v, beta, s0)))
+    o_ref, s_ref = in_float64(
+        reference.delta_rule,
+        *(numpy(x) for x in (q, k, v, beta)),
+        initial_state=numpy(s0),
+    )
     assert rel_rms(numpy(o), o_ref) < 5e-3
     assert rel_rms(numpy(s), s_ref) < 5e-3
 
@@ -373,8 +346,9 @@ def test_step_equals_call():
     )
     assert keras.backend.standardize_dtype(o_t.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(state.dtype) == "float32"
-    o_ref, s_ref = reference(
-        *(numpy(ops.cast(x[:, :1], "bfloat16")) for x in (q, k, v, beta))
+    o_ref, s_ref = in_float64(
+        reference.delta_rule,
+        *(numpy(ops.cast(x[:, :1], "bfloat16")) for x in (q, k, v, beta)),
     )
     assert rel_rms(numpy(o_t), o_ref[:, 0]) < 5e-3
     assert rel_rms(numpy(state), s_ref) < 1e-5
@@ -399,7 +373,7 @@ def test_long_sequence_stays_finite(mode):
     )(q, k, v, beta)
     o, s = numpy(o), numpy(s)
     assert np.all(np.isfinite(o)) and np.all(np.isfinite(s))
-    o_ref, s_ref = reference(q, k, v, beta)
+    o_ref, s_ref = in_float64(reference.delta_rule, q, k, v, beta)
     for head in range(2):
         assert rel_rms(o[:, :, head], o_ref[:, :, head]) < 1e-4
         assert rel_rms(s[:, head], s_ref[:, head]) < 1e-4
@@ -439,7 +413,7 @@ def test_functional_model_with_unknown_batch_size():
     ]
     model = keras.Model(inputs, outputs)
     q, k, v, beta, _ = make_inputs((3, length, heads, key_dim, value_dim))
-    o_ref, _ = reference(q, k, v, beta)
+    o_ref, _ = in_float64(reference.delta_rule, q, k, v, beta)
     for o in model.predict([q, k, v, beta], batch_size=2, verbose=0):
         assert rel_rms(o, o_ref) < 2e-6
 

@@ -7,7 +7,7 @@ import pytest
 from keras import ops
 
 from kerasseq.ops import dispatch
-from kerasseq.ops.linear_attention import EPS
+from kerasseq.ops import reference
 from kerasseq.ops.linear_attention import elu_plus_one
 from kerasseq.ops.linear_attention import favor_plus
 from kerasseq.ops.linear_attention import linear_attention
@@ -16,6 +16,7 @@ from kerasseq.ops.linear_attention import orthogonal_random_features
 from kerasseq.ops.linear_attention import relu
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
@@ -43,53 +44,6 @@ def case_id(value):
     if isinstance(value, tuple):
         return "B{}-T{}-H{}-K{}-V{}-C{}".format(*value)
     return str(value)
-
-
-def reference(q, k, v, initial_state=None, causal=True, normalize=True):
-    """Linear attention in float64, a plain loop over time:
-    S_t = S_{t-1} + k_t v_t^T, z_t = z_{t-1} + k_t,
-    o_t = S_t^T q_t / (q_t . z_t + EPS); bidirectional reads S_T, z_T."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    batch, length, heads, key_dim = q.shape
-    s = np.zeros((batch, heads, key_dim, v.shape[-1]))
-    z = np.zeros((batch, heads, key_dim))
-    if initial_state is not None:
-        s, z = (np.asarray(x, np.float64).copy() for x in initial_state)
-    if not causal:
-        for t in range(length):
-            s = s + np.einsum("bhk,bhv->bhkv", k[:, t], v[:, t])
-            z = z + k[:, t]
-    o = np.zeros(v.shape)
-    for t in range(length):
-        if causal:
-            s = s + np.einsum("bhk,bhv->bhkv", k[:, t], v[:, t])
-            z = z + k[:, t]
-        o[:, t] = np.einsum("bhkv,bhk->bhv", s, q[:, t])
-        if normalize:
-            o[:, t] /= np.einsum("bhk,bhk->bh", q[:, t], z)[..., None] + EPS
-    return o, (s, z)
-
-
-def naive_loop(q, k, v, s0, z0, causal, normalize):
-    """The same loop in keras.ops, for the backend's own autodiff."""
-
-    def accumulate(carry, x):
-        s, z = carry
-        k_t, v_t = x
-        s = s + k_t[..., :, None] * v_t[..., None, :]
-        return (s, z + k_t), (s, z + k_t)
-
-    xs = tuple(ops.moveaxis(x, 1, 0) for x in (k, v))
-    (s, z), (s_t, z_t) = dispatch.scan(accumulate, (s0, z0), xs)
-    if causal:
-        num = ops.einsum("tbhkv,bthk->bthv", s_t, q)
-        den = ops.einsum("tbhk,bthk->bth", z_t, q)
-    else:
-        num = ops.einsum("bhkv,bthk->bthv", s, q)
-        den = ops.einsum("bhk,bthk->bth", z, q)
-    if normalize:
-        num = num / (den[..., None] + EPS)
-    return num, (s, z)
 
 
 def numpy(x):
@@ -134,11 +88,14 @@ def _loss(fn, weights):
 
 
 @functools.cache
-def reference_gradients(case, causal, normalize):
-    """Loss and gradients by autodiff through `naive_loop` in float64."""
+def expected_gradients(case, causal, normalize):
+    """Loss and gradients by autodiff through the library's reference loop
+    in float64 (compiled: a `dispatch.scan` over its step)."""
     inputs = make_inputs(case, positive=normalize)
     loss = _loss(
-        lambda *x: naive_loop(*x, causal=causal, normalize=normalize),
+        lambda q, k, v, s0, z0: reference.linear_attention(
+            q, k, v, causal, normalize, (s0, z0), scan=dispatch.scan
+        ),
         loss_weights(case),
     )
     with float64():
@@ -170,7 +127,9 @@ def run(mode, chunk_size=64, causal=True, normalize=True):
 @pytest.mark.parametrize("case", FORWARD_CASES, ids=case_id)
 def test_forward_matches_reference(mode, case):
     q, k, v, s0, z0 = make_inputs(case)
-    o_ref, (s_ref, z_ref) = reference(q, k, v, (s0, z0))
+    o_ref, (s_ref, z_ref) = in_float64(
+        reference.linear_attention, q, k, v, initial_state=(s0, z0)
+    )
     o, (s, z) = compiled(run(mode, case[5]))(q, k, v, s0, z0)
     assert tuple(o.shape) == case[:3] + (case[4],)
     for x in (o, s, z):
@@ -186,7 +145,9 @@ def test_forward_matches_reference(mode, case):
 def test_forward_variants(mode, causal, normalize):
     case = (2, 100, 2, 8, 16)
     q, k, v, s0, z0 = make_inputs(case, positive=normalize)
-    o_ref, (s_ref, z_ref) = reference(q, k, v, (s0, z0), causal, normalize)
+    o_ref, (s_ref, z_ref) = in_float64(
+        reference.linear_attention, q, k, v, causal, normalize, (s0, z0)
+    )
     o, (s, z) = compiled(run(mode, 32, causal, normalize))(q, k, v, s0, z0)
     assert rel_rms(numpy(o), o_ref) < 2e-6
     assert rel_rms(numpy(s), s_ref) < 2e-6
@@ -196,7 +157,7 @@ def test_forward_variants(mode, causal, normalize):
 @pytest.mark.parametrize("mode", MODES + ["auto"])
 def test_eager_call_without_initial_state(mode):
     q, k, v, _, _ = make_inputs((2, 40, 2, 8, 16))
-    o_ref, _ = reference(q, k, v)
+    o_ref, _ = in_float64(reference.linear_attention, q, k, v)
     o = linear_attention(q, k, v, mode=mode, chunk_size=16)
     assert rel_rms(numpy(o), o_ref) < 2e-6
 
@@ -207,7 +168,7 @@ def test_gradients_match_autodiff_reference(mode, case):
     inputs = make_inputs(case)
     loss = _loss(run(mode, case[5]), loss_weights(case))
     value, grads = value_and_grad(loss, *inputs, jit=True)
-    value_ref, grads_ref = reference_gradients(case, True, True)
+    value_ref, grads_ref = expected_gradients(case, True, True)
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)
     for name, g, g_ref in zip(
         ("q", "k", "v", "S0", "z0"), grads, grads_ref, strict=True
@@ -223,7 +184,7 @@ def test_gradients_variants(mode, causal, normalize):
     inputs = make_inputs(case, positive=normalize)
     loss = _loss(run(mode, 16, causal, normalize), loss_weights(case))
     _, grads = value_and_grad(loss, *inputs, jit=True)
-    _, grads_ref = reference_gradients(case, causal, normalize)
+    _, grads_ref = expected_gradients(case, causal, normalize)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         assert rel_rms(g, g_ref) < 1e-5
 
@@ -236,7 +197,9 @@ def test_gradients_match_finite_differences(mode):
     w_o, w_s, w_z = loss_weights(case)
 
     def numpy_loss(q, k, v, s0, z0):
-        o, (s, z) = reference(q, k, v, (s0, z0))
+        o, (s, z) = in_float64(
+            reference.linear_attention, q, k, v, initial_state=(s0, z0)
+        )
         return np.sum(o * w_o) + np.sum(s * w_s) + np.sum(z * w_z)
 
     loss = _loss(run(mode, 2), (w_o, w_s, w_z))
@@ -261,8 +224,10 @@ def test_bfloat16_inputs(mode):
     assert keras.backend.standardize_dtype(o.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(s.dtype) == "float32"
     assert keras.backend.standardize_dtype(z.dtype) == "float32"
-    o_ref, (s_ref, z_ref) = reference(
-        *(numpy(x) for x in (q, k, v)), (numpy(s0), numpy(z0))
+    o_ref, (s_ref, z_ref) = in_float64(
+        reference.linear_attention,
+        *(numpy(x) for x in (q, k, v)),
+        initial_state=(numpy(s0), numpy(z0)),
     )
     assert rel_rms(numpy(o), o_ref) < 5e-3
     assert rel_rms(numpy(s), s_ref) < 5e-3
@@ -308,8 +273,9 @@ def test_step_equals_call(normalize):
     )
     assert keras.backend.standardize_dtype(o_t.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(s_t.dtype) == "float32"
-    o_ref, _ = reference(
-        *(numpy(ops.cast(x[:, :1], "bfloat16")) for x in (q, k, v))
+    o_ref, _ = in_float64(
+        reference.linear_attention,
+        *(numpy(ops.cast(x[:, :1], "bfloat16")) for x in (q, k, v)),
     )
     assert rel_rms(numpy(o_t), o_ref[:, 0]) < 5e-3
 
@@ -326,7 +292,7 @@ def test_long_sequence_stays_finite(mode):
     )(q, k, v)
     o, s, z = numpy(o), numpy(s), numpy(z)
     assert all(np.all(np.isfinite(x)) for x in (o, s, z))
-    o_ref, (s_ref, z_ref) = reference(q, k, v)
+    o_ref, (s_ref, z_ref) = in_float64(reference.linear_attention, q, k, v)
     assert rel_rms(o, o_ref) < 1e-5
     assert rel_rms(s, s_ref) < 1e-5
     assert rel_rms(z, z_ref) < 1e-5
@@ -376,7 +342,7 @@ def test_functional_model_with_unknown_batch_size():
     ]
     model = keras.Model(inputs, outputs)
     q, k, v, _, _ = make_inputs((3, length, heads, key_dim, value_dim))
-    o_ref, _ = reference(q, k, v)
+    o_ref, _ = in_float64(reference.linear_attention, q, k, v)
     for o in model.predict([q, k, v], batch_size=2, verbose=0):
         assert rel_rms(o, o_ref) < 2e-6
 

@@ -202,9 +202,11 @@ def test_gradients_match_finite_differences(mode, complex_):
     def numpy_loss(*args):
         total = 0.0
         for inputs, reverse in ((args[:3], False), (args[3:], True)):
-            h, state = reference.linear_recurrence(*inputs, reverse=reverse)
-            total += np.sum(np.real(numpy(h) * weights[0]))
-            total += np.sum(np.real(numpy(state) * weights[1]))
+            h, state = in_float64(
+                reference.linear_recurrence, *inputs, reverse=reverse
+            )
+            total += np.sum(np.real(h * weights[0]))
+            total += np.sum(np.real(state * weights[1]))
         return total
 
     def kernel_loss(*args):

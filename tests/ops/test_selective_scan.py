@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasseq.ops import reference
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import rel_rms
-from tests.testing import time_steps
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk", "parallel"]
@@ -40,77 +41,15 @@ def softplus(x):
     return np.logaddexp(0.0, x)
 
 
-def reference(
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    z=None,
-    delta_bias=None,
-    delta_softplus=False,
-    initial_state=None,
-):
-    """Mamba's selective scan in float64, a plain loop over time.
-
-    h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, y_t = C_t . h_t + D u_t,
-    y_t *= silu(z_t); channel d reads group d // (Dm // G) of B and C.
-    """
-    u, delta, A, B, C = (np.asarray(x, np.float64) for x in (u, delta, A, B, C))
-    batch, length, channels = u.shape
-    if delta_bias is not None:
-        delta = delta + delta_bias
-    if delta_softplus:
-        delta = softplus(delta)
-    if B.ndim == 3:
-        B, C = B[:, :, None], C[:, :, None]
-    group = np.arange(channels) // (channels // B.shape[2])
-    B, C = B[:, :, group], C[:, :, group]  # (batch, T, Dm, N)
-    h = np.zeros((batch, channels, A.shape[1]))
-    if initial_state is not None:
-        h = np.asarray(initial_state, np.float64)
-    y = np.zeros((batch, length, channels))
-    for t in range(length):
-        decay = np.exp(delta[:, t, :, None] * A)
-        h = decay * h + delta[:, t, :, None] * B[:, t] * u[:, t, :, None]
-        y[:, t] = np.sum(h * C[:, t], axis=-1)
-    if D is not None:
-        y = y + u * D
-    if z is not None:
-        y = y * z / (1 + np.exp(-z))
-    return y, h
-
-
-def naive_loop_loss(weights, state_weights, u, delta, A, B, C, *optional):
-    """A weighted loss of the same scan in keras.ops, for the backend's own
-    autodiff: the loop over time carries h and sums the loss step by step
-    (one compiled op per kind of step)."""
-    D, z, delta_bias, h = optional if optional else (None,) * 4
-    batch, length, channels = u.shape
-    if delta_bias is not None:
-        delta = ops.softplus(delta + delta_bias)
-    if len(B.shape) == 3:
-        B, C = ops.expand_dims(B, 2), ops.expand_dims(C, 2)
-    group = np.arange(channels) // (channels // B.shape[2])
-    B, C = ops.take(B, group, axis=2), ops.take(C, group, axis=2)
-    delta_4 = ops.expand_dims(delta, -1)
-    decay = ops.exp(delta_4 * A)  # (batch, T, Dm, N)
-    drive = delta_4 * B * ops.expand_dims(u, -1)
-    total = 0.0
-    if D is not None:
-        # y = (C . h + D u) silu(z)
-        weights = weights * ops.silu(z)
-        total = ops.sum(D * u * weights)
-    if h is None:
-        h = ops.zeros((batch, channels, A.shape[1]), u.dtype)
-    steps = zip(
-        *(time_steps(x) for x in (decay, drive, C, weights)), strict=True
+def weighted_loss(weights, state_weights, u, delta, A, B, C, *optional):
+    """A weighted loss of the library's reference loop, for the backend's
+    own autodiff: the full call with `optional` = (D, z, delta_bias,
+    initial_state) and softplus, the bare call without."""
+    D, z, delta_bias, h0 = optional if optional else (None,) * 4
+    y, h = reference.selective_scan(
+        u, delta, A, B, C, D, z, delta_bias, bool(optional), h0
     )
-    for decay_t, drive_t, c_t, weights_t in steps:
-        h = decay_t * h + drive_t
-        total = total + ops.sum(ops.sum(h * c_t, axis=-1) * weights_t)
-    return total + ops.sum(h * state_weights)
+    return ops.sum(y * weights) + ops.sum(h * state_weights)
 
 
 def numpy(x):
@@ -181,8 +120,10 @@ def test_outputs_and_final_state(mode, length, chunk_size, shape):
         return full_call(arrays[:9], **kwargs), bare_call(arrays[9:], **kwargs)
 
     (y, state), (y_bare, state_bare) = compiled(run)(*full, *bare)
-    y_ref, state_ref = reference(*full[:8], True, full[8])
-    y_bare_ref, state_bare_ref = reference(*bare)
+    y_ref, state_ref = in_float64(
+        reference.selective_scan, *full[:8], True, full[8]
+    )
+    y_bare_ref, state_bare_ref = in_float64(reference.selective_scan, *bare)
     batch, channels, state_size = shape[:3]
     assert y.shape == (batch, length, channels)
     assert state.shape == (batch, channels, state_size)
@@ -195,18 +136,18 @@ def test_outputs_and_final_state(mode, length, chunk_size, shape):
 
 
 @functools.cache
-def reference_gradients(length, shape):
-    """Loss and gradients by autodiff of the float64 plain loop, for the
+def expected_gradients(length, shape):
+    """Loss and gradients by autodiff of the float64 reference loop, for the
     full and the bare call of `gradient_problem`."""
     full, bare, weights = gradient_problem(length, shape)
     with float64():
         wide = [x.astype(np.float64) for x in weights]
         full_ref = value_and_grad(
-            functools.partial(naive_loop_loss, *wide[:2]),
+            functools.partial(weighted_loss, *wide[:2]),
             *(x.astype(np.float64) for x in full),
         )
         bare_ref = value_and_grad(
-            functools.partial(naive_loop_loss, *wide[2:]),
+            functools.partial(weighted_loss, *wide[2:]),
             *(x.astype(np.float64) for x in bare),
         )
     return full_ref, bare_ref
@@ -247,7 +188,7 @@ def test_gradients_match_autodiff_of_a_plain_loop(
         )
 
     value, grads = value_and_grad(loss, *full, *bare, jit=True)
-    (full_value, full_grads), (bare_value, bare_grads) = reference_gradients(
+    (full_value, full_grads), (bare_value, bare_grads) = expected_gradients(
         length, shape
     )
     np.testing.assert_allclose(
@@ -279,12 +220,14 @@ def test_recurrent_mode_in_blocks_of_batch_rows(monkeypatch):
         return ops.sum(y * weights[0]) + ops.sum(state * weights[1])
 
     value, grads = value_and_grad(loss, *full, jit=True)
-    (value_ref, grads_ref), _ = reference_gradients(length, shape)
+    (value_ref, grads_ref), _ = expected_gradients(length, shape)
     np.testing.assert_allclose(value, value_ref, rtol=1e-4, atol=1e-4)
     for name, grad, grad_ref in zip(NAMES, grads, grads_ref, strict=True):
         assert rel_rms(grad, grad_ref) < 1e-5, name
     y, state = compiled(lambda *a: full_call(a, mode="recurrent"))(*full)
-    y_ref, state_ref = reference(*full[:8], True, full[8])
+    y_ref, state_ref = in_float64(
+        reference.selective_scan, *full[:8], True, full[8]
+    )
     assert rel_rms(numpy(y), y_ref) < 1e-5
     assert rel_rms(numpy(state), state_ref) < 1e-5
 
@@ -298,7 +241,9 @@ def test_gradients_match_finite_differences(mode, groups):
     weights = rng.normal(size=(1, 5, 4)), rng.normal(size=(1, 4, 2))
 
     def numpy_loss(*arrays):
-        y, state = reference(*arrays[:8], True, arrays[8])
+        y, state = in_float64(
+            reference.selective_scan, *arrays[:8], True, arrays[8]
+        )
         return np.sum(y * weights[0]) + np.sum(state * weights[1])
 
     def kernel_loss(*arrays):
@@ -340,7 +285,9 @@ def test_bfloat16_inputs(mode):
     assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(state.dtype) == "float32"
     rounded = [numpy(ops.cast(x, "float32")) for x in arrays]
-    y_ref, state_ref = reference(*rounded[:8], True, rounded[8])
+    y_ref, state_ref = in_float64(
+        reference.selective_scan, *rounded[:8], True, rounded[8]
+    )
     assert rel_rms(numpy(ops.cast(y, "float32")), y_ref) < 5e-3
     assert rel_rms(numpy(state), state_ref) < 5e-3
 
@@ -429,7 +376,9 @@ def test_long_sequences_stay_finite(mode):
     for arrays, (y, state) in zip(problems, results, strict=True):
         y, state = numpy(y), numpy(state)
         assert np.all(np.isfinite(y)) and np.all(np.isfinite(state))
-        y_ref, state_ref = reference(*arrays[:8], True, arrays[8])
+        y_ref, state_ref = in_float64(
+            reference.selective_scan, *arrays[:8], True, arrays[8]
+        )
         assert rel_rms(y, y_ref) < 1e-4
         assert rel_rms(state, state_ref) < 1e-4
 

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from keras import ops
 
+from kerasseq.ops import reference
 from kerasseq.ops.sliding_window_attention import sliding_window_attention
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
@@ -53,15 +55,6 @@ def window_for(case, causal):
     return max(1, case[5] - 1) if causal else case[5]
 
 
-def allowed_keys(length, window, causal, dilation):
-    """The explicit (T, T) mask: query t attends key s."""
-    delta = np.arange(length)[:, None] - np.arange(length)[None, :]
-    ok = delta % dilation == 0
-    if causal:
-        return ok & (delta >= 0) & (delta <= window * dilation)
-    return ok & (np.abs(delta) <= (window // 2) * dilation)
-
-
 def make_inputs(case, extras, seed=42):
     """q, k, v and, with `extras`, a key mask (holes and a padded tail) and
     three global keys with one unused slot per row after the first."""
@@ -88,75 +81,6 @@ def make_inputs(case, extras, seed=42):
     return args, kwargs
 
 
-def reference(q, k, v, window, causal, dilation, key_mask=None, **extras):
-    """Dense attention with the explicit mask, in float64 NumPy; rows
-    without an allowed key give zeros."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    batch, length, heads, key_dim = q.shape
-    allowed = np.broadcast_to(
-        allowed_keys(length, window, causal, dilation),
-        (batch, heads, length, length),
-    )
-    if key_mask is not None:
-        allowed = allowed & key_mask[:, None, None, :]
-    scores = np.einsum("bthk,bshk->bhts", q, k) / np.sqrt(key_dim)
-    if extras:
-        global_keys = np.asarray(extras["global_keys"], np.float64)
-        num = global_keys.shape[1]
-        global_ok = extras.get("global_key_mask")
-        if global_ok is None:
-            global_ok = np.ones((batch, num), bool)
-        global_scores = np.einsum("bthk,bghk->bhtg", q, global_keys)
-        scores = np.concatenate([scores, global_scores / np.sqrt(key_dim)], -1)
-        global_ok = np.broadcast_to(
-            global_ok[:, None, None, :], (batch, heads, length, num)
-        )
-        allowed = np.concatenate([allowed, global_ok], -1)
-        v = np.concatenate([v, extras["global_values"]], 1)
-    scores = np.where(allowed, scores, -np.inf)
-    top = scores.max(-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    weights = np.where(allowed, np.exp(scores - top), 0.0)
-    total = weights.sum(-1, keepdims=True)
-    weights = weights / np.where(total > 0, total, 1.0)
-    return np.einsum("bhts,bshv->bthv", weights, v)
-
-
-def dense_ops(q, k, v, gk, gv, masks, window, causal, dilation):
-    """The same dense attention in keras.ops, for the backend's autodiff;
-    `masks` holds the NumPy key mask and global key mask (or `None`s)."""
-    key_mask, global_key_mask = masks
-    batch, length, heads, key_dim = q.shape
-    allowed = allowed_keys(length, window, causal, dilation)[None, None]
-    if key_mask is not None:
-        allowed = allowed & key_mask[:, None, None, :]
-    scores = ops.einsum("bthk,bshk->bhts", q, k)
-    if gk is not None:
-        num = gk.shape[1]
-        scores = ops.concatenate(
-            [scores, ops.einsum("bthk,bghk->bhtg", q, gk)], -1
-        )
-        global_ok = np.ones((batch, num), bool)
-        if global_key_mask is not None:
-            global_ok = global_key_mask
-        allowed = np.concatenate(
-            [
-                np.broadcast_to(allowed, (batch, heads, length, length)),
-                np.broadcast_to(
-                    global_ok[:, None, None, :], (batch, heads, length, num)
-                ),
-            ],
-            -1,
-        )
-        v = ops.concatenate([v, gv], 1)
-    scores = ops.where(allowed, scores / math.sqrt(key_dim), -1e30)
-    top = ops.stop_gradient(ops.max(scores, -1, keepdims=True))
-    weights = ops.where(allowed, ops.exp(scores - top), 0.0)
-    total = ops.sum(weights, -1, keepdims=True)
-    weights = weights / ops.where(total > 0, total, 1.0)
-    return ops.einsum("bhts,bshv->bthv", weights, v)
-
-
 def numpy(x):
     return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
 
@@ -181,7 +105,16 @@ def test_forward_matches_dense_reference(case, variant, extras):
     o = (compiled(fn) if JIT else fn)(q, k, v)
     assert tuple(o.shape) == case[:3] + (case[4],)
     assert keras.backend.standardize_dtype(o.dtype) == "float32"
-    expected = reference(q, k, v, window, causal, dilation, **kwargs)
+    expected = in_float64(
+        reference.sliding_window_attention,
+        q,
+        k,
+        v,
+        window,
+        causal,
+        dilation,
+        **kwargs,
+    )
     assert rel_rms(numpy(o), expected) < 2e-6
 
 
@@ -192,7 +125,16 @@ def test_compiled_forward(variant):
     window = window_for(case, causal)
     (q, k, v), kwargs = make_inputs(case, extras=True)
     fn = compiled(call(causal, dilation, window, **kwargs))
-    expected = reference(q, k, v, window, causal, dilation, **kwargs)
+    expected = in_float64(
+        reference.sliding_window_attention,
+        q,
+        k,
+        v,
+        window,
+        causal,
+        dilation,
+        **kwargs,
+    )
     assert rel_rms(numpy(fn(q, k, v)), expected) < 2e-6
 
 
@@ -203,8 +145,9 @@ def loss_weights(case, seed=7):
 
 
 @functools.cache
-def reference_gradients(case, variant, extras):
-    """Loss and gradients by autodiff of `dense_ops` in float64."""
+def expected_gradients(case, variant, extras):
+    """Loss and gradients by autodiff of the library's dense reference in
+    float64."""
     causal, dilation = variant
     window = window_for(case, causal)
     (q, k, v), kwargs = make_inputs(case, extras)
@@ -213,7 +156,18 @@ def reference_gradients(case, variant, extras):
 
     def loss(q, k, v, *globals_):
         gk, gv = globals_ or (None, None)
-        o = dense_ops(q, k, v, gk, gv, masks, window, causal, dilation)
+        o = reference.sliding_window_attention(
+            q,
+            k,
+            v,
+            window,
+            causal,
+            dilation,
+            key_mask=masks[0],
+            global_keys=gk,
+            global_values=gv,
+            global_key_mask=masks[1],
+        )
         return ops.sum(o * w_o)
 
     inputs = [q, k, v]
@@ -244,7 +198,7 @@ def check_gradients(case, variant, extras, jit):
     if extras:
         inputs += [kwargs["global_keys"], kwargs["global_values"]]
     value, grads = value_and_grad(loss, *inputs, jit=jit)
-    value_ref, grads_ref = reference_gradients(case, variant, extras)
+    value_ref, grads_ref = expected_gradients(case, variant, extras)
     np.testing.assert_allclose(value, value_ref, rtol=1e-5, atol=1e-5)
     names = ("q", "k", "v", "global_keys", "global_values")
     for name, g, g_ref in zip(names, grads, grads_ref, strict=False):
@@ -300,7 +254,9 @@ def test_bfloat16_inputs():
     for key in ("global_keys", "global_values"):
         kwargs[key] = numpy(kwargs[key])
     q, k, v = (numpy(x) for x in (q, k, v))
-    expected = reference(q, k, v, 16, False, 2, **kwargs)
+    expected = in_float64(
+        reference.sliding_window_attention, q, k, v, 16, False, 2, **kwargs
+    )
     assert rel_rms(numpy(o), expected) < 1e-2
 
 
@@ -408,5 +364,7 @@ def test_invalid_arguments(args, match):
 def test_odd_window_allowed_when_causal():
     (q, k, v), _ = make_inputs((1, 9, 1, 4, 4), extras=False)
     o = sliding_window_attention(q, k, v, 3, causal=True)
-    expected = reference(q, k, v, 3, True, 1)
+    expected = in_float64(
+        reference.sliding_window_attention, q, k, v, 3, True, 1
+    )
     assert rel_rms(numpy(o), expected) < 2e-6
