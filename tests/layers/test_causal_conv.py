@@ -4,22 +4,15 @@ from keras import ops
 
 from kerasseq.layers.causal_conv import causal_conv
 from kerasseq.layers.causal_conv import causal_conv_step
+from kerasseq.ops import reference
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import value_and_grad
 
 
 def reference_conv(x, kernel):
-    """y[b, t, c] = sum_k kernel[k, c] x[b, t - (K - 1) + k, c], zeros
-    before the start, as a float64 loop."""
-    x = np.asarray(x, np.float64)
-    width = kernel.shape[0]
-    y = np.zeros_like(x)
-    for t in range(x.shape[1]):
-        for k in range(width):
-            s = t - (width - 1) + k
-            if s >= 0:
-                y[:, t] += kernel[k] * x[:, s]
-    return y
+    """The library's float64 reference of `causal_conv`, as NumPy."""
+    return in_float64(reference.causal_conv, x, kernel)
 
 
 @pytest.mark.parametrize("width", [1, 2, 4])

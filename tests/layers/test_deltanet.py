@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from kerasseq.layers.deltanet import DeltaNet
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 from tests.testing import value_and_grad
@@ -29,7 +31,8 @@ def reference_deltanet(
     use_gate=True,
     eps=1e-5,
 ):
-    """DeltaNet in float64, a loop over time, from the equations (Yang et
+    """DeltaNet in float64 (conv and recurrence by `kerasseq.ops.reference`),
+    from the equations (Yang et
     al. 2024 with flash-linear-attention's layer around the recurrence):
     q, k, v = silu(causal depthwise conv(x W)); q, k / their L2 norms per
     head; beta = sigmoid(x W_b) (times 2 with negative eigenvalues);
@@ -43,33 +46,17 @@ def reference_deltanet(
     def branch(name):
         y = x @ w[f"{name}_proj/kernel"]
         if use_short_conv:
-            width = y.shape[-1]
-            padded = np.concatenate(
-                [np.zeros((batch, conv_kernel - 1, width)), y], axis=1
-            )
             kernel = w[f"{name}_conv1d_kernel"]
-            y = np.zeros_like(y)
-            for t in range(length):
-                window = padded[:, t : t + conv_kernel]  # (B, K, H * D)
-                y[:, t] = np.einsum("bki,ki->bi", window, kernel)
+            y = in_float64(reference.causal_conv, y, kernel)
         return silu(y).reshape(batch, length, num_heads, -1)
 
     q, k, v = branch("q"), branch("k"), branch("v")
-    head_dim = q.shape[-1]
     q = q / np.sqrt(np.sum(q**2, -1, keepdims=True) + 1e-6)
     k = k / np.sqrt(np.sum(k**2, -1, keepdims=True) + 1e-6)
     beta = sigmoid(x @ w["b_proj/kernel"]) * keep[..., None]
     if allow_neg_eigval:
         beta = 2.0 * beta
-    s = np.zeros((batch, num_heads, head_dim, head_dim))
-    o = np.zeros_like(v)
-    for t in range(length):
-        k_t = k[:, t]
-        error = v[:, t] - np.einsum("bhkv,bhk->bhv", s, k_t)
-        s = s + beta[:, t, :, None, None] * np.einsum(
-            "bhk,bhv->bhkv", k_t, error
-        )
-        o[:, t] = np.einsum("bhkv,bhk->bhv", s, q[:, t] * head_dim**-0.5)
+    o, _ = in_float64(reference.delta_rule, q, k, v, beta)
     o = o / np.sqrt(np.mean(o**2, -1, keepdims=True) + eps)
     o = o * w["o_norm_scale"]
     if use_gate:
@@ -300,6 +287,23 @@ def test_bad_arguments():
     state["conv_v"] = np.zeros((2, 3, 12), "float32")
     with pytest.raises(ValueError, match=r"state\['conv_v'\].*\(2, 3, 12\)"):
         layer.step(np.zeros((2, 8), "float32"), state)
+
+
+def test_keras_file_round_trip(tmp_path):
+    rng = np.random.default_rng(7)
+    inputs = keras.Input(shape=(7, 8))
+    outputs = DeltaNet(2, allow_neg_eigval=True, chunk_size=4)(inputs)
+    model = keras.Model(inputs, outputs)
+    perturb_weights(model.layers[-1], rng)
+    x = rng.normal(size=(3, 7, 8)).astype("float32")
+    # predict traces the model with an unknown batch size
+    expected = model.predict(x, verbose=0)
+    path = str(tmp_path / "deltanet.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.layers[-1], DeltaNet)
+    assert restored.layers[-1].allow_neg_eigval
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), expected)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

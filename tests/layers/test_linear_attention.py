@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import LinearAttention
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 
@@ -13,8 +15,9 @@ def elu_plus_one(x):
     return np.where(x > 0, x + 1.0, np.exp(x))
 
 
-def reference(layer, x, causal, mask=None):
-    """Multi-head linear attention in float64 from the paper's equations:
+def reference_linear_attention(layer, x, causal, mask=None):
+    """Multi-head linear attention in float64 from the paper's equations
+    (`kerasseq.ops.reference.linear_attention`):
     o_i = sum_j phi(q_i).phi(k_j) v_j / sum_j phi(q_i).phi(k_j), over
     j <= i when causal, over every real j otherwise."""
     w = layer_weights(layer)
@@ -28,16 +31,9 @@ def reference(layer, x, causal, mask=None):
 
     q, k, v = (project(n) for n in ("query", "key", "value"))
     q, k = elu_plus_one(q), elu_plus_one(k)
-    batch, length = x.shape[:2]
-    keep = np.ones((batch, length)) if mask is None else mask.astype(np.float64)
-    out = np.zeros_like(v)
-    for i in range(length):
-        limit = i + 1 if causal else length
-        scores = np.einsum("bhk,bjhk->bjh", q[:, i], k[:, :limit])
-        scores = scores * keep[:, :limit, None]
-        out[:, i] = np.einsum("bjh,bjhv->bhv", scores, v[:, :limit]) / (
-            scores.sum(1)[..., None] + 1e-6
-        )
+    if mask is not None:  # a padded key adds nothing to the sums
+        k = k * mask[..., None, None]
+    out, _ = in_float64(reference.linear_attention, q, k, v, causal)
     return (
         np.einsum("bthk,hkd->btd", out, w["output_kernel"]) + w["output_bias"]
     )
@@ -58,7 +54,7 @@ def test_matches_reference_equations(causal, mode):
     mask = np.ones((2, 11), bool)
     mask[1, 8:] = False
     y = keras.ops.convert_to_numpy(compiled(layer)(x, mask))
-    expected = reference(layer, x, causal, mask)
+    expected = reference_linear_attention(layer, x, causal, mask)
     np.testing.assert_allclose(y[0], expected[0], rtol=1e-4, atol=1e-5)
     # real tokens of the padded row
     np.testing.assert_allclose(y[1, :8], expected[1, :8], rtol=1e-4, atol=1e-5)
@@ -82,8 +78,15 @@ def test_padding_leaves_real_tokens_alone():
     np.testing.assert_allclose(y1[:, :6], y2, atol=1e-5)
 
 
-def test_bad_arguments():
+def test_config_round_trip_and_bad_arguments():
     layer = LinearAttention(4, causal=False, feature_map="relu", chunk_size=16)
+    clone = LinearAttention.from_config(layer.get_config())
+    assert (clone.num_heads, clone.causal, clone.feature_map) == (
+        4,
+        False,
+        "relu",
+    )
+    assert clone.chunk_size == 16
     with pytest.raises(ValueError, match="`feature_map`.*got 'softmax'"):
         LinearAttention(2, feature_map="softmax")
     with pytest.raises(ValueError, match="`mode`.*got 'fast'"):

@@ -7,8 +7,10 @@ import pytest
 from kerasseq.layers.linear_rnn import DiagonalRNN
 from kerasseq.layers.linear_rnn import LinearRNN
 from kerasseq.layers.linear_rnn import transition_std
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
@@ -22,8 +24,9 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def reference(w, x, diagonal, use_glu, mask=None):
-    """The linear RNN in float64 (complex128), a loop over time:
+def reference_linear_rnn(w, x, diagonal, use_glu, mask=None):
+    """The linear RNN in float64 (complex128), the loop over time by
+    `kerasseq.ops.reference`:
     h_t = A h_{t-1} + B x_t (A diagonal and complex, or dense and real),
     y_t = Re(C h_t) + D x_t, then glu_out(gelu(y)) * sigmoid(glu_gate(.))."""
     if mask is not None:
@@ -34,15 +37,13 @@ def reference(w, x, diagonal, use_glu, mask=None):
         lam = w["A_re"] + 1j * w["A_im"]
         B = w["B_re"] + 1j * w["B_im"]
         C = w["C_re"] + 1j * w["C_im"]
-        h = np.zeros((x.shape[0], lam.shape[0]), np.complex128)
+        drive = x_in @ B
+        decay = np.broadcast_to(lam, drive.shape)
+        h, _ = in_float64(reference.linear_recurrence, decay, drive)
     else:
         A, B, C = w["A"], w["B"], w["C"]
-        h = np.zeros((x.shape[0], A.shape[0]))
-    y = np.zeros(x.shape)
-    for t in range(x.shape[1]):
-        drive = x_in[:, t] @ B
-        h = (lam * h if diagonal else h @ A.T) + drive
-        y[:, t] = np.real(h @ C) + w["D"] * x[:, t]
+        h, _ = in_float64(reference.matrix_recurrence, A, x_in @ B)
+    y = np.real(h @ C) + w["D"] * x
     if not use_glu:
         return y
     g = gelu(y)
@@ -75,7 +76,7 @@ def test_matches_reference_equations(cls, kwargs):
     mask[1, :3] = 0.0  # left padding
     y = keras.ops.convert_to_numpy(compiled(layer)(x, mask.astype(bool)))
     # masked steps are read as zeros (SequenceLayer.mask_inputs)
-    expected = reference(
+    expected = reference_linear_rnn(
         layer_weights(layer),
         x.astype(np.float64) * mask[..., None],
         cls is DiagonalRNN,
@@ -170,7 +171,16 @@ def test_transition_std():
     assert 0.85 / 16 < transition_std("fixed", 256) < 1 / 16
 
 
-def test_bad_arguments():
+def test_config_round_trip_and_bad_arguments():
+    layer = DiagonalRNN(state_size=6, A_init="rescaled_glorot", chunk_size=8)
+    clone = DiagonalRNN.from_config(layer.get_config())
+    assert (clone.state_size, clone.A_init, clone.chunk_size) == (
+        6,
+        "rescaled_glorot",
+        8,
+    )
+    clone = LinearRNN.from_config(LinearRNN(use_glu=False).get_config())
+    assert clone.use_glu is False
     with pytest.raises(ValueError, match="`A_init`.*got 'orthogonal'"):
         LinearRNN(A_init="orthogonal")
     with pytest.raises(ValueError, match="`A_init`.*got 'he'"):
@@ -189,3 +199,28 @@ def test_bad_arguments():
         layer(np.zeros((2, 5, 6), "float32"))
     with pytest.raises(ValueError, match=r"`state`.*\(2, 8\).*\(2, 7\)"):
         layer.step(np.zeros((2, 8), "float32"), np.zeros((2, 7), "float32"))
+
+
+@pytest.mark.parametrize("cls", [LinearRNN, DiagonalRNN])
+def test_saved_model_gives_identical_outputs(cls, tmp_path):
+    x = np.random.normal(size=(2, 6, 8)).astype("float32")
+    inputs = keras.Input((None, 8))
+    model = keras.Model(inputs, cls(A_init="rescaled_glorot")(inputs))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(x)),
+        keras.ops.convert_to_numpy(model(x)),
+    )
+
+
+@pytest.mark.parametrize("cls", [LinearRNN, DiagonalRNN])
+def test_mixed_precision(cls):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    layer = cls()
+    x = np.random.normal(size=(2, 6, 8)).astype("float32")
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(y).astype("float32")))
+    assert layer.get_initial_state(2).dtype in ("float32", "complex64")

@@ -6,9 +6,11 @@ import pytest
 from keras import ops
 
 from kerasseq.layers.longformer_attention import LongformerAttention
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
 from tests.testing import float64
+from tests.testing import in_float64
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 from tests.testing import rel_rms
@@ -17,15 +19,6 @@ from tests.testing import value_and_grad
 HIDDEN, HEADS, LENGTH = 16, 2, 13
 # JAX compiles eager ops one by one: XLA-compile whole calls there
 JIT = keras.backend.backend() == "jax"
-
-
-def in_window(t, s, window, causal, dilation):
-    """The paper's (dilated) sliding window: query t sees key s."""
-    if (t - s) % dilation:
-        return False
-    if causal:
-        return 0 <= t - s <= window * dilation
-    return abs(t - s) <= (window // 2) * dilation
 
 
 def global_positions(length, num_global, real, global_mask):
@@ -42,11 +35,11 @@ def global_positions(length, num_global, real, global_mask):
     return rows
 
 
-def reference(layer, x, padding_mask=None, global_mask=None):
-    """Longformer self-attention in float64 NumPy, token by token: a local
-    token attends, in one softmax, the real non-global tokens of its window
-    and every global token (local projections); a global token attends every
-    real token with the global projections."""
+def reference_longformer(layer, x, padding_mask=None, global_mask=None):
+    """Longformer self-attention in float64: a local token attends, in one
+    softmax, the real non-global tokens of its window and every global token
+    (local projections); a global token attends every real token with the
+    global projections (`kerasseq.ops.reference.masked_attention`)."""
     w = layer_weights(layer)
     x = x.astype(np.float64)
     batch, length, _ = x.shape
@@ -65,30 +58,21 @@ def reference(layer, x, padding_mask=None, global_mask=None):
     q, k, v = (project(n) for n in ("query", "key", "value"))
     if layer.num_global_tokens:
         qg, kg, vg = (project(f"{n}_global") for n in ("query", "key", "value"))
-    head_dim = q.shape[-1]
-    out = np.zeros(q.shape[:3] + v.shape[-1:])
-    for b in range(batch):
-        for t in range(length):
-            if t in globals_[b]:
-                keys = [s for s in range(length) if real[b, s]]
-                qt, ks, vs = qg[b, t], kg[b, keys], vg[b, keys]
-            else:
-                keys = [
-                    s
-                    for s in range(length)
-                    if in_window(
-                        t, s, layer.window, layer.causal, layer.dilation
-                    )
-                    and real[b, s]
-                    and s not in globals_[b]
-                ] + sorted(globals_[b])
-                qt, ks, vs = q[b, t], k[b, keys], v[b, keys]
-            if not keys:
-                continue
-            scores = np.einsum("hk,shk->hs", qt, ks) / np.sqrt(head_dim)
-            p = np.exp(scores - scores.max(-1, keepdims=True))
-            p /= p.sum(-1, keepdims=True)
-            out[b, t] = np.einsum("hs,shv->hv", p, vs)
+    is_global = np.zeros((batch, length), bool)
+    for b, positions in enumerate(globals_):
+        is_global[b, sorted(positions)] = True
+    window = reference.sliding_window_allowed(
+        length, layer.window, layer.causal, layer.dilation
+    )
+    local = window[None] & real[:, None, :] & ~is_global[:, None, :]
+    local = local | is_global[:, None, :]  # (B, T, S)
+    out = in_float64(reference.masked_attention, q, k, v, local[:, None])
+    if layer.num_global_tokens:
+        everything = real[:, None, None, :]
+        out_global = in_float64(
+            reference.masked_attention, qg, kg, vg, everything
+        )
+        out = np.where(is_global[..., None, None], out_global, out)
     y = np.einsum("bthk,hkd->btd", out, w["output_kernel"])
     return y + w.get("output_bias", 0.0)
 
@@ -109,14 +93,8 @@ def dense_reference(weights, x, layer, masks):
     is_global = np.zeros((batch, length), bool)
     for b, positions in enumerate(globals_):
         is_global[b, sorted(positions)] = True
-    window = np.array(
-        [
-            [
-                in_window(t, s, layer.window, layer.causal, layer.dilation)
-                for s in range(length)
-            ]
-            for t in range(length)
-        ]
+    window = reference.sliding_window_allowed(
+        length, layer.window, layer.causal, layer.dilation
     )
     local = window[None] & real[:, None, :] & ~is_global[:, None, :]
     local = local | is_global[:, None, :]  # (B, T, T)
@@ -202,11 +180,11 @@ def test_matches_reference(case):
     x = rng.normal(size=(2, LENGTH, HIDDEN)).astype("float32")
     padding, marked = masks_for(kind)
     y = apply(layer, x, padding, marked)
-    expected = reference(layer, x, padding, marked)
+    expected = reference_longformer(layer, x, padding, marked)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
     # and without padding
     y = apply(layer, x, global_mask=marked)
-    expected = reference(layer, x, None, marked)
+    expected = reference_longformer(layer, x, None, marked)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -288,7 +266,7 @@ def test_compiled_call_and_extra_globals():
     x = rng.normal(size=(2, LENGTH, HIDDEN)).astype("float32")
     padding, marked = masks_for("global_mask")
     y = compiled(layer)(x, padding, marked)
-    expected = reference(layer, x, padding, marked)
+    expected = reference_longformer(layer, x, padding, marked)
     np.testing.assert_allclose(
         ops.convert_to_numpy(y), expected, rtol=1e-4, atol=1e-5
     )
@@ -298,7 +276,7 @@ def test_compiled_call_and_extra_globals():
     with pytest.raises(ValueError, match="`global_mask`.*row 0 has 3.*=2"):
         layer(x, padding_mask=padding, global_mask=marked)
     y = compiled(layer)(x, padding, marked)
-    expected = reference(layer, x, padding, marked)
+    expected = reference_longformer(layer, x, padding, marked)
     np.testing.assert_allclose(
         ops.convert_to_numpy(y), expected, rtol=1e-4, atol=1e-5
     )
@@ -308,7 +286,7 @@ def test_dropout_on_attention_weights():
     rng = np.random.default_rng(5)
     layer = make(rng, window=4, num_global_tokens=1, dropout=0.5)
     x = rng.normal(size=(2, LENGTH, HIDDEN)).astype("float32")
-    expected = reference(layer, x)
+    expected = reference_longformer(layer, x)
     y = apply(layer, x)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
     y = ops.convert_to_numpy(layer(x, training=True))

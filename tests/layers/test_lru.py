@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from kerasseq.layers.lru import LRU
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 from tests.testing import rel_rms
@@ -29,7 +31,8 @@ def sigmoid(x):
 
 
 def reference_lru(w, x, padding_mask=None, use_glu=True):
-    """The LRU in float64 / complex128, a loop over time, from the paper:
+    """The LRU in float64 / complex128 (the recurrence by
+    `kerasseq.ops.reference.linear_recurrence`), from the paper:
     lambda = exp(-exp(nu_log) + i exp(theta_log)); h_t = lambda h_{t-1} +
     gamma B x_t with gamma = exp(gamma_log); y_t = Re(C h_t) + D x_t; then
     glu_out(gelu(y)) * sigmoid(glu_gate(gelu(y))). Kernels in the Keras
@@ -40,12 +43,10 @@ def reference_lru(w, x, padding_mask=None, use_glu=True):
     lam = np.exp(-np.exp(w["nu_log"]) + 1j * np.exp(w["theta_log"]))
     B = (w["B_re"] + 1j * w["B_im"]) * np.exp(w["gamma_log"])
     C = w["C_re"] + 1j * w["C_im"]
-    batch, length, _ = x.shape
-    h = np.zeros((batch, lam.shape[0]), np.complex128)
-    y = np.zeros_like(x)
-    for t in range(length):
-        h = lam * h + x[:, t] @ B
-        y[:, t] = (h @ C).real + w["D"] * x[:, t]
+    drive = x @ B
+    decay = np.broadcast_to(lam, drive.shape)
+    h, _ = in_float64(reference.linear_recurrence, decay, drive)
+    y = (h @ C).real + w["D"] * x
     if not use_glu:
         return y
     g = gelu_tanh(y)
@@ -262,18 +263,18 @@ def test_gradients_chunk_equal_recurrent_and_finite_differences():
     w = layer_weights(layers["recurrent"])
     x64 = x.astype(np.float64)
 
-    def reference_loss(w, x):
+    def numeric_loss(w, x):
         return np.sum(reference_lru(w, x, mask) * target)
 
     eps = 1e-6
     for name, grad in grads.items():
         direction = rng.normal(size=grad.shape)
         if name == "inputs":
-            plus = reference_loss(w, x64 + eps * direction)
-            minus = reference_loss(w, x64 - eps * direction)
+            plus = numeric_loss(w, x64 + eps * direction)
+            minus = numeric_loss(w, x64 - eps * direction)
         else:
-            plus = reference_loss({**w, name: w[name] + eps * direction}, x64)
-            minus = reference_loss({**w, name: w[name] - eps * direction}, x64)
+            plus = numeric_loss({**w, name: w[name] + eps * direction}, x64)
+            minus = numeric_loss({**w, name: w[name] - eps * direction}, x64)
         numeric = (plus - minus) / (2 * eps)
         analytic = np.sum(grad.astype(np.float64) * direction)
         np.testing.assert_allclose(analytic, numeric, rtol=2e-4, err_msg=name)
@@ -309,8 +310,22 @@ def test_symbolic_batch_size():
         np.testing.assert_allclose(numpy(y), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_bad_arguments():
-    layer = LRU(state_size=8, use_glu=False, mode="parallel", chunk_size=16)
+def test_config_round_trip_and_bad_arguments():
+    layer = LRU(
+        state_size=8,
+        r_min=0.3,
+        r_max=0.7,
+        max_phase=1.5,
+        use_glu=False,
+        mode="parallel",
+        chunk_size=16,
+    )
+    clone = LRU.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    assert (clone.state_size, clone.r_min, clone.r_max) == (8, 0.3, 0.7)
+    assert (clone.max_phase, clone.use_glu) == (1.5, False)
+    assert (clone.mode, clone.chunk_size) == ("parallel", 16)
+    assert LRU.from_config(LRU().get_config()).state_size is None
     with pytest.raises(ValueError, match="r_min=0.9 and r_max=0.5"):
         LRU(r_min=0.9, r_max=0.5)
     with pytest.raises(ValueError, match="r_min=0.5 and r_max=0.5"):
@@ -335,6 +350,21 @@ def test_bad_arguments():
     state = np.zeros((2, 7), "complex64")
     with pytest.raises(ValueError, match=r"`state`.*\(2, 8\).*\(2, 7\)"):
         layer.step(np.zeros((2, 8), "float32"), state)
+
+
+def test_save_and_load_a_functional_model(tmp_path):
+    rng = np.random.default_rng(5)
+    inputs = keras.Input((6, 8))
+    outputs = LRU(state_size=4, mode="chunk", chunk_size=4)(inputs)
+    model = keras.Model(inputs, outputs)
+    perturb_weights(model.layers[-1], rng)
+    x = rng.normal(size=(3, 6, 8)).astype("float32")
+    path = str(tmp_path / "lru.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored.layers[-1], LRU)
+    assert restored.layers[-1].get_config() == model.layers[-1].get_config()
+    np.testing.assert_array_equal(numpy(restored(x)), numpy(model(x)))
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

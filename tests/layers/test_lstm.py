@@ -3,29 +3,18 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import LSTM
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
+from tests.testing import in_float64
 from tests.testing import layer_gradients
 from tests.testing import value_and_grad
 
 
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 def reference_lstm(kernel, recurrent, bias, x):
-    """The LSTM equations in float64; gates in Keras's order i, f, c, o."""
-    batch, seq_len, _ = x.shape
-    units = recurrent.shape[0]
-    h = np.zeros((batch, units))
-    c = np.zeros((batch, units))
-    outputs = []
-    for t in range(seq_len):
-        z = x[:, t] @ kernel + h @ recurrent + bias
-        i, f, g, o = np.split(z, 4, axis=-1)
-        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-        h = sigmoid(o) * np.tanh(c)
-        outputs.append(h)
-    return np.stack(outputs, 1)
+    """The LSTM equations in float64 (`kerasseq.ops.reference`); gates in
+    Keras's order i, f, c, o."""
+    gates = x @ kernel + bias
+    return in_float64(reference.lstm_recurrence, gates, recurrent)[0]
 
 
 def test_matches_reference_equations():
@@ -62,7 +51,9 @@ def test_padding_leaves_real_steps_alone():
     np.testing.assert_allclose(y1[:, :4], y2, atol=1e-6)
 
 
-def test_bad_arguments():
+def test_config_and_bad_arguments():
+    layer = LSTM(units=7)
+    assert LSTM.from_config(layer.get_config()).units == 7
     with pytest.raises(ValueError, match="`units`.*got -1"):
         LSTM(units=-1)
 

@@ -5,52 +5,17 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import Mamba
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
 from tests.testing import step_through
 
 
-def silu(x):
-    return x / (1.0 + np.exp(-x))
-
-
 def softplus(x):
     return np.logaddexp(0.0, x)
-
-
-def reference_mamba(w, x, state_size, conv_kernel):
-    """The Mamba-1 block in float64, a loop over time, from the paper:
-    x, z = in_proj(u); x = silu(causal depthwise conv(x)); (dt, B, C) =
-    x_proj(x); delta = softplus(dt_proj(dt)); h_t = exp(delta A) h_{t-1} +
-    delta B x; y = C h + D x; out_proj(y * silu(z))."""
-    batch, length, _ = x.shape
-    xz = x @ w["in_proj/kernel"]
-    inner = xz.shape[-1] // 2
-    xs, z = xz[..., :inner], xz[..., inner:]
-    padded = np.concatenate(
-        [np.zeros((batch, conv_kernel - 1, inner)), xs], axis=1
-    )
-    conv = np.zeros_like(xs)
-    for t in range(length):
-        window = padded[:, t : t + conv_kernel]  # (B, K, I)
-        conv[:, t] = np.einsum("bki,ki->bi", window, w["conv1d_kernel"])
-    xs = silu(conv + w["conv1d_bias"])
-    projected = xs @ w["x_proj/kernel"]
-    rank = w["dt_proj/kernel"].shape[0]
-    dt = projected[..., :rank]
-    B = projected[..., rank : rank + state_size]
-    C = projected[..., rank + state_size :]
-    delta = softplus(dt @ w["dt_proj/kernel"] + w["dt_proj/bias"])
-    A = -np.exp(w["A_log"])
-    h = np.zeros((batch, inner, state_size))
-    y = np.zeros_like(xs)
-    for t in range(length):
-        d = delta[:, t, :, None]
-        h = np.exp(d * A) * h + d * B[:, t, None, :] * xs[:, t, :, None]
-        y[:, t] = np.einsum("bin,bn->bi", h, C[:, t]) + w["D"] * xs[:, t]
-    return (y * silu(z)) @ w["out_proj/kernel"]
 
 
 @pytest.mark.parametrize("mode", ["recurrent", "chunk"])
@@ -61,7 +26,7 @@ def test_matches_reference_equations(mode):
     layer.build(x.shape)
     perturb_weights(layer, rng)
     y = keras.ops.convert_to_numpy(compiled(layer)(x))
-    expected = reference_mamba(layer_weights(layer), x.astype(np.float64), 4, 4)
+    expected = in_float64(reference.mamba_block, layer_weights(layer), x)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -128,8 +93,10 @@ def test_left_padding_leaves_real_steps_alone():
     np.testing.assert_allclose(y1[:, 3:], y2, atol=1e-5)
 
 
-def test_bad_arguments():
+def test_config_round_trip_and_bad_arguments():
     layer = Mamba(state_size=8, expand=3, dt_rank=5, mode="recurrent")
+    clone = Mamba.from_config(layer.get_config())
+    assert (clone.state_size, clone.expand, clone.dt_rank) == (8, 3, 5)
     with pytest.raises(ValueError, match="`state_size`.*got 0"):
         Mamba(state_size=0)
     with pytest.raises(ValueError, match="`dt_rank`.*got 'big'"):

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from kerasseq.layers.quasi_lstm import QuasiLSTM
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
+from tests.testing import in_float64
 from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
@@ -14,22 +16,21 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def reference(w, x, mask=None):
-    """The quasi-LSTM in float64, a loop over time: gates from x_t alone,
+def reference_quasi_lstm(w, x, mask=None):
+    """The quasi-LSTM in float64 (the loop over time by
+    `kerasseq.ops.reference.linear_recurrence`): gates from x_t alone,
     c_t = f_t c_{t-1} + i_t z_t, h_t = o_t tanh(c_t); padded steps keep c
     and are read as zeros."""
     if mask is not None:
         x = np.where(mask[..., None], x, 0.0)
     gates = x @ w["gates/kernel"] + w["gates/bias"]
     f, i, z, o = np.split(gates, 4, axis=-1)
-    c = np.zeros(f.shape[:1] + f.shape[2:])
-    h = np.zeros(f.shape)
-    for t in range(x.shape[1]):
-        updated = sigmoid(f[:, t]) * c + sigmoid(i[:, t]) * np.tanh(z[:, t])
-        if mask is not None:
-            updated = np.where(mask[:, t, None], updated, c)
-        c = updated
-        h[:, t] = sigmoid(o[:, t]) * np.tanh(c)
+    decay, drive = sigmoid(f), sigmoid(i) * np.tanh(z)
+    if mask is not None:  # c_t = 1 c_{t-1} + 0
+        decay = np.where(mask[..., None], decay, 1.0)
+        drive = np.where(mask[..., None], drive, 0.0)
+    c, _ = in_float64(reference.linear_recurrence, decay, drive)
+    h = sigmoid(o) * np.tanh(c)
     if "projection/kernel" in w:
         h = h @ w["projection/kernel"] + w["projection/bias"]
     return h
@@ -57,7 +58,9 @@ def test_matches_reference_equations(kwargs):
     mask[1, 7:] = False
     mask[0, :2] = False
     y = keras.ops.convert_to_numpy(compiled(layer)(x, mask))
-    expected = reference(layer_weights(layer), x.astype(np.float64), mask)
+    expected = reference_quasi_lstm(
+        layer_weights(layer), x.astype(np.float64), mask
+    )
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -92,8 +95,10 @@ def test_modes_give_the_same_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_bad_arguments():
+def test_config_round_trip_and_bad_arguments(tmp_path):
     layer = QuasiLSTM(units=6, mode="chunk", chunk_size=8)
+    clone = QuasiLSTM.from_config(layer.get_config())
+    assert (clone.units, clone.mode, clone.chunk_size) == (6, "chunk", 8)
     with pytest.raises(ValueError, match="`units`.*got 0"):
         QuasiLSTM(units=0)
     with pytest.raises(ValueError, match="`mode`.*got 'fast'"):
@@ -103,3 +108,13 @@ def test_bad_arguments():
         layer(np.zeros((2, 5, 6), "float32"))
     with pytest.raises(ValueError, match=r"`state`.*\(2, 6\).*\(2, 8\)"):
         layer.step(np.zeros((2, 8), "float32"), np.zeros((2, 8), "float32"))
+    # a saved model restores the same outputs
+    inputs = keras.Input((None, 8))
+    model = keras.Model(inputs, QuasiLSTM()(inputs))
+    model.save(str(tmp_path / "model.keras"))
+    restored = keras.saving.load_model(str(tmp_path / "model.keras"))
+    x = np.random.normal(size=(2, 5, 8)).astype("float32")
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(restored(x)),
+        keras.ops.convert_to_numpy(model(x)),
+    )

@@ -3,55 +3,51 @@ import numpy as np
 import pytest
 
 from kerasseq.layers import SoftmaxAttention
+from kerasseq.ops import reference
 from tests.testing import assert_step_equals_call
+from tests.testing import in_float64
 from tests.testing import value_and_grad
 
 
 def rotate_half_reference(x, rotary_dim, base=10000.0):
-    """Rotary embedding of `x` (T, K) as GPT-NeoX writes it: the first
+    """Rotary embedding of `x` (..., T, K) as GPT-NeoX writes it: the first
     `rotary_dim` dimensions times cos, plus `rotate_half` times sin."""
     if not rotary_dim:
         return x
-    positions = np.arange(x.shape[0])[:, None]
+    positions = np.arange(x.shape[-2])[:, None]
     inverse = base ** (-np.arange(0, rotary_dim, 2) / rotary_dim)
     angles = np.concatenate([positions * inverse] * 2, axis=-1)
-    rot = x[:, :rotary_dim]
+    rot = x[..., :rotary_dim]
     half = rotary_dim // 2
-    rotated_half = np.concatenate([-rot[:, half:], rot[:, :half]], axis=-1)
+    rotated_half = np.concatenate([-rot[..., half:], rot[..., :half]], axis=-1)
     rot = rot * np.cos(angles) + rotated_half * np.sin(angles)
-    return np.concatenate([rot, x[:, rotary_dim:]], axis=-1)
+    return np.concatenate([rot, x[..., rotary_dim:]], axis=-1)
 
 
 def reference_attention(layer, x, causal, padding_mask=None, rotary_dim=0):
-    """Multi-head attention written out in float64 NumPy."""
+    """Multi-head attention in float64: projections, rotary embedding,
+    `kerasseq.ops.reference.masked_attention`, output projection."""
     w = {
         v.path.split("/")[-1]: np.asarray(v, np.float64) for v in layer.weights
     }
     x = x.astype(np.float64)
     batch, seq_len, _ = x.shape
-    heads, head_dim = w["query_bias"].shape
-    out = np.zeros((batch, seq_len, heads, head_dim))
-    for b in range(batch):
-        for h in range(heads):
-            q = x[b] @ w["query_kernel"][:, h] + w["query_bias"][h]
-            k = x[b] @ w["key_kernel"][:, h] + w["key_bias"][h]
-            q = rotate_half_reference(q, rotary_dim)
-            k = rotate_half_reference(k, rotary_dim)
-            v = x[b] @ w["value_kernel"][:, h] + w["value_bias"][h]
-            for t in range(seq_len):
-                allowed = [
-                    s
-                    for s in range(seq_len)
-                    if (not causal or s <= t)
-                    and (padding_mask is None or padding_mask[b, s])
-                ]
-                scores = np.array([q[t] @ k[s] for s in allowed])
-                scores /= np.sqrt(head_dim)
-                p = np.exp(scores - scores.max())
-                p /= p.sum()
-                out[b, t, h] = sum(
-                    pi * v[s] for pi, s in zip(p, allowed, strict=False)
-                )
+
+    def project(name):
+        y = np.einsum("btd,dhk->bthk", x, w[f"{name}_kernel"])
+        return y + w[f"{name}_bias"]
+
+    q, k, v = (project(n) for n in ("query", "key", "value"))
+    q, k = (
+        rotate_half_reference(y.swapaxes(1, 2), rotary_dim).swapaxes(1, 2)
+        for y in (q, k)
+    )
+    allowed = np.ones((batch, 1, seq_len, seq_len), bool)
+    if causal:
+        allowed = allowed & np.tri(seq_len, dtype=bool)
+    if padding_mask is not None:
+        allowed = allowed & padding_mask[:, None, None, :].astype(bool)
+    out = in_float64(reference.masked_attention, q, k, v, allowed)
     y = np.einsum("bthk,hkd->btd", out, w["output_kernel"])
     return y + w["output_bias"]
 
@@ -168,11 +164,8 @@ def test_bad_arguments():
         SoftmaxAttention(num_heads=2, rotary_base=0)
 
 
-def test_other_attentions_have_no_rotary_argument():
+def test_subclasses_refuse_rotary():
     from kerasseq.layers import LongformerAttention
 
-    # rotary positions belong to SoftmaxAttention, not to the shared base
-    with pytest.raises(
-        ValueError, match="LongformerAttention.*rotary_fraction"
-    ):
+    with pytest.raises(ValueError, match="LongformerAttention has no rotary"):
         LongformerAttention(num_heads=2, rotary_fraction=0.5)
