@@ -58,6 +58,7 @@ from absl import flags
 from experiments.common import console
 from experiments.common import lm_benchmark
 from experiments.common import ops_benchmark
+from experiments.common import results as results_lib
 from experiments.common.parsing import parse_lengths
 from experiments.common.parsing import parse_list
 
@@ -317,7 +318,9 @@ def _save(kind, env, results, table):
     tag = FLAGS.tag and "_" + FLAGS.tag
     base = os.path.join(FLAGS.output_dir, f"{kind}_{env['backend']}{tag}")
     with open(base + ".json", "w") as f:
-        json.dump({"environment": env, "results": results}, f, indent=2)
+        record = {"environment": env, "results": results}
+        record["provenance"] = results_lib.provenance()
+        json.dump(record, f, indent=2)
     with open(base + ".md", "w") as f:
         f.write(f"{note}\n\n{table}\n")
     print(f"\nsaved {base}.json and {base}.md")

@@ -93,10 +93,8 @@ def test_left_padding_leaves_real_steps_alone():
     np.testing.assert_allclose(y1[:, 3:], y2, atol=1e-5)
 
 
-def test_config_round_trip_and_bad_arguments():
+def test_bad_arguments():
     layer = Mamba(state_size=8, expand=3, dt_rank=5, mode="recurrent")
-    clone = Mamba.from_config(layer.get_config())
-    assert (clone.state_size, clone.expand, clone.dt_rank) == (8, 3, 5)
     with pytest.raises(ValueError, match="`state_size`.*got 0"):
         Mamba(state_size=0)
     with pytest.raises(ValueError, match="`dt_rank`.*got 'big'"):

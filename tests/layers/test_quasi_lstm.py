@@ -95,10 +95,8 @@ def test_modes_give_the_same_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_config_round_trip_and_bad_arguments(tmp_path):
+def test_bad_arguments():
     layer = QuasiLSTM(units=6, mode="chunk", chunk_size=8)
-    clone = QuasiLSTM.from_config(layer.get_config())
-    assert (clone.units, clone.mode, clone.chunk_size) == (6, "chunk", 8)
     with pytest.raises(ValueError, match="`units`.*got 0"):
         QuasiLSTM(units=0)
     with pytest.raises(ValueError, match="`mode`.*got 'fast'"):
@@ -108,13 +106,3 @@ def test_config_round_trip_and_bad_arguments(tmp_path):
         layer(np.zeros((2, 5, 6), "float32"))
     with pytest.raises(ValueError, match=r"`state`.*\(2, 6\).*\(2, 8\)"):
         layer.step(np.zeros((2, 8), "float32"), np.zeros((2, 8), "float32"))
-    # a saved model restores the same outputs
-    inputs = keras.Input((None, 8))
-    model = keras.Model(inputs, QuasiLSTM()(inputs))
-    model.save(str(tmp_path / "model.keras"))
-    restored = keras.saving.load_model(str(tmp_path / "model.keras"))
-    x = np.random.normal(size=(2, 5, 8)).astype("float32")
-    np.testing.assert_array_equal(
-        keras.ops.convert_to_numpy(restored(x)),
-        keras.ops.convert_to_numpy(model(x)),
-    )

@@ -164,8 +164,11 @@ def test_bad_arguments():
         SoftmaxAttention(num_heads=2, rotary_base=0)
 
 
-def test_subclasses_refuse_rotary():
+def test_other_attentions_have_no_rotary_argument():
     from kerasseq.layers import LongformerAttention
 
-    with pytest.raises(ValueError, match="LongformerAttention has no rotary"):
+    # rotary positions belong to SoftmaxAttention, not to the shared base
+    with pytest.raises(
+        ValueError, match="LongformerAttention.*rotary_fraction"
+    ):
         LongformerAttention(num_heads=2, rotary_fraction=0.5)
