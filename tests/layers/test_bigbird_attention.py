@@ -6,8 +6,8 @@ from keras import ops
 from kerasseq.layers.bigbird_attention import BigBirdAttention
 from kerasseq.layers.softmax_attention import SoftmaxAttention
 from kerasseq.ops.block_sparse_attention import random_block_plan
-from tests.ops.test_block_sparse_attention import explicit_mask
-from tests.ops.test_block_sparse_attention import global_blocks
+from kerasseq.ops.reference import block_sparse_allowed
+from kerasseq.ops.reference import global_blocks
 from tests.testing import compiled
 from tests.testing import float64
 from tests.testing import layer_gradients
@@ -54,6 +54,14 @@ def attention_mask(layer, length):
         layer.num_random_blocks,
         layer.seed,
     )
+
+
+def explicit_mask(length, heads, block_size, num_global, num_random, seed=0):
+    """`(H, T, T)` bool: the library reference's pattern under the random
+    blocks the op draws from `seed`."""
+    num_blocks = -(-length // block_size)
+    plan = random_block_plan(num_blocks, heads, num_global, num_random, seed)
+    return block_sparse_allowed(length, heads, block_size, num_global, plan)
 
 
 def transformers_eval_pattern(layer, length):
