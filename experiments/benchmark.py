@@ -279,8 +279,7 @@ def _model_table(results):
     for r in results:
         if "error" in r:
             lines.append(
-                f"| {r['model']} | {r['seq_len']} | error: "
-                f"{r['error'][:80]} | | | | |"
+                results_lib.error_row([r["model"], r["seq_len"]], r["error"], 7)
             )
             continue
         memory = r["peak_memory_mb"]

@@ -39,6 +39,8 @@ import time
 from absl import app
 from absl import flags
 
+from experiments.common import results as results_lib
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
@@ -324,10 +326,8 @@ def table(rows):
     ]
     for r in rows:
         if "error" in r:
-            lines.append(
-                f"| {r['model']} | {r['framework']} | error: "
-                f"{r['error'][:100]} | | | | | | | |"
-            )
+            keys = [r["model"], r["framework"]]
+            lines.append(results_lib.error_row(keys, r["error"], 10, 100))
             continue
         difference = r.get("max_score_difference")
         relative = r.get("max_relative_score_difference")

@@ -4,6 +4,8 @@ the autodiff baseline) runs, XLA compilation of a pass, the memory probes
 and the results table. `experiments/benchmark.py` says what is measured.
 """
 
+from experiments.common import results as results_lib
+
 OPS = (
     "linear_recurrence",
     "selective_scan",
@@ -215,10 +217,8 @@ def table(results):
     ]
     for r in results:
         if "error" in r:
-            lines.append(
-                f"| {r['op']} | {r['mode']} | {r['pass']} | error: "
-                f"{r['error'][:80]} | | |"
-            )
+            keys = [r["op"], r["mode"], r["pass"]]
+            lines.append(results_lib.error_row(keys, r["error"], 6))
             continue
         memory = r["peak_memory_mb"]
         memory = "n/a" if memory is None else f"{memory:,.0f}"

@@ -63,6 +63,14 @@ def to_markdown(rows):
     return "\n".join(lines)
 
 
+def error_row(cells, error, num_columns, chars=80):
+    """The markdown row of a benchmark result that failed: its key `cells`
+    (model, length, ...), then `error: <message>` cut to `chars`
+    characters, then empty cells up to `num_columns`."""
+    cells = [*map(str, cells), f"error: {error[:chars]}"]
+    return "| " + " | ".join(cells) + " |" + " |" * (num_columns - len(cells))
+
+
 def write_table(rows, base_path):
     """Writes `base_path.md` and `base_path.csv`."""
     os.makedirs(os.path.dirname(base_path) or ".", exist_ok=True)
