@@ -284,29 +284,30 @@ class DeltaNet(SequenceLayer):
         self._check_width("inputs", inputs, 2)
         checks.check_state(state, self._state_shapes(inputs.shape[0]))
         x = inputs
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        new_state = {}
-        if self.use_short_conv:
-            q, k, v = self._short_convs(
-                (q, k, v), state, new_state, causal_conv_step
-            )
-        q, k, v, beta = self._features(q, k, v, x)
+        q, k, v, beta, new_state = self._features_from_state(
+            x, state, causal_conv_step
+        )
         o, new_state["delta"] = delta_rule_step(
             q, k, v, beta, state["delta"], scale=self._head_dim**-0.5
         )
         return self._output(o, x), new_state
 
-    def _short_convs(self, qkv, state, new_state, convolve):
-        """q, k, v through their short convolutions from `state`'s inputs,
+    def _features_from_state(self, x, state, convolve):
+        """What `step` and `prefill` share: the projections of `x`, their
+        short convolutions continued from `state`'s inputs with
         `convolve(state, y, kernel) -> (y, state)` (`causal_conv_step` or
-        `causal_conv_prefill`); their new states go into `new_state`."""
-        outputs = []
-        for name, y in zip(("q", "k", "v"), qkv, strict=True):
-            y, new_state[f"conv_{name}"] = convolve(
-                state[f"conv_{name}"], y, getattr(self, f"{name}_conv1d_kernel")
-            )
-            outputs.append(y)
-        return outputs
+        `causal_conv_prefill`), and `_features`. Returns `(q, k, v, beta,
+        new_state)`, `new_state` holding the convolutions' new states."""
+        qkv = [self.q_proj(x), self.k_proj(x), self.v_proj(x)]
+        new_state = {}
+        if self.use_short_conv:
+            for i, name in enumerate(("q", "k", "v")):
+                qkv[i], new_state[f"conv_{name}"] = convolve(
+                    state[f"conv_{name}"],
+                    qkv[i],
+                    getattr(self, f"{name}_conv1d_kernel"),
+                )
+        return (*self._features(*qkv, x), new_state)
 
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, hidden_dim)` in one pass: `(outputs (B, T,
@@ -317,16 +318,11 @@ class DeltaNet(SequenceLayer):
         state = state_or_initial(self, inputs, state)
         checks.check_state(state, self._state_shapes(inputs.shape[0]))
         x = inputs
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        new_state = {}
-        if self.use_short_conv:
-            q, k, v = self._short_convs(
-                (q, k, v),
-                state,
-                new_state,
-                lambda s, y, kernel: causal_conv_prefill(s, y, kernel, length),
-            )
-        q, k, v, beta = self._features(q, k, v, x)
+        q, k, v, beta, new_state = self._features_from_state(
+            x,
+            state,
+            lambda s, y, kernel: causal_conv_prefill(s, y, kernel, length),
+        )
         keep = real_steps(length, inputs.shape[1])
         if keep is not None:
             # padded steps write nothing: S_t = S_{t-1}
