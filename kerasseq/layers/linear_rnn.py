@@ -99,7 +99,11 @@ class GlorotTransition(keras.initializers.Initializer):
 
 class _LinearRNNBase(SequenceLayer):
     """What the dense and diagonal linear RNNs share: input matrix B,
-    output matrix C, skip D, and the GELU + GLU head of the LRU block."""
+    output matrix C, skip D, the GELU + GLU head of the LRU block, and the
+    checks of `step`'s and `prefill`'s arguments. A subclass names its
+    recurrence's modes in `_MODES`."""
+
+    _MODES = ()
 
     def __init__(
         self,
@@ -109,6 +113,7 @@ class _LinearRNNBase(SequenceLayer):
         mode="auto",
         **kwargs,
     ):
+        checks.check_choice("mode", mode, self._MODES)
         checks.check_int("state_size", state_size, allow_none=True)
         checks.check_choice("A_init", A_init, A_INITS)
         super().__init__(**kwargs)
@@ -137,6 +142,14 @@ class _LinearRNNBase(SequenceLayer):
 
     def _width(self):
         return self.D.shape[0]
+
+    def _check_decoding(self, inputs, rank, state, num_states):
+        """Checks `step`'s (`rank` 2) or `prefill`'s (`rank` 3) `inputs`,
+        and `state` against `(batch_size, num_states)` (`prefill`'s may be
+        `None`: the zero state)."""
+        checks.check_input_width("inputs", inputs, rank, self._width())
+        if rank == 2 or state is not None:
+            checks.check_shape("state", state, (inputs.shape[0], num_states))
 
     def _masked(self, inputs, padding_mask):
         checks.check_input_width(
@@ -190,16 +203,7 @@ class LinearRNN(_LinearRNNBase):
         - [Bar, Seleznova et al., 2025](https://arxiv.org/abs/2505.19827)
     """
 
-    def __init__(
-        self,
-        state_size=None,
-        A_init="glorot",
-        use_glu=True,
-        mode="auto",
-        **kwargs,
-    ):
-        checks.check_choice("mode", mode, MATRIX_MODES)
-        super().__init__(state_size, A_init, use_glu, mode, **kwargs)
+    _MODES = MATRIX_MODES
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
@@ -226,8 +230,7 @@ class LinearRNN(_LinearRNNBase):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
-        checks.check_input_width("inputs", inputs, 2, self._width())
-        checks.check_shape("state", state, (inputs.shape[0], self.A.shape[0]))
+        self._check_decoding(inputs, 2, state, self.A.shape[0])
         u = ops.matmul(ops.cast(inputs, "float32"), self.B)
         h, state = matrix_recurrence_step(self.A, u, state)
         return self._head(ops.matmul(h, self.C), inputs), state
@@ -235,11 +238,7 @@ class LinearRNN(_LinearRNNBase):
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
         state)`, the state `h` after it (see `SequenceLayer`)."""
-        checks.check_input_width("inputs", inputs, 3, self._width())
-        if state is not None:
-            checks.check_shape(
-                "state", state, (inputs.shape[0], self.A.shape[0])
-            )
+        self._check_decoding(inputs, 3, state, self.A.shape[0])
         u = ops.matmul(ops.cast(inputs, "float32"), self.B)
         h = matrix_recurrence(self.A, u, initial_state=state, mode=self.mode)
         outputs = self._head(ops.matmul(h, self.C), inputs)
@@ -289,6 +288,8 @@ class DiagonalRNN(_LinearRNNBase):
         - [Bar, Seleznova et al., 2025](https://arxiv.org/abs/2505.19827)
     """
 
+    _MODES = checks.MODES
+
     def __init__(
         self,
         state_size=None,
@@ -298,7 +299,6 @@ class DiagonalRNN(_LinearRNNBase):
         chunk_size=64,
         **kwargs,
     ):
-        checks.check_choice("mode", mode, checks.MODES)
         checks.check_int("chunk_size", chunk_size)
         super().__init__(state_size, A_init, use_glu, mode, **kwargs)
         self.chunk_size = chunk_size
@@ -352,10 +352,7 @@ class DiagonalRNN(_LinearRNNBase):
 
     def step(self, inputs, state):
         """Advances one token: `inputs` (B, H) -> (outputs (B, H), state)."""
-        checks.check_input_width("inputs", inputs, 2, self._width())
-        checks.check_shape(
-            "state", state, (inputs.shape[0], self.A_re.shape[0])
-        )
+        self._check_decoding(inputs, 2, state, self.A_re.shape[0])
         b = self._drive(inputs)
         a = ops.broadcast_to(self._lambda(), ops.shape(b))
         h, state = linear_recurrence_step(a, b, state)
@@ -364,11 +361,7 @@ class DiagonalRNN(_LinearRNNBase):
     def prefill(self, inputs, state=None, length=None, max_length=None):
         """Runs a prompt `(B, T, H)` in one pass: `(outputs (B, T, H),
         state)`, the state `h` after it (see `SequenceLayer`)."""
-        checks.check_input_width("inputs", inputs, 3, self._width())
-        if state is not None:
-            checks.check_shape(
-                "state", state, (inputs.shape[0], self.A_re.shape[0])
-            )
+        self._check_decoding(inputs, 3, state, self.A_re.shape[0])
         b = self._drive(inputs)
         a = ops.broadcast_to(self._lambda(), ops.shape(b))
         h = linear_recurrence(
