@@ -32,7 +32,6 @@ from absl import flags
 from experiments.common import config as config_lib
 from experiments.common import console
 from experiments.common import options
-from experiments.common import results as results_lib
 from experiments.common.flags import define_shared_flags
 from experiments.common.lazy import lazy_import
 from experiments.common.options import catalogue
@@ -204,12 +203,11 @@ def main(argv):
         config_lib.from_command_line(FLAGS, "glue", GlueOptions, task=task)
         for task in tasks
     ]
-    for config in configs:
-        train.run_program(config, make_task_data)
-    table = glue_table(FLAGS.workdir, configs[0].models)
-    results_lib.write_and_print_table(
-        table,
-        os.path.join(FLAGS.workdir, "glue_table"),
+    train.run_suite(
+        configs,
+        make_task_data,
+        glue_table,
+        "glue_table",
         "GLUE, validation scores (%):",
     )
 

@@ -31,7 +31,6 @@ from absl import flags
 from experiments.common import config as config_lib
 from experiments.common import console
 from experiments.common import options
-from experiments.common import results as results_lib
 from experiments.common.flags import define_shared_flags
 from experiments.common.lazy import lazy_import
 from experiments.common.options import catalogue
@@ -405,12 +404,11 @@ def main(argv):
             )
             base = config_lib.from_flags(FLAGS, "lra", task_args, task=task)
             configs.append(task_config(base, task, base.task_args, given))
-    for config in configs:
-        train.run_program(config, make_task_data)
-    table = lra_table(FLAGS.workdir, configs[0].models)
-    results_lib.write_and_print_table(
-        table,
-        os.path.join(FLAGS.workdir, "lra_table"),
+    train.run_suite(
+        configs,
+        make_task_data,
+        lra_table,
+        "lra_table",
         "Long Range Arena, test accuracy (%):",
     )
 

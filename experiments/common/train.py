@@ -268,6 +268,18 @@ def run_program(config, make_task_data):
         raise app.UsageError(str(error)) from error
 
 
+def run_suite(configs, make_task_data, suite_table, name, title):
+    """`run_program` for each task of a suite (GLUE, LRA), in turn; then
+    the suite's table, `suite_table(workdir, models)` (one row a model), is
+    written as `WORKDIR/<name>.{md,csv}` and printed under `title`."""
+    for config in configs:
+        run_program(config, make_task_data)
+    workdir, models = configs[0].workdir, configs[0].models
+    results_lib.write_and_print_table(
+        suite_table(workdir, models), os.path.join(workdir, name), title
+    )
+
+
 def learning_rate_for(config, strategy):
     """The peak learning rate: `--learning_rate`, times the number of
     replicas with `--learning_rate_scaling=linear`."""
