@@ -1,10 +1,10 @@
 """kerasseq: modern RNNs and Transformers side by side in Keras 3."""
 
-import importlib
 import os
 
 # plain data, no Keras: the names of the models, presets, tasks, ...
 from kerasseq import catalogue  # noqa: F401
+from kerasseq.lazy import lazy_submodules
 
 # the backends kerasseq's kernels are written for
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
@@ -37,13 +37,4 @@ __version__ = "0.1.0"
 
 # loaded on first use: the data pipelines and the checkpoint converters
 _LAZY_SUBPACKAGES = ("data", "pretrained")
-
-
-def __getattr__(name):
-    if name in _LAZY_SUBPACKAGES:
-        return importlib.import_module(f"kerasseq.{name}")
-    raise AttributeError(f"module 'kerasseq' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY_SUBPACKAGES))
+__getattr__, __dir__ = lazy_submodules(__name__, _LAZY_SUBPACKAGES)

@@ -1,7 +1,7 @@
 """tf.data pipelines, one module per task family; each module is loaded
 the first time it is used (`kerasseq.data.synthetic.make_dataset(...)`)."""
 
-import importlib
+from kerasseq.lazy import lazy_submodules
 
 _MODULES = (
     "batching",
@@ -26,12 +26,4 @@ _MODULES = (
     "wikitext",
 )
 
-
-def __getattr__(name):
-    if name in _MODULES:
-        return importlib.import_module(f"kerasseq.data.{name}")
-    raise AttributeError(f"module 'kerasseq.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_MODULES))
+__getattr__, __dir__ = lazy_submodules(__name__, _MODULES)
