@@ -282,15 +282,12 @@ def _model_table(results):
                 results_lib.error_row([r["model"], r["seq_len"]], r["error"], 7)
             )
             continue
-        memory = r["peak_memory_mb"]
-        memory = "n/a" if memory is None else f"{memory:,.0f}"
-        speed = r.get("speed_vs_gpt")
-        ratio = r.get("memory_vs_gpt")
+        memory = results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a")
+        speed = results_lib.formatted(r.get("speed_vs_gpt"), "{:.2f}")
+        ratio = results_lib.formatted(r.get("memory_vs_gpt"), "{:.2f}")
         lines.append(
             f"| {r['model']} | {r['seq_len']} | {r['steps_per_s']:.3f} | "
-            f"{r['tokens_per_s']:,.0f} | "
-            f"{'' if speed is None else f'{speed:.2f}'} | {memory} | "
-            f"{'' if ratio is None else f'{ratio:.2f}'} |"
+            f"{r['tokens_per_s']:,.0f} | {speed} | {memory} | {ratio} |"
         )
     return "\n".join(lines)
 

@@ -329,17 +329,21 @@ def table(rows):
             keys = [r["model"], r["framework"]]
             lines.append(results_lib.error_row(keys, r["error"], 10, 100))
             continue
-        difference = r.get("max_score_difference")
-        relative = r.get("max_relative_score_difference")
-        same = r.get("same_greedy_tokens")
+        difference = results_lib.formatted(
+            r.get("max_score_difference"), "{:.1e}"
+        )
+        relative = results_lib.formatted(
+            r.get("max_relative_score_difference"), " ({:.1e})"
+        )
+        same = results_lib.formatted(
+            r.get("same_greedy_tokens"), f"{{}}/{FLAGS.new_tokens}"
+        )
         lines.append(
             f"| {r['model']} | {r['framework']} | {r['parameters']:,} | "
             f"{r['docs_per_s']:.1f} | {r['first_token_s']:.2f} | "
             f"{r['decode_tokens_per_s']:.1f} | {r['tokens_per_s']:.1f} | "
             f"{r['first_score_s']:.1f} + {r['first_generate_s']:.1f} | "
-            f"{'' if difference is None else f'{difference:.1e}'}"
-            f"{'' if relative is None else f' ({relative:.1e})'} | "
-            f"{'' if same is None else f'{same}/{FLAGS.new_tokens}'} |"
+            f"{difference}{relative} | {same} |"
         )
     return "\n".join(lines)
 

@@ -220,8 +220,7 @@ def table(results):
             keys = [r["op"], r["mode"], r["pass"]]
             lines.append(results_lib.error_row(keys, r["error"], 6))
             continue
-        memory = r["peak_memory_mb"]
-        memory = "n/a" if memory is None else f"{memory:,.0f}"
+        memory = results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a")
         lines.append(
             f"| {r['op']} | {r['mode']} | {r['pass']} | "
             f"{r['tokens_per_s']:,.0f} | {r['seconds'] * 1e3:.1f} | "

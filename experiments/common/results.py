@@ -63,6 +63,12 @@ def to_markdown(rows):
     return "\n".join(lines)
 
 
+def formatted(value, template, missing=""):
+    """A table cell: `template.format(value)`, or `missing` where the
+    result has no value (`None`)."""
+    return missing if value is None else template.format(value)
+
+
 def error_row(cells, error, num_columns, chars=80):
     """The markdown row of a benchmark result that failed: its key `cells`
     (model, length, ...), then `error: <message>` cut to `chars`
