@@ -109,12 +109,14 @@ class SequenceLayer(keras.layers.Layer):
         return config
 
 
-def init_arguments(cls):
+def init_arguments(cls, base=None):
     """The named arguments of `cls.__init__` and of the `__init__` of its
-    bases up to `SequenceLayer`, in that order (not `*args`, `**kwargs`)."""
+    bases up to `base` (default `SequenceLayer`), in that order (not
+    `*args`, `**kwargs`)."""
+    base = base or SequenceLayer
     names = []
     for klass in cls.__mro__:
-        if klass is SequenceLayer:
+        if klass is base:
             break
         if "__init__" not in vars(klass):
             continue

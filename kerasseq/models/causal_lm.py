@@ -92,9 +92,6 @@ class CausalLM(Task):
         table = self.output_embedding or self.backbone.token_embedding
         return table(hidden, reverse=True)
 
-    def get_config(self):
-        return {**super().get_config(), "tie_embeddings": self.tie_embeddings}
-
     def generate(self, token_ids, max_new_tokens, temperature=0.0, seed=None):
         """Continues each prompt by `max_new_tokens` tokens.
 

@@ -114,12 +114,3 @@ class DualEncoderClassifier(Task):
         self.pooling = pooling
         self.intermediate_dim = intermediate_dim
         self.dropout = dropout
-
-    def get_config(self):
-        config = {
-            "num_classes": self.num_classes,
-            "pooling": self.pooling,
-            "intermediate_dim": self.intermediate_dim,
-            "dropout": self.dropout,
-        }
-        return {**super().get_config(), **config}

@@ -54,11 +54,3 @@ class SequenceClassifier(Task):
         self.num_classes = num_classes
         self.pooling = pooling
         self.dropout = dropout
-
-    def get_config(self):
-        config = {
-            "num_classes": self.num_classes,
-            "pooling": self.pooling,
-            "dropout": self.dropout,
-        }
-        return {**super().get_config(), **config}

@@ -81,7 +81,3 @@ class SpanExtractor(Task):
 
         # === config ===
         self.dropout = dropout
-
-    def get_config(self):
-        config = {"dropout": self.dropout}
-        return {**super().get_config(), **config}

@@ -1,5 +1,7 @@
 import keras
 
+from kerasseq.layers.sequence_layer import init_arguments
+
 
 class Task(keras.Model):
     """Base of the task heads: a functional model around a backbone.
@@ -7,9 +9,15 @@ class Task(keras.Model):
     Subclasses build their layers and outputs in `__init__`, call
     `super().__init__(inputs=..., outputs=...)` with the backbone's inputs
     (or inputs of their own, as `DualEncoderClassifier` has for its two
-    sequences), and list their own arguments in `get_config`; the backbone
-    is serialized here.
+    sequences), and keep each argument of their `__init__` in the
+    attribute of the same name (or of the name `_config_attributes` maps
+    it to). `get_config` is written once, here, as `SequenceLayer`'s is:
+    the backbone serialized, and every other named argument of the
+    subclass's `__init__` read from its attribute.
     """
+
+    # argument name -> attribute name, where they differ
+    _config_attributes = {}
 
     def _check_backbone(self, backbone):
         from kerasseq.models.sequence_backbone import SequenceBackbone
@@ -33,11 +41,16 @@ class Task(keras.Model):
                 )
 
     def get_config(self):
-        return {
+        config = {
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "name": self.name,
             "trainable": self.trainable,
         }
+        for name in init_arguments(type(self), base=Task):
+            if name != "backbone":
+                attribute = self._config_attributes.get(name, name)
+                config[name] = getattr(self, attribute)
+        return config
 
     @classmethod
     def from_config(cls, config):

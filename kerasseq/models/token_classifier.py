@@ -48,7 +48,3 @@ class TokenClassifier(Task):
         # === config ===
         self.num_classes = num_classes
         self.dropout = dropout
-
-    def get_config(self):
-        config = {"num_classes": self.num_classes, "dropout": self.dropout}
-        return {**super().get_config(), **config}

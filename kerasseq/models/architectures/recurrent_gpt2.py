@@ -262,6 +262,8 @@ class RecurrentGPT2(Task):
 
     # the registry's task this architecture serves (`ModelSpec.architecture`)
     task = "causal_lm"
+    # `cell` is the recurrent cell itself; `Task.get_config` saves these
+    _config_attributes = {"cell": "cell_type", "summary": "segment_summary"}
 
     def __init__(
         self,
@@ -345,16 +347,6 @@ class RecurrentGPT2(Task):
     def gate_alpha(self):
         """The gate's variable: the feedback is scaled by `tanh(alpha)`."""
         return self.recurrence.gate_alpha
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "segment_length": self.segment_length,
-            "cell": self.cell_type,
-            "state_dim": self.state_dim,
-            "summary": self.segment_summary,
-            "bptt_segments": self.bptt_segments,
-        }
 
     # === generation ===
 
