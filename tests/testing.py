@@ -2,9 +2,12 @@
 
 import contextlib
 import hashlib
+import inspect
 
 import keras
 import numpy as np
+
+from kerasseq.ops import dispatch
 
 
 def run_model_test(make_model, inputs, labels, sample_weight=None):
@@ -149,7 +152,10 @@ def in_float64(fn, *args, **kwargs):
 
     The references loop over time one eager step at a time, so results are
     kept by the arguments' contents: a test that checks every mode against
-    the same inputs computes the reference once.
+    the same inputs computes the reference once. On JAX, whose eager steps
+    cost ~10x TensorFlow's (3.3 s against 0.18 s for a 1,000-step linear
+    recurrence), a reference that takes `scan` loops with `lax.scan`
+    (`dispatch.scan`): the same step function, compiled once.
     """
 
     def wide(x):
@@ -160,6 +166,12 @@ def in_float64(fn, *args, **kwargs):
     key = _content_key((fn, args, kwargs))
     if key is not None and key in _FLOAT64_RESULTS:
         return keras.tree.map_structure(np.copy, _FLOAT64_RESULTS[key])
+    if (
+        keras.backend.backend() == "jax"
+        and "scan" in inspect.signature(fn).parameters
+        and "scan" not in kwargs
+    ):
+        kwargs = {**kwargs, "scan": dispatch.scan}
     with float64():
         args, kwargs = keras.tree.map_structure(wide, (args, kwargs))
         result = fn(*args, **kwargs)
