@@ -2,6 +2,7 @@
 value and output projections every attention mixer has, and its
 documented override points."""
 
+import functools
 import inspect
 import math
 
@@ -94,6 +95,15 @@ class BaseAttention(SequenceLayer):
         checks.check_rate("dropout", rate)
         self.dropout = rate
         self.dropout_layer = keras.layers.Dropout(rate, dtype=self.dtype_policy)
+
+    def weights_dropout(self, training):
+        """The dropout of `set_dropout` as the callable a sparse kernel's
+        `dropout=` argument takes, or `None` where it is inactive (no rate,
+        or not training). A kernel given one must not be `recomputed` in
+        the backward pass: its mask would be redrawn."""
+        if self.dropout_layer is None or not (self.dropout and training):
+            return None
+        return functools.partial(self.dropout_layer, training=training)
 
     # === weights ===
 

@@ -1,5 +1,3 @@
-import functools
-
 import keras
 
 from kerasseq.layers.attention_base import BaseAttention
@@ -157,9 +155,7 @@ class BigBirdAttention(BaseAttention):
         q = self.project(inputs, "query")
         k = self.project(inputs, "key")
         v = self.project(inputs, "value")
-        dropout = None
-        if self.dropout > 0 and training:
-            dropout = functools.partial(self.dropout_layer, training=training)
+        dropout = self.weights_dropout(training)
         random_blocks = "seeded" if training else self.inference_random_blocks
 
         def attend(q, k, v):

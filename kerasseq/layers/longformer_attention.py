@@ -161,17 +161,11 @@ class LongformerAttention(BaseAttention):
         q = self.project(inputs, "query")
         k = self.project(inputs, "key")
         v = self.project(inputs, "value")
-        dropout = None
-        if self.dropout:
-
-            def dropout(weights):
-                return self.dropout_layer(weights, training=training)
-
         options = dict(
             window=self.window,
             causal=self.causal,
             dilation=self.dilation,
-            dropout=dropout,
+            dropout=self.weights_dropout(training),
         )
         if not self.num_global_tokens:
             o = self._windowed(q, k, v, padding_mask, options, training)
@@ -209,7 +203,7 @@ class LongformerAttention(BaseAttention):
                 **options,
             )
 
-        enabled = self.recompute_attention and not (training and self.dropout)
+        enabled = self.recompute_attention and options.get("dropout") is None
         return recomputed(attend, enabled)(q, k, v, *global_kv)
 
     def _global_rows(self, x_global, inputs, padding_mask, training):
