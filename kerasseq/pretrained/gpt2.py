@@ -29,12 +29,10 @@ Tensor names, with the `transformer.` prefix of `GPT2LMHeadModel` (a bare
 import numpy as np
 
 from kerasseq.pretrained.hf import CheckpointError
-from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import DecoderLayout
 from kerasseq.pretrained.hf import config_size
-from kerasseq.pretrained.hf import find_prefix
+from kerasseq.pretrained.hf import convert_decoder
 from kerasseq.pretrained.hf import head_sizes
-from kerasseq.pretrained.hf import load_lm_head
-from kerasseq.pretrained.hf import load_table
 from kerasseq.pretrained.hf import qkv_variables
 from kerasseq.pretrained.hf import same
 
@@ -47,11 +45,6 @@ ACTIVATIONS = {
     "gelu": "gelu",
     "relu": "relu",
 }
-
-# buffers some files keep beside the weights (the causal mask)
-BUFFERS = ("attn.bias", "attn.masked_bias")
-
-PREFIXES = ("transformer.", "")
 
 
 def _require(checkpoint, key, allowed, default):
@@ -105,10 +98,10 @@ def model_arguments(checkpoint, task):
     return arguments
 
 
-def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
+def _block_table(block, name):
     """Rows (checkpoint tensor, its shape, kerasseq variables, function from
     the tensor to the variables' values) of one block."""
-    D, H, F = hidden_dim, num_heads, intermediate_dim
+    D, H, F = block.mlp_out.units, block.mixer.num_heads, block.mlp_in.units
     K = D // H
     attention, norm1, norm2 = block.mixer, block.mixer_norm, block.mlp_norm
     mlp_in, mlp_out = block.mlp_in, block.mlp_out
@@ -142,65 +135,41 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     # fmt: on
 
 
-def load_backbone(backbone, checkpoint):
-    """Assigns the checkpoint's weights to a GPT-2 `SequenceBackbone`.
-
-    Args:
-        backbone: the backbone of a model built by `build_model("gpt2",
-            ...)` with `model_arguments(checkpoint, ...)`.
-        checkpoint: a `kerasseq.pretrained.hf.Checkpoint`.
-
-    Returns:
-        The prefix of the tensor names (`"transformer."` or `""`).
-    """
-    prefix = find_prefix(checkpoint, PREFIXES, "wte.weight", "GPT-2")
+def _backbone_table(backbone, prefix):
+    """Rows of the tensors outside the blocks."""
     V, D = backbone.vocabulary_size, backbone.hidden_dim
     P = backbone.max_sequence_length
-    F = backbone.blocks[0].mlp_in.units
-    H = backbone.blocks[0].mixer.num_heads
     tokens = backbone.token_embedding.embeddings
     positions = backbone.position_embedding.embeddings
     final_norm = backbone.final_norm
     # fmt: off
-    table = [
+    return [
         (f"{prefix}wte.weight", (V, D), [tokens], same),
         (f"{prefix}wpe.weight", (P, D), [positions], same),
         (f"{prefix}ln_f.weight", (D,), [final_norm.gamma], same),
         (f"{prefix}ln_f.bias", (D,), [final_norm.beta], same),
     ]
     # fmt: on
-    for i, block in enumerate(backbone.blocks):
-        table += _block_table(block, f"{prefix}h.{i}", D, H, F)
-    load_table(checkpoint, table)
-    return prefix
+
+
+LAYOUT = DecoderLayout(
+    architecture=ARCHITECTURE,
+    name="GPT-2",
+    prefixes=("transformer.", ""),
+    token_embedding="wte.weight",
+    blocks="h",
+    lm_heads=("lm_head.weight",),
+    # the causal mask some files keep beside the weights
+    buffers=("attn.bias", "attn.masked_bias"),
+    model_arguments=model_arguments,
+    backbone_table=_backbone_table,
+    block_table=_block_table,
+)
 
 
 def convert(checkpoint, task=None, **kwargs):
-    """Builds the kerasseq GPT-2 of a checkpoint, with its weights.
-
-    Args:
-        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` with
-            `model_type: "gpt2"` (`GPT2LMHeadModel` or `GPT2Model`).
-        task: `None` or `"causal_lm"` for the language model; another
-            kerasseq head (`"sequence_classification"`, ...) gets the
-            checkpoint's backbone and a freshly initialised head (the LM
-            head is then left out).
-        **kwargs: head arguments (`num_classes`, `pooling`, `dropout`: the
-            head's) and `dtype`. The backbone's dropout is the
-            checkpoint's `resid_pdrop`.
-
-    Returns:
-        The task model, a `keras.Model`.
-
-    Raises:
-        CheckpointError: an unsupported configuration, a missing or
-            misshapen tensor, or a tensor the model has no place for.
-    """
-    task = task or "causal_lm"
-    arguments = model_arguments(checkpoint, task)
-    model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
-    prefix = load_backbone(model.backbone, checkpoint)
-    embedding = f"{prefix}wte.weight"
-    load_lm_head(model, checkpoint, ("lm_head.weight",), embedding, task)
-    checkpoint.check_all_used(ignore=BUFFERS)
-    return model
+    """Builds the kerasseq GPT-2 of a checkpoint (`model_type: "gpt2"`:
+    `GPT2LMHeadModel` or `GPT2Model`), with its weights. Arguments,
+    result and errors as `hf.convert_decoder`; the backbone's dropout is
+    the checkpoint's `resid_pdrop`."""
+    return convert_decoder(checkpoint, task, kwargs, LAYOUT)

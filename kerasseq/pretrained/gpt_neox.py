@@ -35,12 +35,10 @@ by transformers 5).
 """
 
 from kerasseq.pretrained.hf import CheckpointError
-from kerasseq.pretrained.hf import build_checked
+from kerasseq.pretrained.hf import DecoderLayout
 from kerasseq.pretrained.hf import config_size
-from kerasseq.pretrained.hf import find_prefix
+from kerasseq.pretrained.hf import convert_decoder
 from kerasseq.pretrained.hf import head_sizes
-from kerasseq.pretrained.hf import load_lm_head
-from kerasseq.pretrained.hf import load_table
 from kerasseq.pretrained.hf import qkv_variables
 from kerasseq.pretrained.hf import same
 
@@ -53,12 +51,6 @@ ACTIVATIONS = {
     "gelu_pytorch_tanh": "gelu_approximate",
     "relu": "relu",
 }
-
-# buffers some files keep beside the weights (causal mask, frequencies)
-BUFFERS = ("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq")
-
-PREFIXES = ("gpt_neox.", "")
-LM_HEADS = ("embed_out.weight", "lm_head.weight")
 
 
 def _unsupported(checkpoint, setting, allowed):
@@ -143,10 +135,10 @@ def _transposed(array):
     return [array.T]
 
 
-def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
+def _block_table(block, name):
     """Rows (checkpoint tensor, its shape, kerasseq variables, function from
     the tensor to the variables' values) of one block."""
-    D, H, F = hidden_dim, num_heads, intermediate_dim
+    D, H, F = block.mlp_out.units, block.mixer.num_heads, block.mlp_in.units
     K = D // H
     attention, norm1, norm2 = block.mixer, block.mixer_norm, block.mlp_norm
     mlp_in, mlp_out = block.mlp_in, block.mlp_out
@@ -194,65 +186,40 @@ def _block_table(block, name, hidden_dim, num_heads, intermediate_dim):
     return table
 
 
-def load_backbone(backbone, checkpoint):
-    """Assigns the checkpoint's weights to a GPT-NeoX `SequenceBackbone`.
-
-    Args:
-        backbone: the backbone of a model built by `build_model("pythia",
-            ...)` with `model_arguments(checkpoint, ...)`.
-        checkpoint: a `kerasseq.pretrained.hf.Checkpoint`.
-
-    Returns:
-        The prefix of the tensor names (`"gpt_neox."` or `""`).
-    """
-    prefix = find_prefix(checkpoint, PREFIXES, "embed_in.weight", "GPT-NeoX")
+def _backbone_table(backbone, prefix):
+    """Rows of the tensors outside the blocks."""
     V, D = backbone.vocabulary_size, backbone.hidden_dim
-    F = backbone.blocks[0].mlp_in.units
-    H = backbone.blocks[0].mixer.num_heads
     tokens = backbone.token_embedding.embeddings
     final_norm = backbone.final_norm
     # fmt: off
-    table = [
+    return [
         (f"{prefix}embed_in.weight", (V, D), [tokens], same),
         (f"{prefix}final_layer_norm.weight", (D,), [final_norm.gamma],
          same),
         (f"{prefix}final_layer_norm.bias", (D,), [final_norm.beta], same),
     ]
     # fmt: on
-    for i, block in enumerate(backbone.blocks):
-        table += _block_table(block, f"{prefix}layers.{i}", D, H, F)
-    load_table(checkpoint, table)
-    return prefix
+
+
+LAYOUT = DecoderLayout(
+    architecture=ARCHITECTURE,
+    name="GPT-NeoX",
+    prefixes=("gpt_neox.", ""),
+    token_embedding="embed_in.weight",
+    blocks="layers",
+    lm_heads=("embed_out.weight", "lm_head.weight"),
+    # causal mask and rotary frequencies some files keep beside the weights
+    buffers=("attention.bias", "attention.masked_bias", "rotary_emb.inv_freq"),
+    model_arguments=model_arguments,
+    backbone_table=_backbone_table,
+    block_table=_block_table,
+)
 
 
 def convert(checkpoint, task=None, **kwargs):
-    """Builds the kerasseq GPT-NeoX (Pythia) of a checkpoint, with its
-    weights.
-
-    Args:
-        checkpoint: a `kerasseq.pretrained.hf.Checkpoint` with
-            `model_type: "gpt_neox"` (`GPTNeoXForCausalLM` or
-            `GPTNeoXModel`).
-        task: `None` or `"causal_lm"` for the language model; another
-            kerasseq head (`"sequence_classification"`, ...) gets the
-            checkpoint's backbone and a freshly initialised head (the LM
-            head is then left out).
-        **kwargs: head arguments (`num_classes`, `pooling`, `dropout`: the
-            head's) and `dtype`. The backbone's dropout is the
-            checkpoint's `hidden_dropout` (0 for Pythia).
-
-    Returns:
-        The task model, a `keras.Model`.
-
-    Raises:
-        CheckpointError: an unsupported configuration, a missing or
-            misshapen tensor, or a tensor the model has no place for.
-    """
-    task = task or "causal_lm"
-    arguments = model_arguments(checkpoint, task)
-    model = build_checked(checkpoint, ARCHITECTURE, task, arguments, kwargs)
-    prefix = load_backbone(model.backbone, checkpoint)
-    embedding = f"{prefix}embed_in.weight"
-    load_lm_head(model, checkpoint, LM_HEADS, embedding, task)
-    checkpoint.check_all_used(ignore=BUFFERS)
-    return model
+    """Builds the kerasseq GPT-NeoX (Pythia) of a checkpoint (`model_type:
+    "gpt_neox"`: `GPTNeoXForCausalLM` or `GPTNeoXModel`), with its
+    weights. Arguments, result and errors as `hf.convert_decoder`; the
+    backbone's dropout is the checkpoint's `hidden_dropout` (0 for
+    Pythia)."""
+    return convert_decoder(checkpoint, task, kwargs, LAYOUT)

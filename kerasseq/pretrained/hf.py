@@ -6,7 +6,9 @@ returns the kerasseq model with the weights in place. Each converter module
 (`gpt2.py`, `gpt_neox.py`, ...) defines `convert(checkpoint, task, **kw)`;
 the helpers here take tensors out of the checkpoint and assign them with
 their names and shapes checked, so that a wrong or partial file fails with
-the tensor it is about.
+the tensor it is about. A decoder-only converter (GPT-2, GPT-NeoX) states
+where its checkpoint keeps each tensor in a `DecoderLayout`;
+`convert_decoder` builds and fills the model from it.
 """
 
 import dataclasses
@@ -242,6 +244,80 @@ def build_checked(checkpoint, name, task, fixed, head_args):
             f"{checkpoint.directory}: cannot build a {name!r} {task!r} model "
             f"from it: {error}"
         ) from error
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderLayout:
+    """Where a decoder-only checkpoint keeps its tensors, for
+    `convert_decoder`.
+
+    Attributes:
+        architecture: the registry's model name it becomes (`"gpt2"`).
+        name: the architecture's name in errors (`"GPT-2"`).
+        prefixes: the prefixes the tensor names may carry: the causal
+            LM's (`"transformer."`), then `""` (a bare model).
+        token_embedding: the token embedding's name after the prefix.
+        blocks: the blocks' name after the prefix (`"h"`: `h.{i}.…`).
+        lm_heads: the names the LM head may have (never prefixed).
+        buffers: endings of the names of non-weights some files keep
+            beside the weights (masks, rotary frequencies), ignored.
+        model_arguments: `(checkpoint, task) -> dict`, the `build_model`
+            arguments that config.json fixes.
+        backbone_table: `(backbone, prefix) -> rows` of the tensors
+            outside the blocks, as `load_table` takes them.
+        block_table: `(block, name) -> rows` of one block named `name`.
+    """
+
+    architecture: str
+    name: str
+    prefixes: tuple
+    token_embedding: str
+    blocks: str
+    lm_heads: tuple
+    buffers: tuple
+    model_arguments: object
+    backbone_table: object
+    block_table: object
+
+
+def convert_decoder(checkpoint, task, head_args, layout):
+    """Builds the kerasseq model of a decoder-only checkpoint laid out as
+    `layout` says, with its weights.
+
+    Args:
+        checkpoint: a `Checkpoint`.
+        task: `None` or `"causal_lm"` for the language model; another
+            kerasseq head (`"sequence_classification"`, ...) gets the
+            checkpoint's backbone and a freshly initialised head (the LM
+            head is then left out).
+        head_args: dict, the head's arguments (`num_classes`, `pooling`,
+            `dropout`: the head's) and `dtype`.
+        layout: a `DecoderLayout`.
+
+    Returns:
+        The task model, a `keras.Model`.
+
+    Raises:
+        CheckpointError: an unsupported configuration, a missing or
+            misshapen tensor, or a tensor the model has no place for.
+    """
+    task = task or "causal_lm"
+    arguments = layout.model_arguments(checkpoint, task)
+    model = build_checked(
+        checkpoint, layout.architecture, task, arguments, head_args
+    )
+    backbone = model.backbone
+    prefix = find_prefix(
+        checkpoint, layout.prefixes, layout.token_embedding, layout.name
+    )
+    table = layout.backbone_table(backbone, prefix)
+    for i, block in enumerate(backbone.blocks):
+        table += layout.block_table(block, f"{prefix}{layout.blocks}.{i}")
+    load_table(checkpoint, table)
+    embedding = f"{prefix}{layout.token_embedding}"
+    load_lm_head(model, checkpoint, layout.lm_heads, embedding, task)
+    checkpoint.check_all_used(ignore=layout.buffers)
+    return model
 
 
 def _looks_like_repo_id(path):
