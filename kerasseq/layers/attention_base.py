@@ -3,7 +3,6 @@ value and output projections every attention mixer has, and its
 documented override points."""
 
 import functools
-import inspect
 import math
 
 import keras
@@ -11,6 +10,7 @@ from keras import ops
 
 from kerasseq.layers.sequence_layer import SequenceLayer
 from kerasseq.layers.sequence_layer import fresh_initializer
+from kerasseq.layers.sequence_layer import init_arguments
 from kerasseq.ops import checks
 
 
@@ -294,7 +294,7 @@ class BaseAttention(SequenceLayer):
     def from_config(cls, config):
         # files saved before this base existed carry SoftmaxAttention's
         # rotary defaults in every attention's config
-        accepted = inspect.signature(cls.__init__).parameters
+        accepted = init_arguments(cls)
         config = dict(config)
         for key, default in (("rotary_fraction", 0.0), ("rotary_base", 1e4)):
             if key not in accepted and config.get(key, default) == default:

@@ -48,8 +48,6 @@ class BigBirdAttention(BaseAttention):
 
     Args:
         num_heads: int. Number of attention heads.
-        head_dim: int. Size of each head. Defaults to
-            `hidden_dim // num_heads`.
         block_size: int. Tokens per block.
         num_global_blocks: int. Number of global blocks (2: the first and
             the last block, as in BigBird).
@@ -60,26 +58,20 @@ class BigBirdAttention(BaseAttention):
             blocks outside training: the seeded draw of training, or block
             0 in every random slot (transformers' BigBird in eval mode).
         dropout: float. Dropout rate on the attention weights.
-        use_bias: bool. Whether the projections have biases.
-        kernel_initializer: initializer of the projection kernels.
         recompute_attention: bool. Recompute the attention core in the
             backward pass (`keras.remat`) instead of keeping its
             intermediates until then, as memory-efficient attention kernels
             do: training holds one layer's scores and weights at a time.
             Off while dropout on the weights is active (its mask would be
             redrawn).
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
+            `BaseAttention` takes them, and the keyword arguments of
+            `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`, with a
-            static `seq_len`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded keys receive no attention.
-        training: bool, whether dropout is active and the random blocks
-            are the seeded draw whatever `inference_random_blocks` says.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s, with a static `seq_len`. Padded keys
+        receive no attention. In training the random blocks are the
+        seeded draw, whatever `inference_random_blocks` says.
 
     Example:
 
@@ -94,15 +86,12 @@ class BigBirdAttention(BaseAttention):
     def __init__(
         self,
         num_heads,
-        head_dim=None,
         block_size=64,
         num_global_blocks=2,
         num_random_blocks=3,
         seed=0,
         inference_random_blocks="seeded",
         dropout=0.0,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
         recompute_attention=True,
         **kwargs,
     ):
@@ -120,9 +109,7 @@ class BigBirdAttention(BaseAttention):
         checks.check_choice(
             "inference_random_blocks", inference_random_blocks, RANDOM_BLOCKS
         )
-        super().__init__(
-            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
-        )
+        super().__init__(num_heads, **kwargs)
         self.set_dropout(dropout)
         self.block_size = block_size
         self.num_global_blocks = num_global_blocks

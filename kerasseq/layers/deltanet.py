@@ -79,16 +79,10 @@ class DeltaNet(SequenceLayer):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded steps feed zeros into the
-            convolutions and write nothing into the state (`beta = 0`), so
-            left padding leaves the outputs at real tokens unchanged (right
-            padding cannot reach them).
-        training: bool, unused.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded steps feed zeros into the
+        convolutions and write nothing into the state (`beta = 0`), so
+        left padding leaves the outputs at real tokens unchanged (right
+        padding cannot reach them).
 
     Example:
 

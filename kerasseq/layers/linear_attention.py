@@ -38,25 +38,17 @@ class LinearAttention(BaseAttention):
 
     Args:
         num_heads: int. Number of heads.
-        head_dim: int. Size of each head; defaults to
-            `hidden_dim // num_heads`.
         causal: bool. Causal (a recurrence) or bidirectional.
         feature_map: `"elu_plus_one"` or `"relu"`.
-        use_bias: bool. Whether the projections have biases.
-        kernel_initializer: initializer of the projection kernels.
         mode: the `linear_attention` mode (`"auto"`, `"recurrent"`,
             `"chunk"`, `"parallel"`).
         chunk_size: int, the `linear_attention` chunk size.
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
+            `BaseAttention` takes them, and the keyword arguments of
+            `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded keys add nothing to the state.
-        training: bool, unused.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded keys add nothing to the state.
 
     Example:
 
@@ -71,11 +63,8 @@ class LinearAttention(BaseAttention):
     def __init__(
         self,
         num_heads,
-        head_dim=None,
         causal=True,
         feature_map="elu_plus_one",
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
         mode="auto",
         chunk_size=64,
         **kwargs,
@@ -83,9 +72,7 @@ class LinearAttention(BaseAttention):
         checks.check_choice("feature_map", feature_map, FEATURE_MAPS)
         checks.check_mode(mode, checks.MODES)
         checks.check_int("chunk_size", chunk_size)
-        super().__init__(
-            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
-        )
+        super().__init__(num_heads, **kwargs)
         self.causal = causal
         self.feature_map = feature_map
         self.mode = mode

@@ -185,13 +185,7 @@ class LinearRNN(_LinearRNNBase):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded steps feed zeros into the state.
-        training: bool, unused.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded steps feed zeros into the state.
 
     Example:
 
@@ -270,13 +264,7 @@ class DiagonalRNN(_LinearRNNBase):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded steps feed zeros into the state.
-        training: bool, unused.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded steps feed zeros into the state.
 
     Example:
 

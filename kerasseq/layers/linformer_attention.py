@@ -35,27 +35,16 @@ class LinformerAttention(BaseAttention):
         projected_length: int, k, at most `max_length`. Defaults to
             `min(256, max_length)`.
         sharing: `"none"`, `"headwise"`, `"key_value"` or `"layerwise"`.
-        head_dim: int. Size of each head; defaults to
-            `hidden_dim // num_heads`.
         dropout: float. Dropout rate on the attention weights.
-        use_bias: bool. Whether the query/key/value/output projections have
-            biases (`E` and `F` have none).
-        kernel_initializer: initializer of the query/key/value/output
-            kernels.
         projection_initializer: initializer of `E` and `F`, applied to each
-            `(k, max_length)` matrix.
+            `(k, max_length)` matrix (`E` and `F` have no biases).
         causal: must be `False`.
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
+            `BaseAttention` takes them, and the keyword arguments of
+            `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)` with
-            `seq_len <= max_length`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens.
-        training: bool, whether dropout is active.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s, with `seq_len <= max_length`.
 
     Example:
 
@@ -74,10 +63,7 @@ class LinformerAttention(BaseAttention):
         max_length,
         projected_length=None,
         sharing="none",
-        head_dim=None,
         dropout=0.0,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
         projection_initializer="glorot_uniform",
         causal=False,
         **kwargs,
@@ -101,9 +87,7 @@ class LinformerAttention(BaseAttention):
                 "encoder), or a causal mixer such as PerformerAttention or "
                 "LongformerAttention."
             )
-        super().__init__(
-            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
-        )
+        super().__init__(num_heads, **kwargs)
         self.set_dropout(dropout)
         self.max_length = max_length
         self.projected_length = projected_length

@@ -41,8 +41,6 @@ class LongformerAttention(BaseAttention):
 
     Args:
         num_heads: int. Number of attention heads.
-        head_dim: int. Size of each head. Defaults to
-            `hidden_dim // num_heads`.
         window: int. Positions in the window: the two-sided total when
             bidirectional (even; Hugging Face's `attention_window`), the
             positions before the token when causal.
@@ -52,29 +50,24 @@ class LongformerAttention(BaseAttention):
         num_global_tokens: int >= 0. The static number of global token
             slots per sequence (bidirectional only).
         dropout: float. Dropout rate on the attention weights.
-        use_bias: bool. Whether the projections have biases.
-        kernel_initializer: initializer of the projection kernels.
         recompute_attention: bool. Recompute the attention core in the
             backward pass (`keras.remat`) instead of keeping its
             intermediates until then, as memory-efficient attention kernels
             do: training holds one layer's scores and weights at a time.
             Off while dropout on the weights is active (its mask would be
             redrawn).
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
+            `BaseAttention` takes them, and the keyword arguments of
+            `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`, with
-            `seq_len` known when tracing (the band is static).
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded keys receive no attention and
-            padded tokens are never global.
+        As `SequenceLayer`'s, with `seq_len` known when tracing (the
+        band is static); padded keys receive no attention and padded
+        tokens are never global. One more:
+
         global_mask: optional boolean tensor `(batch_size, seq_len)`, `True`
             at global tokens; needs `num_global_tokens > 0`. When `None`,
             the first `num_global_tokens` positions are global.
-        training: bool, whether dropout is active.
-
-    Returns:
-        Tensor of the input's shape.
 
     Example:
 
@@ -89,14 +82,11 @@ class LongformerAttention(BaseAttention):
     def __init__(
         self,
         num_heads,
-        head_dim=None,
         window=512,
         causal=False,
         dilation=1,
         num_global_tokens=0,
         dropout=0.0,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
         recompute_attention=True,
         **kwargs,
     ):
@@ -116,9 +106,7 @@ class LongformerAttention(BaseAttention):
                 "sequence, future included), got "
                 f"{num_global_tokens!r}."
             )
-        super().__init__(
-            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
-        )
+        super().__init__(num_heads, **kwargs)
         self.set_dropout(dropout)
         self.causal = causal
         self.window = window

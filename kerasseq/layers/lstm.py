@@ -25,13 +25,7 @@ class LSTM(SequenceLayer):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded steps leave the state unchanged.
-        training: bool.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded steps leave the state unchanged.
 
     Example:
 

@@ -55,15 +55,9 @@ class Mamba(SequenceLayer):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded steps feed zeros into the
-            convolution and the scan, so left padding leaves the outputs at
-            real tokens unchanged (right padding cannot reach them).
-        training: bool, unused.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded steps feed zeros into the
+        convolution and the scan, so left padding leaves the outputs at
+        real tokens unchanged (right padding cannot reach them).
 
     Example:
 

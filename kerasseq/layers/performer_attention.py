@@ -46,16 +46,12 @@ class PerformerAttention(BaseAttention):
 
     Args:
         num_heads: int. Number of heads.
-        head_dim: int. Size of each head; defaults to
-            `hidden_dim // num_heads`.
         causal: bool. Causal (prefix sums, `step` for decoding with a
             constant-size state) or bidirectional.
         num_features: int, M. Defaults to `round(head_dim * ln(head_dim))`.
         feature_redraw_interval: int or `None`. Redraw the projection every
             this many training calls; `None` keeps the first draw.
         seed: int or `None`, the seed of the projection draws.
-        use_bias: bool. Whether the projections have biases.
-        kernel_initializer: initializer of the projection kernels.
         mode: the `linear_attention` mode (`"auto"`, `"recurrent"`,
             `"chunk"`, `"parallel"`), for causal attention.
         chunk_size: int, the `linear_attention` chunk size.
@@ -63,16 +59,13 @@ class PerformerAttention(BaseAttention):
             backward pass (`keras.remat`) instead of keeping its
             intermediates until then, as memory-efficient attention kernels
             do: training holds one layer's random features at a time.
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
+            `BaseAttention` takes them, and the keyword arguments of
+            `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded keys add nothing.
-        training: bool. Redraws the features when due.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded keys add nothing; in training
+        the features are redrawn when due.
 
     Example:
 
@@ -87,13 +80,10 @@ class PerformerAttention(BaseAttention):
     def __init__(
         self,
         num_heads,
-        head_dim=None,
         causal=False,
         num_features=None,
         feature_redraw_interval=1000,
         seed=None,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
         mode="auto",
         chunk_size=64,
         recompute_attention=True,
@@ -106,9 +96,7 @@ class PerformerAttention(BaseAttention):
         checks.check_int("seed", seed, minimum=None, allow_none=True)
         checks.check_mode(mode, checks.MODES)
         checks.check_int("chunk_size", chunk_size)
-        super().__init__(
-            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
-        )
+        super().__init__(num_heads, **kwargs)
         self.causal = causal
         self.num_features = num_features
         self.feature_redraw_interval = feature_redraw_interval

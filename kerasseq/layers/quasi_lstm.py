@@ -33,14 +33,8 @@ class QuasiLSTM(SequenceLayer):
         **kwargs: other keyword arguments of `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded steps leave the cell unchanged
-            (forget gate 1, input gate 0).
-        training: bool, unused.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded steps leave the cell unchanged
+        (forget gate 1, input gate 0).
 
     Example:
 

@@ -20,8 +20,18 @@ class SequenceLayer(keras.layers.Layer):
     - inputs that are not one tensor (a dict of token ids, say) are refused
       with a message saying what the layer takes.
 
-    Subclasses call `mask_inputs` first in `call(inputs, padding_mask=None,
-    ..., mask=None)`; Keras fills `mask`.
+    Every layer is called the same way, `layer(inputs, padding_mask=None,
+    training=None)`, and returns a tensor of the input's shape:
+
+    - `inputs`: float tensor `(batch_size, seq_len, hidden_dim)`;
+    - `padding_mask`: optional boolean tensor `(batch_size, seq_len)`,
+      `True` at real tokens (Keras's implicit mask serves as one);
+    - `training`: bool, whether dropout (where the layer has any) is
+      active.
+
+    Each layer's docstring says what padding does in it, and names any
+    call argument of its own. Subclasses call `mask_inputs` first in
+    `call(inputs, padding_mask=None, ..., mask=None)`; Keras fills `mask`.
 
     `get_config` is written once, here: it saves every named argument of
     the `__init__` of the class and of its bases (as scikit-learn's

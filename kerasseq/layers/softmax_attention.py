@@ -22,27 +22,19 @@ class SoftmaxAttention(BaseAttention):
 
     Args:
         num_heads: int. Number of attention heads.
-        head_dim: int. Size of each head. Defaults to
-            `hidden_dim // num_heads`.
         causal: bool. If `True`, position t attends to positions <= t only.
         dropout: float. Dropout rate on the attention weights.
-        use_bias: bool. Whether the projections have biases.
-        kernel_initializer: initializer of the projection kernels.
         rotary_fraction: float in [0, 1]. Share of each head's dimensions
             (the first ones) that queries and keys rotate by position
             (rotary position embedding, RoFormer; GPT-NeoX / Pythia rotate
             a quarter). 0 (the default) rotates none.
         rotary_base: float. Wavelength base of the rotary frequencies.
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
+            `BaseAttention` takes them, and the keyword arguments of
+            `keras.layers.Layer`.
 
     Call arguments:
-        inputs: tensor of shape `(batch_size, seq_len, hidden_dim)`.
-        padding_mask: optional boolean tensor `(batch_size, seq_len)`,
-            `True` at real tokens. Padded keys receive no attention.
-        training: bool, whether dropout is active.
-
-    Returns:
-        Tensor of the input's shape.
+        As `SequenceLayer`'s. Padded keys receive no attention.
 
     Example:
 
@@ -57,11 +49,8 @@ class SoftmaxAttention(BaseAttention):
     def __init__(
         self,
         num_heads,
-        head_dim=None,
         causal=True,
         dropout=0.0,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
         rotary_fraction=0.0,
         rotary_base=10000.0,
         **kwargs,
@@ -75,9 +64,7 @@ class SoftmaxAttention(BaseAttention):
         checks.check_number(
             "rotary_base", rotary_base, "a positive number", lambda v: v > 0
         )
-        super().__init__(
-            num_heads, head_dim, use_bias, kernel_initializer, **kwargs
-        )
+        super().__init__(num_heads, **kwargs)
         self.set_dropout(dropout)
         self.causal = causal
         self.rotary_fraction = rotary_fraction

@@ -18,6 +18,7 @@ from kerasseq import catalogue
 
 # the models register as these load: the comparable models, then the
 # architectures of checkpoints (which load the former first)
+from kerasseq.layers.sequence_layer import init_arguments
 from kerasseq.models import architectures  # noqa: F401
 from kerasseq.models import mixer_models  # noqa: F401
 from kerasseq.models.causal_lm import CausalLM
@@ -185,7 +186,9 @@ def model_config(
     _check_name("preset", preset, PRESETS)
     spec = MODELS[name]
     names = {
-        "mixer": _arg_names(spec.mixer),
+        # with the arguments a mixer passes to its base (an attention's
+        # `head_dim`, ...)
+        "mixer": set(init_arguments(spec.mixer)),
         "backbone": set(_BACKBONE_ARGS),
         "head": _arg_names(_head(spec, task)) - {"backbone"},
     }

@@ -20,8 +20,7 @@ attends everything with the same projections, and every token's window is
 the whole sequence.
 """
 
-import inspect
-
+from kerasseq.layers.sequence_layer import init_arguments
 from kerasseq.models.registry import MODELS
 from kerasseq.pretrained import bert
 from kerasseq.pretrained import longformer
@@ -36,8 +35,7 @@ FIXED_MIXER = ("num_heads", "head_dim", "use_bias", "causal", "dropout")
 def mixer_names(name):
     """The mixer arguments of model `name` a warm start leaves free (the
     checkpoint's config.json fixes the heads and sizes)."""
-    params = inspect.signature(MODELS[name].mixer.__init__).parameters
-    return set(params) - {"self", "kwargs", *FIXED_MIXER}
+    return set(init_arguments(MODELS[name].mixer)) - set(FIXED_MIXER)
 
 
 def _longformer_attention(checkpoint, name, mixer):
