@@ -78,6 +78,8 @@ class BigBirdAttention(BaseAttention):
     >>> layer = BigBirdAttention(num_heads=4, block_size=16)
     >>> layer(keras.random.normal((2, 1000, 64))).shape
     (2, 1000, 64)
+    >>> layer.max_full_attention_length  # shorter sequences attend fully
+    176
 
     Reference:
         - [Zaheer et al., 2020](https://arxiv.org/abs/2007.14062)

@@ -52,8 +52,12 @@ class LinearAttention(BaseAttention):
 
     Example:
 
-    >>> layer = LinearAttention(num_heads=4)
-    >>> layer(keras.random.normal((2, 10, 64))).shape
+    Bidirectional, over sequences of 10 and 7 real tokens:
+
+    >>> layer = LinearAttention(num_heads=4, causal=False)
+    >>> x = keras.random.normal((2, 10, 64))
+    >>> padding_mask = np.arange(10) < np.array([[10], [7]])
+    >>> layer(x, padding_mask=padding_mask).shape
     (2, 10, 64)
 
     Reference:

@@ -71,8 +71,14 @@ class LongformerAttention(BaseAttention):
 
     Example:
 
+    A window of 4 tokens on each side, and one global token per sequence
+    (the 6th of the first, the 1st of the second):
+
     >>> layer = LongformerAttention(num_heads=4, window=8, num_global_tokens=1)
-    >>> layer(keras.random.normal((2, 100, 64))).shape
+    >>> global_mask = np.zeros((2, 100), bool)
+    >>> global_mask[0, 5] = global_mask[1, 0] = True
+    >>> x = keras.random.normal((2, 100, 64))
+    >>> layer(x, global_mask=global_mask).shape
     (2, 100, 64)
 
     Reference:

@@ -69,9 +69,13 @@ class PerformerAttention(BaseAttention):
 
     Example:
 
-    >>> layer = PerformerAttention(num_heads=4, causal=False)
-    >>> layer(keras.random.normal((2, 10, 64))).shape
-    (2, 10, 64)
+    With `feature_redraw_interval=None` the random features stay those of
+    the first draw, so training calls agree:
+
+    >>> layer = PerformerAttention(num_heads=4, feature_redraw_interval=None)
+    >>> x = keras.random.normal((2, 10, 64))
+    >>> bool(np.allclose(layer(x, training=True), layer(x, training=True)))
+    True
 
     Reference:
         - [Choromanski et al., 2021](https://arxiv.org/abs/2009.14794)

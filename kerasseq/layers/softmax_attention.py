@@ -38,9 +38,17 @@ class SoftmaxAttention(BaseAttention):
 
     Example:
 
-    >>> layer = SoftmaxAttention(num_heads=4)
-    >>> layer(keras.random.normal((2, 10, 64))).shape
-    (2, 10, 64)
+    Decoding token by token from a key/value cache gives the outputs of
+    the whole sequence:
+
+    >>> layer = SoftmaxAttention(num_heads=4, rotary_fraction=0.25)
+    >>> x = keras.random.normal((2, 10, 64))
+    >>> y = layer(x)
+    >>> cache = layer.get_initial_state(2, max_length=16)
+    >>> y_0, cache = layer.step(x[:, 0], cache)
+    >>> y_1, cache = layer.step(x[:, 1], cache)
+    >>> bool(np.allclose(y_1, y[:, 1], atol=1e-5))
+    True
 
     Reference:
         - [Vaswani et al., 2017](https://arxiv.org/abs/1706.03762)
