@@ -4,20 +4,17 @@ import pytest
 
 from kerasseq.layers.deltanet import DeltaNet
 from kerasseq.ops import reference
+from tests.layers.common import randomized
+from tests.layers.common import sigmoid
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
 from tests.testing import in_float64
 from tests.testing import layer_weights
-from tests.testing import perturb_weights
 from tests.testing import value_and_grad
 
 
 def silu(x):
     return x / (1.0 + np.exp(-x))
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def reference_deltanet(
@@ -64,11 +61,6 @@ def reference_deltanet(
     return o.reshape(batch, length, -1) @ w["o_proj/kernel"]
 
 
-def randomized(layer, shape, rng):
-    layer.build(shape)
-    return perturb_weights(layer, rng)
-
-
 def numpy(x):
     return keras.ops.convert_to_numpy(x)
 
@@ -88,16 +80,14 @@ def test_matches_reference_equations(
 ):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 11, 8)).astype("float32")
-    layer = DeltaNet(
-        2,
-        head_dim=head_dim,
+    # the options that the layer and the reference share
+    options = dict(
         conv_kernel=3,
         use_short_conv=use_short_conv,
         allow_neg_eigval=allow_neg_eigval,
         use_gate=use_gate,
-        mode=mode,
-        chunk_size=4,
     )
+    layer = DeltaNet(2, head_dim=head_dim, mode=mode, chunk_size=4, **options)
     layer = randomized(layer, x.shape, rng)
     # the second row is padded on both sides and has a gap, where the
     # convolutions still see real tokens: only beta = 0 stops the writes
@@ -107,14 +97,7 @@ def test_matches_reference_equations(
     mask[1, 9:] = False
     y = numpy(compiled(layer)(x, mask))
     expected = reference_deltanet(
-        layer_weights(layer),
-        x.astype(np.float64),
-        mask,
-        num_heads=2,
-        conv_kernel=3,
-        use_short_conv=use_short_conv,
-        allow_neg_eigval=allow_neg_eigval,
-        use_gate=use_gate,
+        layer_weights(layer), x.astype(np.float64), mask, 2, **options
     )
     np.testing.assert_allclose(y[0], expected[0], rtol=1e-4, atol=1e-5)
     real = mask[1]

@@ -8,20 +8,15 @@ from kerasseq.layers.linear_rnn import DiagonalRNN
 from kerasseq.layers.linear_rnn import LinearRNN
 from kerasseq.layers.linear_rnn import transition_std
 from kerasseq.ops import reference
+from tests.layers.common import assert_modes_give_the_same_gradients
+from tests.layers.common import assert_padding_leaves_real_steps_alone
+from tests.layers.common import glu_output
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
 from tests.testing import in_float64
 from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
-
-
-def gelu(x):
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608 * (x + 0.044715 * x**3)))
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def reference_linear_rnn(w, x, diagonal, use_glu, mask=None):
@@ -44,12 +39,7 @@ def reference_linear_rnn(w, x, diagonal, use_glu, mask=None):
         A, B, C = w["A"], w["B"], w["C"]
         h, _ = in_float64(reference.matrix_recurrence, A, x_in @ B)
     y = np.real(h @ C) + w["D"] * x
-    if not use_glu:
-        return y
-    g = gelu(y)
-    out = g @ w["glu_out/kernel"] + w["glu_out/bias"]
-    gate = g @ w["glu_gate/kernel"] + w["glu_gate/bias"]
-    return out * sigmoid(gate)
+    return glu_output(w, y) if use_glu else y
 
 
 def make(cls, x, rng, **kwargs):
@@ -100,11 +90,8 @@ def test_left_padding_leaves_real_steps_alone(cls):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 5, 8)).astype("float32")
     layer = make(cls, x, rng)
-    padded = np.concatenate([rng.normal(size=(1, 3, 8)), x], 1)
-    mask = np.array([[False] * 3 + [True] * 5])
-    y1 = keras.ops.convert_to_numpy(layer(padded.astype("float32"), mask))
-    y2 = keras.ops.convert_to_numpy(layer(x))
-    np.testing.assert_allclose(y1[:, 3:], y2, atol=1e-5)
+    noise = rng.normal(size=(1, 3, 8))
+    assert_padding_leaves_real_steps_alone(layer, x, noise, "left")
 
 
 @pytest.mark.parametrize("cls", [LinearRNN, DiagonalRNN])
@@ -121,14 +108,7 @@ def test_every_weight_gets_a_gradient(cls):
 def test_diagonal_modes_give_the_same_gradients():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 10, 8)).astype("float32")
-    grads = {}
-    for mode in ("recurrent", "chunk"):
-        keras.utils.set_random_seed(0)
-        layer = DiagonalRNN(mode=mode, chunk_size=4)
-        layer.build(x.shape)
-        grads[mode] = layer_gradients(layer, x)
-    for a, b in zip(grads["recurrent"], grads["chunk"], strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert_modes_give_the_same_gradients(DiagonalRNN, x, atol=1e-4)
 
 
 def spectral_radii(A_init, n, draws):

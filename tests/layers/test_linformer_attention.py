@@ -1,3 +1,4 @@
+import functools
 import os
 
 import keras
@@ -8,12 +9,15 @@ from keras import ops
 from kerasseq.layers.linformer_attention import LinformerAttention
 from kerasseq.models import build_model
 from kerasseq.models import count_parameters
+from tests.layers.common import assert_compiled_call_equals_eager
+from tests.layers.common import assert_gradients_match_reference
+from tests.layers.common import assert_padding_leaves_real_steps_alone
+from tests.layers.common import attention_projections
+from tests.layers.common import output_projection
 from tests.testing import compiled
 from tests.testing import float64
-from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
-from tests.testing import value_and_grad
 
 HIDDEN, HEADS, MAX_LENGTH, PROJECTED = 12, 2, 120, 10
 SHARING = ["none", "headwise", "key_value", "layerwise"]
@@ -37,12 +41,7 @@ def reference(x, w, sharing, mask=None):
     float64 arrays, so that it also gives gradients."""
     x = ops.convert_to_tensor(x, "float64")
     w = {k: ops.convert_to_tensor(v, "float64") for k, v in w.items()}
-
-    def project(name):
-        y = ops.einsum("btd,dhk->bthk", x, w[f"{name}_kernel"])
-        return y + w[f"{name}_bias"]
-
-    q, k, v = (project(n) for n in ("query", "key", "value"))
+    q, k, v = attention_projections(x, w)
     length, size = x.shape[1], q.shape[-1]
     if mask is not None:
         keep = ops.convert_to_tensor(mask[:, :, None, None], "float64")
@@ -52,8 +51,7 @@ def reference(x, w, sharing, mask=None):
     v = ops.einsum("hnt,bthk->bnhk", f[..., :length], v)
     scores = ops.einsum("bthk,bnhk->bhtn", q, k) / np.sqrt(size)
     o = ops.einsum("bhtn,bnhk->bthk", ops.softmax(scores, axis=-1), v)
-    y = ops.einsum("bthk,hkd->btd", o, w["output_kernel"])
-    return y + w["output_bias"]
+    return output_projection(o, w)
 
 
 def _layer(sharing="none", **kwargs):
@@ -90,32 +88,18 @@ def test_matches_reference(sharing, seq_len):
 def test_gradients_match_reference(sharing):
     layer = _layer(sharing)
     x = np.random.default_rng(3).normal(size=(2, 37, HIDDEN))
-    x = x.astype("float32")
-    grads = layer_gradients(layer, x, jit=True)
-    names = [v.path.split("/", 1)[1] for v in layer.trainable_variables]
-
-    def loss(x, *weights):
-        w = dict(zip(names, weights, strict=True))
-        return ops.sum(ops.square(reference(x, w, sharing)))
-
-    with float64():
-        weights = layer_weights(layer)
-        args = [x.astype(np.float64)] + [weights[n] for n in names]
-        _, expected = value_and_grad(loss, *args)
-    for name, g, e in zip(["inputs", *names], grads, expected, strict=True):
-        scale = np.abs(e).max()
-        np.testing.assert_allclose(g, e, atol=1e-4 * scale, err_msg=name)
+    check = functools.partial(reference, sharing=sharing)
+    assert_gradients_match_reference(layer, x, check, rtol=1e-4)
 
 
 def test_padding_equals_the_unpadded_sequence():
     layer = _layer("headwise")
     rng = np.random.default_rng(5)
     x = rng.normal(size=(1, 40, HIDDEN)).astype("float32")
-    padded = np.concatenate([x, 50.0 * rng.normal(size=(1, 30, HIDDEN))], 1)
-    mask = np.arange(70)[None] < 40
-    y = ops.convert_to_numpy(layer(x))
-    y_padded = ops.convert_to_numpy(layer(padded.astype("float32"), mask))
-    np.testing.assert_allclose(y_padded[:, :40], y, rtol=1e-5, atol=1e-5)
+    noise = 50.0 * rng.normal(size=(1, 30, HIDDEN))
+    assert_padding_leaves_real_steps_alone(
+        layer, x, noise, "right", rtol=1e-5, atol=1e-5
+    )
 
 
 def test_memory_is_linear_in_length():
@@ -192,11 +176,7 @@ def test_layerwise_sharing_ties_one_projection_across_layers(tmp_path):
 def test_compiled_call():
     layer = _layer("headwise", dropout=0.1)
     x = np.random.default_rng(0).normal(size=(2, 9, HIDDEN)).astype("float32")
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(compiled(layer)(x)),
-        ops.convert_to_numpy(layer(x)),
-        atol=1e-5,
-    )
+    assert_compiled_call_equals_eager(layer, x)
 
 
 def test_bad_arguments_and_inputs():

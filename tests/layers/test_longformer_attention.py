@@ -35,6 +35,24 @@ def global_positions(length, num_global, real, global_mask):
     return rows
 
 
+def attention_masks(layer, real, global_mask):
+    """`(is_global, local)`: which tokens are global, `(B, T)`, and what a
+    local (non-global) query attends, `(B, T, S)`: the real non-global keys
+    of its window and every global key."""
+    batch, length = real.shape
+    globals_ = global_positions(
+        length, layer.num_global_tokens, real, global_mask
+    )
+    is_global = np.zeros((batch, length), bool)
+    for b, positions in enumerate(globals_):
+        is_global[b, sorted(positions)] = True
+    window = reference.sliding_window_allowed(
+        length, layer.window, layer.causal, layer.dilation
+    )
+    local = window[None] & real[:, None, :] & ~is_global[:, None, :]
+    return is_global, local | is_global[:, None, :]
+
+
 def reference_longformer(layer, x, padding_mask=None, global_mask=None):
     """Longformer self-attention in float64: a local token attends, in one
     softmax, the real non-global tokens of its window and every global token
@@ -47,9 +65,7 @@ def reference_longformer(layer, x, padding_mask=None, global_mask=None):
     if padding_mask is not None:
         real = padding_mask.astype(bool)
         x = np.where(real[..., None], x, 0.0)  # padded steps read as zeros
-    globals_ = global_positions(
-        length, layer.num_global_tokens, real, global_mask
-    )
+    is_global, local = attention_masks(layer, real, global_mask)
 
     def project(name):
         kernel, bias = w[f"{name}_kernel"], w.get(f"{name}_bias", 0.0)
@@ -58,14 +74,6 @@ def reference_longformer(layer, x, padding_mask=None, global_mask=None):
     q, k, v = (project(n) for n in ("query", "key", "value"))
     if layer.num_global_tokens:
         qg, kg, vg = (project(f"{n}_global") for n in ("query", "key", "value"))
-    is_global = np.zeros((batch, length), bool)
-    for b, positions in enumerate(globals_):
-        is_global[b, sorted(positions)] = True
-    window = reference.sliding_window_allowed(
-        length, layer.window, layer.causal, layer.dilation
-    )
-    local = window[None] & real[:, None, :] & ~is_global[:, None, :]
-    local = local | is_global[:, None, :]  # (B, T, S)
     out = in_float64(reference.masked_attention, q, k, v, local[:, None])
     if layer.num_global_tokens:
         everything = real[:, None, None, :]
@@ -87,17 +95,7 @@ def dense_reference(weights, x, layer, masks):
     if padding_mask is not None:
         real = padding_mask.astype(bool)
         x = ops.where(real[..., None], x, ops.zeros_like(x))  # read as zeros
-    globals_ = global_positions(
-        length, layer.num_global_tokens, real, global_mask
-    )
-    is_global = np.zeros((batch, length), bool)
-    for b, positions in enumerate(globals_):
-        is_global[b, sorted(positions)] = True
-    window = reference.sliding_window_allowed(
-        length, layer.window, layer.causal, layer.dilation
-    )
-    local = window[None] & real[:, None, :] & ~is_global[:, None, :]
-    local = local | is_global[:, None, :]  # (B, T, T)
+    is_global, local = attention_masks(layer, real, global_mask)
 
     def project(name):
         kernel = weights[f"{name}_kernel"]

@@ -6,6 +6,7 @@ import pytest
 
 from kerasseq.layers.lru import LRU
 from kerasseq.ops import reference
+from tests.layers.common import glu_output
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
 from tests.testing import in_float64
@@ -20,14 +21,6 @@ MODES = ["recurrent", "chunk", "parallel"]
 
 def numpy(x):
     return keras.ops.convert_to_numpy(x)
-
-
-def gelu_tanh(x):
-    return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def reference_lru(w, x, padding_mask=None, use_glu=True):
@@ -47,12 +40,7 @@ def reference_lru(w, x, padding_mask=None, use_glu=True):
     decay = np.broadcast_to(lam, drive.shape)
     h, _ = in_float64(reference.linear_recurrence, decay, drive)
     y = (h @ C).real + w["D"] * x
-    if not use_glu:
-        return y
-    g = gelu_tanh(y)
-    out = g @ w["glu_out/kernel"] + w["glu_out/bias"]
-    gate = g @ w["glu_gate/kernel"] + w["glu_gate/bias"]
-    return out * sigmoid(gate)
+    return glu_output(w, y) if use_glu else y
 
 
 def make_layer(rng, hidden=8, **kwargs):

@@ -6,11 +6,12 @@ import pytest
 
 from kerasseq.layers import Mamba
 from kerasseq.ops import reference
+from tests.layers.common import assert_padding_leaves_real_steps_alone
+from tests.layers.common import randomized
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
 from tests.testing import in_float64
 from tests.testing import layer_weights
-from tests.testing import perturb_weights
 from tests.testing import step_through
 
 
@@ -23,8 +24,7 @@ def test_matches_reference_equations(mode):
     rng = np.random.default_rng(0)
     layer = Mamba(state_size=4, mode=mode, chunk_size=4)
     x = rng.normal(size=(2, 11, 8)).astype("float32")
-    layer.build(x.shape)
-    perturb_weights(layer, rng)
+    randomized(layer, x.shape, rng)
     y = keras.ops.convert_to_numpy(compiled(layer)(x))
     expected = in_float64(reference.mamba_block, layer_weights(layer), x)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
@@ -73,8 +73,7 @@ def test_step_equals_call():
     rng = np.random.default_rng(1)
     layer = Mamba(state_size=4)
     x = rng.normal(size=(3, 9, 8)).astype("float32")
-    layer.build(x.shape)
-    perturb_weights(layer, rng)
+    randomized(layer, x.shape, rng)
     state = assert_step_equals_call(layer, x)
     assert state["ssm"].shape == (3, 16, 4)
     assert state["conv"].shape == (3, 3, 16)
@@ -84,13 +83,9 @@ def test_left_padding_leaves_real_steps_alone():
     rng = np.random.default_rng(2)
     layer = Mamba(state_size=4)
     x = rng.normal(size=(1, 5, 8)).astype("float32")
-    layer.build(x.shape)
-    perturb_weights(layer, rng)
-    padded = np.concatenate([rng.normal(size=(1, 3, 8)), x], 1)
-    mask = np.array([[False] * 3 + [True] * 5])
-    y1 = keras.ops.convert_to_numpy(layer(padded.astype("float32"), mask))
-    y2 = keras.ops.convert_to_numpy(layer(x))
-    np.testing.assert_allclose(y1[:, 3:], y2, atol=1e-5)
+    randomized(layer, x.shape, rng)
+    noise = rng.normal(size=(1, 3, 8))
+    assert_padding_leaves_real_steps_alone(layer, x, noise, "left")
 
 
 def test_bad_arguments():

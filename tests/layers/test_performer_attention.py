@@ -1,3 +1,5 @@
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -5,13 +7,15 @@ from keras import ops
 
 from kerasseq.layers.performer_attention import PerformerAttention
 from kerasseq.layers.softmax_attention import SoftmaxAttention
+from tests.layers.common import assert_compiled_call_equals_eager
+from tests.layers.common import assert_gradients_match_reference
+from tests.layers.common import assert_padding_leaves_real_steps_alone
+from tests.layers.common import attention_projections
+from tests.layers.common import output_projection
 from tests.testing import assert_step_equals_call
-from tests.testing import compiled
 from tests.testing import float64
-from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
-from tests.testing import value_and_grad
 
 HIDDEN, HEADS = 12, 2
 
@@ -26,12 +30,7 @@ def reference(x, w, causal, mask=None, eps=1e-6):
     gradients."""
     x = ops.convert_to_tensor(x, "float64")
     w = {k: ops.convert_to_tensor(v, "float64") for k, v in w.items()}
-
-    def project(name):
-        y = ops.einsum("btd,dhk->bthk", x, w[f"{name}_kernel"])
-        return y + w[f"{name}_bias"]
-
-    q, k, v = (project(n) for n in ("query", "key", "value"))
+    q, k, v = attention_projections(x, w)
     projection = w["projection"]
     num_features, dim = projection.shape
 
@@ -59,8 +58,7 @@ def reference(x, w, causal, mask=None, eps=1e-6):
     scores = scores * ops.convert_to_tensor(allowed, "float64")
     o = ops.einsum("bhij,bjhv->bihv", scores, v)
     o = o / ops.transpose(ops.sum(scores, axis=-1), (0, 2, 1))[..., None]
-    y = ops.einsum("bthk,hkd->btd", o, w["output_kernel"])
-    return y + w["output_bias"]
+    return output_projection(o, w)
 
 
 def _layer(causal, **kwargs):
@@ -96,21 +94,8 @@ def test_matches_reference(causal, seq_len):
 def test_gradients_match_reference(causal):
     layer = _layer(causal, mode="chunk", chunk_size=16)
     x = np.random.default_rng(3).normal(size=(2, 37, HIDDEN))
-    x = x.astype("float32")
-    grads = layer_gradients(layer, x, jit=True)
-    names = [v.path.split("/", 1)[1] for v in layer.trainable_variables]
-    fixed = layer_weights(layer)
-
-    def loss(x, *weights):
-        w = {**fixed, **dict(zip(names, weights, strict=True))}
-        return ops.sum(ops.square(reference(x, w, causal)))
-
-    with float64():
-        args = [x.astype(np.float64)] + [fixed[n] for n in names]
-        _, expected = value_and_grad(loss, *args)
-    for name, g, e in zip(["inputs", *names], grads, expected, strict=True):
-        scale = np.abs(e).max()
-        np.testing.assert_allclose(g, e, atol=2e-4 * scale, err_msg=name)
+    check = functools.partial(reference, causal=causal)
+    assert_gradients_match_reference(layer, x, check, rtol=2e-4)
 
 
 def test_estimate_converges_to_softmax_attention():
@@ -155,11 +140,10 @@ def test_padding_equals_the_unpadded_sequence():
     layer = _layer(causal=False)
     rng = np.random.default_rng(5)
     x = rng.normal(size=(1, 6, HIDDEN)).astype("float32")
-    padded = np.concatenate([x, 50.0 * rng.normal(size=(1, 4, HIDDEN))], 1)
-    mask = np.arange(10)[None] < 6
-    y = ops.convert_to_numpy(layer(x))
-    y_padded = ops.convert_to_numpy(layer(padded.astype("float32"), mask))
-    np.testing.assert_allclose(y_padded[:, :6], y, rtol=1e-5, atol=1e-6)
+    noise = 50.0 * rng.normal(size=(1, 4, HIDDEN))
+    assert_padding_leaves_real_steps_alone(
+        layer, x, noise, "right", rtol=1e-5, atol=1e-6
+    )
 
 
 def _projection(layer):
@@ -213,11 +197,7 @@ def test_redraw_under_fit():
 def test_compiled_call():
     layer = _layer(causal=True, feature_redraw_interval=None, chunk_size=4)
     x = np.random.default_rng(0).normal(size=(2, 9, HIDDEN)).astype("float32")
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(compiled(layer)(x)),
-        ops.convert_to_numpy(layer(x)),
-        atol=1e-5,
-    )
+    assert_compiled_call_equals_eager(layer, x)
 
 
 def test_mixed_precision_call():

@@ -4,16 +4,13 @@ import pytest
 
 from kerasseq.layers.quasi_lstm import QuasiLSTM
 from kerasseq.ops import reference
+from tests.layers.common import assert_modes_give_the_same_gradients
+from tests.layers.common import sigmoid
 from tests.testing import assert_step_equals_call
 from tests.testing import compiled
 from tests.testing import in_float64
-from tests.testing import layer_gradients
 from tests.testing import layer_weights
 from tests.testing import perturb_weights
-
-
-def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def reference_quasi_lstm(w, x, mask=None):
@@ -84,15 +81,7 @@ def test_step_equals_call(units):
 def test_modes_give_the_same_gradients():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 10, 8)).astype("float32")
-    grads = {}
-    for mode in ("recurrent", "chunk"):
-        keras.utils.set_random_seed(0)
-        layer = QuasiLSTM(mode=mode, chunk_size=4)
-        layer.build(x.shape)
-        grads[mode] = layer_gradients(layer, x, jit=True)
-    for a, b in zip(grads["recurrent"], grads["chunk"], strict=True):
-        assert np.abs(a).sum() > 0
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert_modes_give_the_same_gradients(QuasiLSTM, x, atol=1e-5, jit=True)
 
 
 def test_bad_arguments():

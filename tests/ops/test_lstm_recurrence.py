@@ -44,26 +44,44 @@ def weighted_loss(gates, U, mask, weights, h=None, c=None, final_weights=None):
     return total
 
 
-@pytest.mark.parametrize("masked", [False, True])
-def test_gradients_match_autodiff_under_xla(masked):
-    rng = np.random.default_rng(1)
+def gradient_inputs(seed, masked):
+    """`(rng, gates, U, mask)` of a gradient test, the mask all true where
+    not `masked`; the rng draws the loss weights that follow."""
+    rng = np.random.default_rng(seed)
     gates, U, mask = inputs(rng)
     if not masked:
         mask = np.ones_like(mask)
-    weights = rng.normal(size=(*gates.shape[:2], U.shape[0]))
-    weights = weights.astype("float32")
+    return rng, gates, U, mask
+
+
+def output_weights(rng, gates, U):
+    """Weights of the outputs `(B, T, units)` in a loss."""
+    return rng.normal(size=(*gates.shape[:2], U.shape[0])).astype("float32")
+
+
+def assert_matches_autodiff(value, grads, expected, names):
+    """The kernel's loss and gradients equal `expected`, the backend's
+    autodiff `(value, grads)` through the reference loop."""
+    expected_value, expected_grads = expected
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    for name, grad, ref in zip(names, grads, expected_grads, strict=True):
+        np.testing.assert_allclose(grad, ref, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradients_match_autodiff_under_xla(masked):
+    rng, gates, U, mask = gradient_inputs(1, masked)
+    weights = output_weights(rng, gates, U)
 
     def loss(gates, U):
         h = lstm_recurrence(gates, U, mask if masked else None)
         return ops.sum(h * weights)
 
     value, grads = value_and_grad(loss, gates, U, jit=True)
-    expected_value, expected = value_and_grad(
+    expected = value_and_grad(
         lambda g, u: weighted_loss(g, u, mask, weights), gates, U
     )
-    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
-    for name, grad, ref in zip(("gates", "U"), grads, expected, strict=True):
-        np.testing.assert_allclose(grad, ref, atol=2e-5, err_msg=name)
+    assert_matches_autodiff(value, grads, expected, ("gates", "U"))
 
 
 def _state(rng, gates, U):
@@ -99,13 +117,9 @@ def test_initial_and_final_state_match_reference(masked):
 
 @pytest.mark.parametrize("masked", [False, True])
 def test_state_gradients_match_autodiff_under_xla(masked):
-    rng = np.random.default_rng(4)
-    gates, U, mask = inputs(rng)
-    if not masked:
-        mask = np.ones_like(mask)
+    rng, gates, U, mask = gradient_inputs(4, masked)
     h0, c0 = _state(rng, gates, U)
-    weights = rng.normal(size=(*gates.shape[:2], U.shape[0]))
-    weights = weights.astype("float32")
+    weights = output_weights(rng, gates, U)
     final_weights = _state(rng, gates, U)
 
     def loss(gates, U, h0, c0):
@@ -120,7 +134,7 @@ def test_state_gradients_match_autodiff_under_xla(masked):
         return total + ops.sum(c_last * final_weights[1])
 
     value, grads = value_and_grad(loss, gates, U, h0, c0, jit=True)
-    expected_value, expected = value_and_grad(
+    expected = value_and_grad(
         lambda g, u, h, c: weighted_loss(
             g, u, mask, weights, h, c, final_weights
         ),
@@ -129,10 +143,7 @@ def test_state_gradients_match_autodiff_under_xla(masked):
         h0,
         c0,
     )
-    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
-    names = ("gates", "U", "h0", "c0")
-    for name, grad, ref in zip(names, grads, expected, strict=True):
-        np.testing.assert_allclose(grad, ref, atol=2e-5, err_msg=name)
+    assert_matches_autodiff(value, grads, expected, ("gates", "U", "h0", "c0"))
 
 
 def test_low_precision_inputs_compute_in_float32():
