@@ -58,6 +58,14 @@ class BaseAttention(SequenceLayer):
     `set_dropout(rate)` in `__init__`; `compute_attention` then drops
     them in training.
 
+    The sparse and random-feature attentions (BigBird, Longformer,
+    Performer) take `recompute_attention`: with it, the attention core is
+    recomputed in the backward pass (`recomputed`, `keras.remat`) instead
+    of keeping its intermediates (scores and weights, random features)
+    until then, as memory-efficient attention kernels do, so that training
+    holds one layer's at a time. It is off while dropout on the weights is
+    active (its mask would be redrawn).
+
     Args:
         num_heads: int. Number of attention heads.
         head_dim: int. Size of each head. Defaults to

@@ -58,15 +58,9 @@ class BigBirdAttention(BaseAttention):
             blocks outside training: the seeded draw of training, or block
             0 in every random slot (transformers' BigBird in eval mode).
         dropout: float. Dropout rate on the attention weights.
-        recompute_attention: bool. Recompute the attention core in the
-            backward pass (`keras.remat`) instead of keeping its
-            intermediates until then, as memory-efficient attention kernels
-            do: training holds one layer's scores and weights at a time.
-            Off while dropout on the weights is active (its mask would be
-            redrawn).
-        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
-            `BaseAttention` takes them, and the keyword arguments of
-            `keras.layers.Layer`.
+        recompute_attention: bool, see `BaseAttention`.
+        **kwargs: `head_dim`, `use_bias`, `kernel_initializer` (see
+            `BaseAttention`) and `keras.layers.Layer`'s arguments.
 
     Call arguments:
         As `SequenceLayer`'s, with a static `seq_len`. Padded keys

@@ -86,9 +86,16 @@ class DeltaNet(SequenceLayer):
 
     Example:
 
+    A prompt in one pass with `prefill`, then token by token with `step`,
+    gives the outputs of the whole sequence:
+
     >>> layer = DeltaNet(num_heads=4)
-    >>> tuple(layer(keras.random.normal((2, 10, 32))).shape)
-    (2, 10, 32)
+    >>> x = keras.random.normal((2, 10, 32))
+    >>> y = layer(x)
+    >>> _, state = layer.prefill(x[:, :9])
+    >>> y_9, state = layer.step(x[:, 9], state)
+    >>> bool(np.allclose(y_9, y[:, 9], atol=1e-4))
+    True
 
     Reference:
         - [Schlag et al., 2021](https://arxiv.org/abs/2102.11174)
@@ -130,14 +137,11 @@ class DeltaNet(SequenceLayer):
         self.chunk_size = chunk_size
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def _initializer(self):
-        return fresh_initializer(self.kernel_initializer)
-
     def _dense(self, name, units, input_dim):
         layer = keras.layers.Dense(
             units,
             use_bias=False,
-            kernel_initializer=self._initializer(),
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name=name,
         )

@@ -43,9 +43,8 @@ class LinearAttention(BaseAttention):
         mode: the `linear_attention` mode (`"auto"`, `"recurrent"`,
             `"chunk"`, `"parallel"`).
         chunk_size: int, the `linear_attention` chunk size.
-        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
-            `BaseAttention` takes them, and the keyword arguments of
-            `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias`, `kernel_initializer` (see
+            `BaseAttention`) and `keras.layers.Layer`'s arguments.
 
     Call arguments:
         As `SequenceLayer`'s. Padded keys add nothing to the state.

@@ -254,41 +254,25 @@ class DiagonalRNN(_LinearRNNBase):
     complex. The recurrence runs as `kerasseq.ops.linear_recurrence` (any
     of its modes); `step` carries the complex state.
 
-    Args:
-        state_size: int, N. Defaults to the input width.
-        A_init: `"glorot"`, `"rescaled_glorot"` or `"fixed"`.
-        use_glu: bool. GELU and a gated linear unit after the readout.
-        mode: the `linear_recurrence` mode (`"auto"`, `"recurrent"`,
-            `"chunk"`, `"parallel"`).
-        chunk_size: int, the `linear_recurrence` chunk size.
-        **kwargs: other keyword arguments of `keras.layers.Layer`.
+    Arguments, call arguments and reference as `LinearRNN`'s, but:
 
-    Call arguments:
-        As `SequenceLayer`'s. Padded steps feed zeros into the state.
+    - mode: the `linear_recurrence` mode (`"auto"`, `"recurrent"`,
+      `"chunk"`, `"parallel"`);
+    - chunk_size: int, the `linear_recurrence` chunk size.
 
-    Example:
+    Example, the recurrence in chunks of 4 steps:
 
-    >>> layer = DiagonalRNN(A_init="rescaled_glorot")
+    >>> layer = DiagonalRNN(mode="chunk", chunk_size=4)
     >>> layer(keras.random.normal((2, 10, 16))).shape
     (2, 10, 16)
-
-    Reference:
-        - [Bar, Seleznova et al., 2025](https://arxiv.org/abs/2505.19827)
     """
 
     _MODES = checks.MODES
 
-    def __init__(
-        self,
-        state_size=None,
-        A_init="glorot",
-        use_glu=True,
-        mode="auto",
-        chunk_size=64,
-        **kwargs,
-    ):
+    def __init__(self, *args, chunk_size=64, **kwargs):
+        # `state_size`, `A_init`, `use_glu`, `mode`: `LinearRNN`'s
         checks.check_int("chunk_size", chunk_size)
-        super().__init__(state_size, A_init, use_glu, mode, **kwargs)
+        super().__init__(*args, **kwargs)
         self.chunk_size = chunk_size
 
     def build(self, input_shape):

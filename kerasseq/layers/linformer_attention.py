@@ -39,9 +39,8 @@ class LinformerAttention(BaseAttention):
         projection_initializer: initializer of `E` and `F`, applied to each
             `(k, max_length)` matrix (`E` and `F` have no biases).
         causal: must be `False`.
-        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
-            `BaseAttention` takes them, and the keyword arguments of
-            `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias`, `kernel_initializer` (see
+            `BaseAttention`) and `keras.layers.Layer`'s arguments.
 
     Call arguments:
         As `SequenceLayer`'s, with `seq_len <= max_length`.

@@ -73,9 +73,13 @@ class LRU(SequenceLayer):
 
     Example:
 
-    >>> layer = LRU(state_size=64)
-    >>> tuple(layer(keras.random.normal((2, 10, 32))).shape)
-    (2, 10, 32)
+    The eigenvalues start in the ring `r_min <= |lambda| <= r_max`:
+
+    >>> layer = LRU(state_size=64, r_min=0.9, r_max=0.99)
+    >>> layer.build((None, None, 32))
+    >>> nu = np.exp(keras.ops.convert_to_numpy(layer.nu_log))
+    >>> bool(np.all((0.9 <= np.exp(-nu)) & (np.exp(-nu) <= 0.99)))
+    True
 
     Reference:
         - [Orvieto et al., 2023](https://arxiv.org/abs/2303.06349)

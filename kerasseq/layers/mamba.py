@@ -61,9 +61,15 @@ class Mamba(SequenceLayer):
 
     Example:
 
+    Decoding keeps a state of constant size: the convolution's last
+    `conv_kernel - 1` inputs and the scan's `(expand * hidden_dim,
+    state_size)` state per sequence:
+
     >>> layer = Mamba(state_size=16)
-    >>> layer(keras.random.normal((2, 10, 32))).shape
-    (2, 10, 32)
+    >>> y = layer(keras.random.normal((2, 10, 32)))
+    >>> state = layer.get_initial_state(2)
+    >>> [tuple(s.shape) for s in keras.tree.flatten(state)]
+    [(2, 3, 64), (2, 64, 16)]
 
     Reference:
         - [Gu and Dao, 2023](https://arxiv.org/abs/2312.00752)
@@ -114,9 +120,6 @@ class Mamba(SequenceLayer):
         self.chunk_size = chunk_size
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
-    def _initializer(self):
-        return fresh_initializer(self.kernel_initializer)
-
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
         inner = self.expand * hidden_dim
@@ -125,7 +128,7 @@ class Mamba(SequenceLayer):
         self.in_proj = keras.layers.Dense(
             2 * inner,
             use_bias=self.use_bias,
-            kernel_initializer=self._initializer(),
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="in_proj",
         )
@@ -147,7 +150,7 @@ class Mamba(SequenceLayer):
         self.x_proj = keras.layers.Dense(
             rank + 2 * n,
             use_bias=False,
-            kernel_initializer=self._initializer(),
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="x_proj",
         )
@@ -171,7 +174,7 @@ class Mamba(SequenceLayer):
         self.out_proj = keras.layers.Dense(
             hidden_dim,
             use_bias=self.use_bias,
-            kernel_initializer=self._initializer(),
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="out_proj",
         )

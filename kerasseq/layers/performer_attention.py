@@ -55,13 +55,9 @@ class PerformerAttention(BaseAttention):
         mode: the `linear_attention` mode (`"auto"`, `"recurrent"`,
             `"chunk"`, `"parallel"`), for causal attention.
         chunk_size: int, the `linear_attention` chunk size.
-        recompute_attention: bool. Recompute the attention core in the
-            backward pass (`keras.remat`) instead of keeping its
-            intermediates until then, as memory-efficient attention kernels
-            do: training holds one layer's random features at a time.
-        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
-            `BaseAttention` takes them, and the keyword arguments of
-            `keras.layers.Layer`.
+        recompute_attention: bool, see `BaseAttention`.
+        **kwargs: `head_dim`, `use_bias`, `kernel_initializer` (see
+            `BaseAttention`) and `keras.layers.Layer`'s arguments.
 
     Call arguments:
         As `SequenceLayer`'s. Padded keys add nothing; in training

@@ -29,9 +29,8 @@ class SoftmaxAttention(BaseAttention):
             (rotary position embedding, RoFormer; GPT-NeoX / Pythia rotate
             a quarter). 0 (the default) rotates none.
         rotary_base: float. Wavelength base of the rotary frequencies.
-        **kwargs: `head_dim`, `use_bias` and `kernel_initializer`, as
-            `BaseAttention` takes them, and the keyword arguments of
-            `keras.layers.Layer`.
+        **kwargs: `head_dim`, `use_bias`, `kernel_initializer` (see
+            `BaseAttention`) and `keras.layers.Layer`'s arguments.
 
     Call arguments:
         As `SequenceLayer`'s. Padded keys receive no attention.
