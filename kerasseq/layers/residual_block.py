@@ -7,6 +7,19 @@ BLOCK_TYPES = ("pre_norm", "parallel", "post_norm")
 NORMALIZATIONS = ("layer_norm", "rms_norm")
 
 
+def mixer_layer(mixer):
+    """`mixer` as a Keras layer: the layer itself, or the layer its config
+    (as `get_config` saved it) describes."""
+    if isinstance(mixer, dict):
+        mixer = keras.saving.deserialize_keras_object(mixer)
+    if not isinstance(mixer, keras.layers.Layer):
+        raise ValueError(
+            "Received an invalid value for argument `mixer`, expected a "
+            f"keras.layers.Layer or its config, got {mixer!r}."
+        )
+    return mixer
+
+
 @keras.saving.register_keras_serializable(package="kerasseq")
 def gelu_approximate(x):
     """GELU by its tanh approximation (GPT-2's `gelu_new`)."""
@@ -92,14 +105,7 @@ class ResidualBlock(SequenceLayer):
                 f"mlp_ratio={mlp_ratio!r}."
             )
         super().__init__(**kwargs)
-        if isinstance(mixer, dict):
-            mixer = keras.saving.deserialize_keras_object(mixer)
-        if not isinstance(mixer, keras.layers.Layer):
-            raise ValueError(
-                "Received an invalid value for argument `mixer`, expected a "
-                f"keras.layers.Layer or its config, got {mixer!r}."
-            )
-        self.mixer = mixer
+        self.mixer = mixer_layer(mixer)
         self.mlp_ratio = mlp_ratio
         self.activation = activation
         self.dropout = dropout

@@ -3,6 +3,7 @@ import keras
 from kerasseq.layers.position_embedding import PositionEmbedding
 from kerasseq.layers.residual_block import ResidualBlock
 from kerasseq.layers.residual_block import make_norm
+from kerasseq.layers.residual_block import mixer_layer
 from kerasseq.layers.token_embedding import TokenEmbedding
 from kerasseq.ops.checks import check_choice
 from kerasseq.ops.checks import check_int
@@ -121,13 +122,7 @@ class SequenceBackbone(keras.Model):
             )
         if position_embedding == "learned":
             check_int("max_sequence_length", max_sequence_length)
-        if isinstance(mixer, dict):
-            mixer = keras.saving.deserialize_keras_object(mixer)
-        if not isinstance(mixer, keras.layers.Layer):
-            raise ValueError(
-                "Received an invalid value for argument `mixer`, expected a "
-                f"keras.layers.Layer or its config, got {mixer!r}."
-            )
+        mixer = mixer_layer(mixer)
 
         # === layers ===
         if vocabulary_size is not None:

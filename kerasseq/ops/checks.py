@@ -7,6 +7,7 @@ message reads the same wherever a value is refused."""
 
 import keras
 import numpy as np
+from keras import ops
 
 MODES = ("auto", "recurrent", "chunk", "parallel")
 
@@ -38,6 +39,14 @@ def check_float(name, x):
             f"Received an invalid dtype for argument `{name}`, expected a "
             f"floating-point tensor, got {dtype}."
         )
+
+
+def float_tensor(name, x):
+    """`x` as a tensor, checked to be floating (or complex) as
+    `check_float` checks it."""
+    x = ops.convert_to_tensor(x)
+    check_float(name, x)
+    return x
 
 
 def check_rank(name, x, ranks, expected):

@@ -83,8 +83,7 @@ def linear_recurrence(
     checks.check_chunk_size(chunk_size)
     a, b = _check_pair("a", a, "b", b, "(B, T, ...)")
     if initial_state is not None:
-        initial_state = ops.convert_to_tensor(initial_state)
-        checks.check_float("initial_state", initial_state)
+        initial_state = checks.float_tensor("initial_state", initial_state)
         checks.check_shape(
             "initial_state",
             initial_state,
@@ -126,8 +125,7 @@ def linear_recurrence_step(a_t, b_t, state):
     """
     a_t, b_t = _check_pair("a_t", a_t, "b_t", b_t, "(B, ...)")
     if state is not None:
-        state = ops.convert_to_tensor(state)
-        checks.check_float("state", state)
+        state = checks.float_tensor("state", state)
         checks.check_shape("state", state, a_t.shape, "(B, ...) of `a_t`")
     compute_dtype, out_dtype = _dtypes(a_t, b_t, state)
     h = ops.cast(b_t, compute_dtype)
@@ -183,10 +181,8 @@ def recurrence(a, b, initial_state, reverse, mode, chunk_size=64):
 def _check_pair(name_a, a, name_b, b, layout):
     """Converts and checks the decays and inputs: floating, `b` of the
     shape of `a`, `layout` `"(B, T, ...)"` or `"(B, ...)"`."""
-    a = ops.convert_to_tensor(a)
-    b = ops.convert_to_tensor(b)
-    checks.check_float(name_a, a)
-    checks.check_float(name_b, b)
+    a = checks.float_tensor(name_a, a)
+    b = checks.float_tensor(name_b, b)
     lowest = layout.count(",")
     checks.check_rank(name_a, a, tuple(range(lowest, lowest + 7)), layout)
     checks.check_shape(name_b, b, a.shape, f"the shape of `{name_a}`, {layout}")

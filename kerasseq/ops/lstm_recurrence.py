@@ -85,10 +85,8 @@ def lstm_recurrence(
     (2, 5, 3)
     """
     modes.check("lstm_recurrence", mode)
-    gates = ops.convert_to_tensor(gates)
-    recurrent_kernel = ops.convert_to_tensor(recurrent_kernel)
-    checks.check_float("gates", gates)
-    checks.check_float("recurrent_kernel", recurrent_kernel)
+    gates = checks.float_tensor("gates", gates)
+    recurrent_kernel = checks.float_tensor("recurrent_kernel", recurrent_kernel)
     checks.check_rank("gates", gates, (3,), "(B, T, 4Dh)")
     checks.check_rank("recurrent_kernel", recurrent_kernel, (2,), "(Dh, 4Dh)")
     units = recurrent_kernel.shape[0]

@@ -68,18 +68,15 @@ def matrix_recurrence(
     (2, 4, 3)
     """
     modes.check("matrix_recurrence", mode)
-    A = ops.convert_to_tensor(A)
-    b = ops.convert_to_tensor(b)
-    checks.check_float("A", A)
-    checks.check_float("b", b)
+    A = checks.float_tensor("A", A)
+    b = checks.float_tensor("b", b)
     checks.check_rank("b", b, (3,), "(B, T, N)")
     size = b.shape[-1]
     checks.check_shape("A", A, (size, size), "(N, N) with N of `b`")
     checks.check_static_length("b", b)
     out_dtype = b.dtype
     if initial_state is not None:
-        initial_state = ops.convert_to_tensor(initial_state)
-        checks.check_float("initial_state", initial_state)
+        initial_state = checks.float_tensor("initial_state", initial_state)
         checks.check_shape(
             "initial_state", initial_state, (b.shape[0], size), "(B, N)"
         )
