@@ -9,8 +9,18 @@ from kerasseq.ops import dispatch
 from kerasseq.ops import reference
 from kerasseq.ops.delta_rule import delta_rule
 from kerasseq.ops.delta_rule import delta_rule_step
+from tests.ops.cases import FORWARD_CASES
+from tests.ops.cases import GRAD_CASES
+from tests.ops.cases import assert_gradients_close
+from tests.ops.cases import case_id
+from tests.ops.cases import finite_differences
+from tests.ops.cases import loss_weights
+from tests.ops.cases import numpy
+from tests.ops.cases import predict_per_mode
+from tests.ops.cases import reference_gradients
+from tests.ops.cases import temp_bytes_per_token
+from tests.ops.cases import weighted_sum
 from tests.testing import compiled
-from tests.testing import float64
 from tests.testing import in_float64
 from tests.testing import rel_rms
 from tests.testing import value_and_grad
@@ -19,28 +29,6 @@ MODES = ["recurrent", "chunk"]
 # chunk mode runs each chunk inside its loop on a CPU and batches the
 # state-free work of all chunks on a GPU or TPU; test both organisations
 FORMS = ["recurrent", "chunk", "chunk-batched"]
-# (B, T, H, K, V, chunk_size): odd lengths, every chunk size, K != V
-FORWARD_CASES = [
-    (2, 1, 2, 8, 8, 16),
-    (2, 7, 3, 8, 4, 16),
-    (1, 63, 2, 16, 8, 32),
-    (2, 100, 2, 8, 16, 64),
-    (1, 100, 1, 32, 32, 16),
-    (1, 1000, 2, 8, 4, 64),
-]
-GRAD_CASES = [
-    (1, 1, 1, 4, 4, 16),
-    (2, 7, 2, 8, 4, 16),
-    (1, 63, 2, 8, 8, 32),
-    (2, 100, 1, 8, 16, 64),
-    (1, 1000, 1, 8, 8, 64),
-]
-
-
-def case_id(value):
-    if isinstance(value, tuple):
-        return "B{}-T{}-H{}-K{}-V{}-C{}".format(*value)
-    return str(value)
 
 
 @pytest.fixture
@@ -57,10 +45,6 @@ def use_form(monkeypatch):
     return use
 
 
-def numpy(x):
-    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
-
-
 def make_inputs(case, beta_range=(0.0, 2.0), seed=42):
     """Unit-norm keys (the layer normalises them), beta in beta_range."""
     batch, length, heads, key_dim, value_dim = case[:5]
@@ -74,32 +58,35 @@ def make_inputs(case, beta_range=(0.0, 2.0), seed=42):
     return [x.astype(np.float32) for x in (q, k, v, beta, s0)]
 
 
-def loss_weights(case, seed=7):
-    batch, length, heads, key_dim, value_dim = case[:5]
-    rng = np.random.default_rng(seed)
-    w_o = rng.normal(size=(batch, length, heads, value_dim))
-    w_s = rng.normal(size=(batch, heads, key_dim, value_dim))
-    return w_o, w_s
+def run(mode, chunk_size):
+    """delta_rule with an initial state, returning the final one."""
+
+    def fn(q, k, v, beta, s0):
+        return delta_rule(
+            q,
+            k,
+            v,
+            beta,
+            initial_state=s0,
+            return_final_state=True,
+            mode=mode,
+            chunk_size=chunk_size,
+        )
+
+    return fn
 
 
 @functools.cache
 def expected_gradients(case, singular=False):
     """Loss and gradients by autodiff through the library's reference loop
     in float64 (compiled: a `dispatch.scan` over its step)."""
-    inputs = _grad_inputs(case, singular)
-    w_o, w_s = loss_weights(case)
-    with float64():
-
-        def loss(q, k, v, beta, s0):
-            o, s = reference.delta_rule(
-                q, k, v, beta, initial_state=s0, scan=dispatch.scan
-            )
-            return ops.sum(o * w_o) + ops.sum(s * w_s)
-
-        value, grads = value_and_grad(
-            loss, *[x.astype(np.float64) for x in inputs], jit=True
-        )
-    return value, grads
+    return reference_gradients(
+        lambda q, k, v, beta, s0: reference.delta_rule(
+            q, k, v, beta, initial_state=s0, scan=dispatch.scan
+        ),
+        _grad_inputs(case, singular),
+        loss_weights(case),
+    )
 
 
 def _grad_inputs(case, singular):
@@ -140,22 +127,10 @@ def test_reference_matches_step_by_step_definition():
 def test_forward_matches_reference(form, case, use_form):
     mode = use_form(form)
     q, k, v, beta, s0 = make_inputs(case)
-    chunk_size = case[5]
     o_ref, s_ref = in_float64(
         reference.delta_rule, q, k, v, beta, initial_state=s0
     )
-    o, s = compiled(
-        lambda q, k, v, beta, s0: delta_rule(
-            q,
-            k,
-            v,
-            beta,
-            initial_state=s0,
-            return_final_state=True,
-            mode=mode,
-            chunk_size=chunk_size,
-        )
-    )(q, k, v, beta, s0)
+    o, s = compiled(run(mode, case[5]))(q, k, v, beta, s0)
     assert tuple(o.shape) == case[:3] + (case[4],)
     assert keras.backend.standardize_dtype(o.dtype) == "float32"
     assert keras.backend.standardize_dtype(s.dtype) == "float32"
@@ -185,29 +160,16 @@ def test_defaults_without_initial_state(mode):
 def test_gradients_match_autodiff_reference(form, case, use_form):
     mode = use_form(form)
     inputs = make_inputs(case)
-    w_o, w_s = loss_weights(case)
+    weights = loss_weights(case)
 
-    def loss(q, k, v, beta, s0):
-        o, s = delta_rule(
-            q,
-            k,
-            v,
-            beta,
-            initial_state=s0,
-            return_final_state=True,
-            mode=mode,
-            chunk_size=case[5],
-        )
-        return ops.sum(o * w_o) + ops.sum(s * w_s)
+    def loss(*inputs):
+        return weighted_sum(run(mode, case[5])(*inputs), weights)
 
     value, grads = value_and_grad(loss, *inputs, jit=True)
     value_ref, grads_ref = expected_gradients(case)
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)
-    for name, g, g_ref in zip(
-        ("q", "k", "v", "beta", "initial_state"), grads, grads_ref, strict=True
-    ):
-        assert g.shape == g_ref.shape, name
-        assert rel_rms(g, g_ref) < 1e-5, name
+    names = ("q", "k", "v", "beta", "initial_state")
+    assert_gradients_close(grads, grads_ref, names)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -216,20 +178,10 @@ def test_gradients_with_singular_transitions(form, use_form):
     # beta = 1 and one repeated key: every step projects the state
     case = (1, 40, 2, 4, 3, 16)
     inputs = _grad_inputs(case, singular=True)
-    w_o, w_s = loss_weights(case)
+    weights = loss_weights(case)
 
-    def loss(q, k, v, beta, s0):
-        o, s = delta_rule(
-            q,
-            k,
-            v,
-            beta,
-            initial_state=s0,
-            return_final_state=True,
-            mode=mode,
-            chunk_size=16,
-        )
-        return ops.sum(o * w_o) + ops.sum(s * w_s)
+    def loss(*inputs):
+        return weighted_sum(run(mode, 16)(*inputs), weights)
 
     _, grads = value_and_grad(loss, *inputs, jit=True)
     _, grads_ref = expected_gradients(case, singular=True)
@@ -244,35 +196,20 @@ def test_gradients_match_finite_differences(form, use_form):
     # central differences of the float64 numpy loop, every input element
     case = (1, 5, 2, 3, 2)
     inputs = make_inputs(case)
-    w_o, w_s = loss_weights(case)
+    weights = loss_weights(case)
 
     def numpy_loss(q, k, v, beta, s0):
-        o, s = in_float64(reference.delta_rule, q, k, v, beta, initial_state=s0)
-        return np.sum(o * w_o) + np.sum(s * w_s)
-
-    def loss(q, k, v, beta, s0):
-        o, s = delta_rule(
-            q,
-            k,
-            v,
-            beta,
-            initial_state=s0,
-            return_final_state=True,
-            mode=mode,
-            chunk_size=2,
+        outputs = in_float64(
+            reference.delta_rule, q, k, v, beta, initial_state=s0
         )
-        return ops.sum(o * w_o) + ops.sum(s * w_s)
+        return weighted_sum(outputs, weights)
+
+    def loss(*inputs):
+        return weighted_sum(run(mode, 2)(*inputs), weights)
 
     _, grads = value_and_grad(loss, *inputs, jit=True)
-    eps = 1e-6
-    for i, g in enumerate(grads):
-        fd = np.zeros(inputs[i].shape)
-        for index in np.ndindex(*inputs[i].shape):
-            plus = [x.astype(np.float64) for x in inputs]
-            minus = [x.astype(np.float64) for x in inputs]
-            plus[i][index] += eps
-            minus[i][index] -= eps
-            fd[index] = (numpy_loss(*plus) - numpy_loss(*minus)) / (2 * eps)
+    wide = [x.astype(np.float64) for x in inputs]
+    for g, fd in zip(grads, finite_differences(numpy_loss, wide), strict=True):
         np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-5)
 
 
@@ -280,15 +217,7 @@ def test_gradients_match_finite_differences(form, use_form):
 def test_bfloat16_inputs(mode):
     case = (2, 100, 2, 16, 16)
     q, k, v, beta, s0 = (ops.cast(x, "bfloat16") for x in make_inputs(case))
-    o, s = compiled(
-        lambda *x: delta_rule(
-            *x[:4],
-            initial_state=x[4],
-            return_final_state=True,
-            mode=mode,
-            chunk_size=32,
-        )
-    )(q, k, v, beta, s0)
+    o, s = compiled(run(mode, 32))(q, k, v, beta, s0)
     assert keras.backend.standardize_dtype(o.dtype) == "bfloat16"
     assert keras.backend.standardize_dtype(s.dtype) == "float32"
     o_ref, s_ref = in_float64(
@@ -304,26 +233,14 @@ def test_bfloat16_inputs(mode):
 def test_split_sequence_equals_one_run(mode):
     case = (2, 100, 2, 8, 4)
     q, k, v, beta, s0 = make_inputs(case)
+    fn = compiled(run(mode, 16))
 
-    @compiled
-    def run_compiled(q, k, v, beta, state):
-        return delta_rule(
-            q,
-            k,
-            v,
-            beta,
-            initial_state=state,
-            return_final_state=True,
-            mode=mode,
-            chunk_size=16,
-        )
+    def part(start, stop, state):
+        return fn(*(x[:, start:stop] for x in (q, k, v, beta)), state)
 
-    def run(start, stop, state):
-        return run_compiled(*(x[:, start:stop] for x in (q, k, v, beta)), state)
-
-    o, s = run(0, 100, s0)
-    o1, s1 = run(0, 50, s0)
-    o2, s2 = run(50, 100, s1)
+    o, s = part(0, 100, s0)
+    o1, s1 = part(0, 50, s0)
+    o2, s2 = part(50, 100, s1)
     np.testing.assert_allclose(
         numpy(ops.concatenate([o1, o2], axis=1)), numpy(o), atol=1e-5
     )
@@ -380,41 +297,21 @@ def test_long_sequence_stays_finite(mode):
 
 
 def test_recurrent_forward_keeps_no_state_per_token():
-    if keras.backend.backend() != "jax":
-        pytest.skip("XLA buffer sizes are only exposed by jax")
-    import jax
-
     heads, key_dim = 2, 32
     state_bytes = heads * key_dim * key_dim * 4
-
-    def temp_bytes(length):
-        q, k, v, beta, _ = make_inputs((1, length, heads, key_dim, key_dim))
-        fn = jax.jit(lambda *x: delta_rule(*x, mode="recurrent"))
-        stats = fn.lower(q, k, v, beta).compile().memory_analysis()
-        return stats.temp_size_in_bytes
-
-    growth = (temp_bytes(4096) - temp_bytes(1024)) / 3072
+    growth = temp_bytes_per_token(
+        lambda *x: delta_rule(*x, mode="recurrent"),
+        lambda length: make_inputs((1, length, heads, key_dim, key_dim))[:4],
+    )
     # inputs and outputs are re-laid out (~ 4 (3K + V + 1) bytes a token);
     # storing the state per token would add state_bytes a token
     assert growth < state_bytes / 4
 
 
 def test_functional_model_with_unknown_batch_size():
-    length, heads, key_dim, value_dim = 20, 2, 8, 4
-    inputs = [
-        keras.Input((length, heads, key_dim)),
-        keras.Input((length, heads, key_dim)),
-        keras.Input((length, heads, value_dim)),
-        keras.Input((length, heads)),
-    ]
-    outputs = [
-        keras.layers.Lambda(lambda x, m=mode: delta_rule(*x, mode=m))(inputs)
-        for mode in MODES
-    ]
-    model = keras.Model(inputs, outputs)
-    q, k, v, beta, _ = make_inputs((3, length, heads, key_dim, value_dim))
+    q, k, v, beta, _ = make_inputs((3, 20, 2, 8, 4))
     o_ref, _ = in_float64(reference.delta_rule, q, k, v, beta)
-    for o in model.predict([q, k, v, beta], batch_size=2, verbose=0):
+    for o in predict_per_mode(delta_rule, (q, k, v, beta), MODES):
         assert rel_rms(o, o_ref) < 2e-6
 
 

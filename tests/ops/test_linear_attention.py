@@ -14,40 +14,23 @@ from kerasseq.ops.linear_attention import linear_attention
 from kerasseq.ops.linear_attention import linear_attention_step
 from kerasseq.ops.linear_attention import orthogonal_random_features
 from kerasseq.ops.linear_attention import relu
+from tests.ops.cases import FORWARD_CASES
+from tests.ops.cases import GRAD_CASES
+from tests.ops.cases import assert_gradients_close
+from tests.ops.cases import case_id
+from tests.ops.cases import finite_differences
+from tests.ops.cases import loss_weights
+from tests.ops.cases import numpy
+from tests.ops.cases import predict_per_mode
+from tests.ops.cases import reference_gradients
+from tests.ops.cases import temp_bytes_per_token
+from tests.ops.cases import weighted_sum
 from tests.testing import compiled
-from tests.testing import float64
 from tests.testing import in_float64
 from tests.testing import rel_rms
 from tests.testing import value_and_grad
 
 MODES = ["recurrent", "chunk", "parallel"]
-# (B, T, H, K, V, chunk_size): odd lengths, every chunk size, K != V
-FORWARD_CASES = [
-    (2, 1, 2, 8, 8, 16),
-    (2, 7, 3, 8, 4, 16),
-    (1, 63, 2, 16, 8, 32),
-    (2, 100, 2, 8, 16, 64),
-    (1, 100, 1, 32, 32, 16),
-    (1, 1000, 2, 8, 4, 64),
-    (1, 1000, 1, 16, 8, 32),
-]
-GRAD_CASES = [
-    (1, 1, 1, 4, 4, 16),
-    (2, 7, 2, 8, 4, 16),
-    (1, 63, 2, 8, 8, 32),
-    (2, 100, 1, 8, 16, 64),
-    (1, 1000, 1, 8, 8, 64),
-]
-
-
-def case_id(value):
-    if isinstance(value, tuple):
-        return "B{}-T{}-H{}-K{}-V{}-C{}".format(*value)
-    return str(value)
-
-
-def numpy(x):
-    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
 
 
 def make_inputs(case, positive=True, seed=42):
@@ -67,22 +50,11 @@ def make_inputs(case, positive=True, seed=42):
     return [x.astype(np.float32) for x in (q, k, v, s0, z0)]
 
 
-def loss_weights(case, seed=7):
-    batch, length, heads, key_dim, value_dim = case[:5]
-    rng = np.random.default_rng(seed)
-    return (
-        rng.normal(size=(batch, length, heads, value_dim)),
-        rng.normal(size=(batch, heads, key_dim, value_dim)),
-        rng.normal(size=(batch, heads, key_dim)),
-    )
-
-
 def _loss(fn, weights):
-    w_o, w_s, w_z = weights
+    """`weighted_sum` of `fn`'s output and final state."""
 
-    def loss(q, k, v, s0, z0):
-        o, (s, z) = fn(q, k, v, s0, z0)
-        return ops.sum(o * w_o) + ops.sum(s * w_s) + ops.sum(z * w_z)
+    def loss(*inputs):
+        return weighted_sum(fn(*inputs), weights)
 
     return loss
 
@@ -91,17 +63,13 @@ def _loss(fn, weights):
 def expected_gradients(case, causal, normalize):
     """Loss and gradients by autodiff through the library's reference loop
     in float64 (compiled: a `dispatch.scan` over its step)."""
-    inputs = make_inputs(case, positive=normalize)
-    loss = _loss(
+    return reference_gradients(
         lambda q, k, v, s0, z0: reference.linear_attention(
             q, k, v, causal, normalize, (s0, z0), scan=dispatch.scan
         ),
-        loss_weights(case),
+        make_inputs(case, positive=normalize),
+        loss_weights(case, normalizer=True),
     )
-    with float64():
-        return value_and_grad(
-            loss, *[x.astype(np.float64) for x in inputs], jit=True
-        )
 
 
 def run(mode, chunk_size=64, causal=True, normalize=True):
@@ -124,7 +92,9 @@ def run(mode, chunk_size=64, causal=True, normalize=True):
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("case", FORWARD_CASES, ids=case_id)
+@pytest.mark.parametrize(
+    "case", FORWARD_CASES + [(1, 1000, 1, 16, 8, 32)], ids=case_id
+)
 def test_forward_matches_reference(mode, case):
     q, k, v, s0, z0 = make_inputs(case)
     o_ref, (s_ref, z_ref) = in_float64(
@@ -166,15 +136,11 @@ def test_eager_call_without_initial_state(mode):
 @pytest.mark.parametrize("case", GRAD_CASES, ids=case_id)
 def test_gradients_match_autodiff_reference(mode, case):
     inputs = make_inputs(case)
-    loss = _loss(run(mode, case[5]), loss_weights(case))
+    loss = _loss(run(mode, case[5]), loss_weights(case, normalizer=True))
     value, grads = value_and_grad(loss, *inputs, jit=True)
     value_ref, grads_ref = expected_gradients(case, True, True)
     np.testing.assert_allclose(value, value_ref, rtol=1e-5)
-    for name, g, g_ref in zip(
-        ("q", "k", "v", "S0", "z0"), grads, grads_ref, strict=True
-    ):
-        assert g.shape == g_ref.shape, name
-        assert rel_rms(g, g_ref) < 1e-5, name
+    assert_gradients_close(grads, grads_ref, ("q", "k", "v", "S0", "z0"))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -182,7 +148,8 @@ def test_gradients_match_autodiff_reference(mode, case):
 def test_gradients_variants(mode, causal, normalize):
     case = (2, 37, 2, 8, 4, 16)
     inputs = make_inputs(case, positive=normalize)
-    loss = _loss(run(mode, 16, causal, normalize), loss_weights(case))
+    weights = loss_weights(case, normalizer=True)
+    loss = _loss(run(mode, 16, causal, normalize), weights)
     _, grads = value_and_grad(loss, *inputs, jit=True)
     _, grads_ref = expected_gradients(case, causal, normalize)
     for g, g_ref in zip(grads, grads_ref, strict=True):
@@ -194,25 +161,18 @@ def test_gradients_match_finite_differences(mode):
     # central differences of the float64 numpy loop, every input element
     case = (1, 5, 2, 3, 2)
     inputs = make_inputs(case)
-    w_o, w_s, w_z = loss_weights(case)
+    weights = loss_weights(case, normalizer=True)
 
     def numpy_loss(q, k, v, s0, z0):
-        o, (s, z) = in_float64(
+        outputs = in_float64(
             reference.linear_attention, q, k, v, initial_state=(s0, z0)
         )
-        return np.sum(o * w_o) + np.sum(s * w_s) + np.sum(z * w_z)
+        return weighted_sum(outputs, weights)
 
-    loss = _loss(run(mode, 2), (w_o, w_s, w_z))
+    loss = _loss(run(mode, 2), weights)
     _, grads = value_and_grad(loss, *inputs, jit=True)
-    eps = 1e-6
-    for i, g in enumerate(grads):
-        fd = np.zeros(inputs[i].shape)
-        for index in np.ndindex(*inputs[i].shape):
-            plus = [x.astype(np.float64) for x in inputs]
-            minus = [x.astype(np.float64) for x in inputs]
-            plus[i][index] += eps
-            minus[i][index] -= eps
-            fd[index] = (numpy_loss(*plus) - numpy_loss(*minus)) / (2 * eps)
+    wide = [x.astype(np.float64) for x in inputs]
+    for g, fd in zip(grads, finite_differences(numpy_loss, wide), strict=True):
         np.testing.assert_allclose(g, fd, rtol=1e-4, atol=1e-5)
 
 
@@ -311,39 +271,19 @@ def test_relu_features_with_zero_denominator_stay_finite():
 
 
 def test_recurrent_forward_keeps_no_state_per_token():
-    if keras.backend.backend() != "jax":
-        pytest.skip("XLA buffer sizes are only exposed by jax")
-    import jax
-
     heads, key_dim = 2, 32
     state_bytes = heads * key_dim * key_dim * 4
-
-    def temp_bytes(length):
-        q, k, v, _, _ = make_inputs((1, length, heads, key_dim, key_dim))
-        fn = jax.jit(lambda *x: linear_attention(*x, mode="recurrent"))
-        return fn.lower(q, k, v).compile().memory_analysis().temp_size_in_bytes
-
-    growth = (temp_bytes(4096) - temp_bytes(1024)) / 3072
+    growth = temp_bytes_per_token(
+        lambda *x: linear_attention(*x, mode="recurrent"),
+        lambda length: make_inputs((1, length, heads, key_dim, key_dim))[:3],
+    )
     assert growth < state_bytes / 4
 
 
 def test_functional_model_with_unknown_batch_size():
-    length, heads, key_dim, value_dim = 20, 2, 8, 4
-    inputs = [
-        keras.Input((length, heads, key_dim)),
-        keras.Input((length, heads, key_dim)),
-        keras.Input((length, heads, value_dim)),
-    ]
-    outputs = [
-        keras.layers.Lambda(lambda x, m=mode: linear_attention(*x, mode=m))(
-            inputs
-        )
-        for mode in MODES
-    ]
-    model = keras.Model(inputs, outputs)
-    q, k, v, _, _ = make_inputs((3, length, heads, key_dim, value_dim))
+    q, k, v, _, _ = make_inputs((3, 20, 2, 8, 4))
     o_ref, _ = in_float64(reference.linear_attention, q, k, v)
-    for o in model.predict([q, k, v], batch_size=2, verbose=0):
+    for o in predict_per_mode(linear_attention, (q, k, v), MODES):
         assert rel_rms(o, o_ref) < 2e-6
 
 

@@ -8,6 +8,7 @@ from keras import ops
 from kerasseq.ops import reference
 from kerasseq.ops.linear_recurrence import linear_recurrence
 from kerasseq.ops.linear_recurrence import linear_recurrence_step
+from tests.ops.cases import finite_differences
 from tests.testing import compiled
 from tests.testing import float64
 from tests.testing import in_float64
@@ -226,18 +227,9 @@ def test_gradients_match_finite_differences(mode, complex_):
 
     _, grads = value_and_grad(kernel_loss, *forward, *backward, jit=True)
     args = [x.astype(wide) for x in forward + backward]
-    eps = 1e-6
-    directions = [1.0, 1j] if complex_ else [1.0]
-    for position, grad in enumerate(grads):
-        expected = np.zeros_like(args[position])
-        for index in np.ndindex(expected.shape):
-            for direction in directions:
-                plus = [x.copy() for x in args]
-                minus = [x.copy() for x in args]
-                plus[position][index] += eps * direction
-                minus[position][index] -= eps * direction
-                slope = (numpy_loss(*plus) - numpy_loss(*minus)) / (2 * eps)
-                expected[index] += slope * direction
+    directions = (1.0, 1j) if complex_ else (1.0,)
+    fds = finite_differences(numpy_loss, args, directions=directions)
+    for grad, expected in zip(grads, fds, strict=True):
         # for a real loss of z = x + iy, tensorflow's gradient is
         # dL/dx + i dL/dy and jax's its conjugate
         if complex_ and keras.backend.backend() == "jax":

@@ -9,6 +9,7 @@ from keras import ops
 from kerasseq.ops import reference
 from kerasseq.ops.selective_scan import selective_scan
 from kerasseq.ops.selective_scan import selective_scan_step
+from tests.ops.cases import finite_differences
 from tests.testing import compiled
 from tests.testing import float64
 from tests.testing import in_float64
@@ -254,17 +255,8 @@ def test_gradients_match_finite_differences(mode, groups):
 
     _, grads = value_and_grad(kernel_loss, *arrays, jit=True)
     wide = [x.astype(np.float64) for x in arrays]
-    eps = 1e-6
-    for position, (name, grad) in enumerate(zip(NAMES, grads, strict=True)):
-        expected = np.zeros_like(wide[position])
-        for index in np.ndindex(expected.shape):
-            plus = [x.copy() for x in wide]
-            minus = [x.copy() for x in wide]
-            plus[position][index] += eps
-            minus[position][index] -= eps
-            expected[index] = (numpy_loss(*plus) - numpy_loss(*minus)) / (
-                2 * eps
-            )
+    fds = finite_differences(numpy_loss, wide)
+    for name, grad, expected in zip(NAMES, grads, fds, strict=True):
         np.testing.assert_allclose(
             grad, expected, rtol=1e-3, atol=1e-4, err_msg=name
         )

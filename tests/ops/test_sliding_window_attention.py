@@ -9,6 +9,7 @@ from keras import ops
 
 from kerasseq.ops import reference
 from kerasseq.ops.sliding_window_attention import sliding_window_attention
+from tests.ops.cases import numpy
 from tests.testing import compiled
 from tests.testing import float64
 from tests.testing import in_float64
@@ -79,10 +80,6 @@ def make_inputs(case, extras, seed=42):
         global_key_mask=global_key_mask,
     )
     return args, kwargs
-
-
-def numpy(x):
-    return np.asarray(ops.convert_to_numpy(ops.cast(x, "float32")))
 
 
 def call(causal, dilation, window, **kwargs):
