@@ -19,6 +19,17 @@ def randomized(layer, shape, rng):
     return perturb_weights(layer, rng)
 
 
+def padded_inputs(length, hidden):
+    """Two Gaussian float32 sequences `(2, length, hidden)` (seeded by
+    `length`) and a padding mask that pads the second after its first
+    `length // 2 + 1` steps."""
+    rng = np.random.default_rng(length)
+    x = rng.normal(size=(2, length, hidden)).astype("float32")
+    mask = np.ones((2, length), bool)
+    mask[1, length // 2 + 1 :] = False
+    return x, mask
+
+
 def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 

@@ -12,6 +12,7 @@ from tests.layers.common import assert_gradients_match_reference
 from tests.layers.common import assert_padding_leaves_real_steps_alone
 from tests.layers.common import attention_projections
 from tests.layers.common import output_projection
+from tests.layers.common import padded_inputs
 from tests.testing import assert_step_equals_call
 from tests.testing import float64
 from tests.testing import layer_weights
@@ -74,10 +75,7 @@ def _layer(causal, **kwargs):
 @pytest.mark.parametrize("seq_len", [1, 7, 63, 100])
 def test_matches_reference(causal, seq_len):
     layer = _layer(causal)
-    rng = np.random.default_rng(seq_len)
-    x = rng.normal(size=(2, seq_len, HIDDEN)).astype("float32")
-    mask = np.ones((2, seq_len), bool)
-    mask[1, seq_len // 2 + 1 :] = False
+    x, mask = padded_inputs(seq_len, HIDDEN)
     y = ops.convert_to_numpy(layer(x, padding_mask=mask))
     with float64():
         expected = ops.convert_to_numpy(

@@ -4,6 +4,7 @@ import pytest
 
 from kerasseq.layers import SoftmaxAttention
 from kerasseq.ops import reference
+from tests.layers.common import padded_inputs
 from tests.testing import assert_step_equals_call
 from tests.testing import in_float64
 from tests.testing import value_and_grad
@@ -66,9 +67,7 @@ def _layer(causal, hidden_dim=12, num_heads=3, **kwargs):
 @pytest.mark.parametrize("seq_len", [1, 7])
 def test_matches_reference(causal, seq_len):
     layer = _layer(causal)
-    x = np.random.normal(size=(2, seq_len, 12)).astype("float32")
-    mask = np.ones((2, seq_len), bool)
-    mask[1, seq_len // 2 + 1 :] = False
+    x, mask = padded_inputs(seq_len, 12)
     y = keras.ops.convert_to_numpy(layer(x, padding_mask=mask))
     expected = reference_attention(layer, x, causal, mask)
     np.testing.assert_allclose(y[0], expected[0], atol=1e-5)
