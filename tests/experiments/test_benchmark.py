@@ -1,23 +1,14 @@
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.experiments.binaries import run_binary
 
 
-def _benchmark(*args, cwd=ROOT, command="ops"):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.benchmark", command, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        timeout=600,
-    )
+def _benchmark(*args, command="ops"):
+    return run_binary("benchmark", command, *args)
 
 
 def test_benchmark_measures_each_mode_and_the_baseline(tmp_path):

@@ -32,6 +32,7 @@ from kerasseq.data import wikitext
 from tests.data.test_lra import write_aan
 from tests.data.test_wikitext import SAMPLE
 from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import failing_run_flags
 from tests.experiments.binaries import run_binary
 from tests.experiments.binaries import small_config
 from tests.loopback import serving
@@ -340,10 +341,7 @@ def test_wikitext_refuses_an_archive_that_is_not_the_official_one(
     with serving({wikitext.ARCHIVE: other}) as server:
         result = run_binary(
             "wikitext",
-            f"--workdir={tmp_path / 'runs'}",
-            "--preset=tiny",
-            "--steps=1",
-            "--wandb_mode=disabled",
+            *failing_run_flags(tmp_path / "runs"),
             env={
                 download.OFFLINE_ENV: "",
                 download.MIRROR_ENV: server.url,

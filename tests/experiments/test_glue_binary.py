@@ -11,10 +11,18 @@ from kerasseq.data import glue
 from tests.data.test_glue import mnli_row
 from tests.data.test_glue import write_task
 from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import failing_run_flags
 from tests.experiments.binaries import run_binary
 from tests.experiments.binaries import small_config
 
 WORDS = ("good", "bad", "film", "plot", "cast", "dull", "fine", "odd")
+
+
+def _indexed_pair(header):
+    """The format of a task whose rows are an index, the two texts and the
+    label, in that order."""
+    return (header, lambda i, a, b, y: f"{i}\t{a}\t{b}\t{y}")
+
 
 # each task's header (None: CoLA has none) and one row in its format, from
 # (index, text_a, text_b, label) with the label as the file writes it
@@ -34,18 +42,9 @@ FORMATS = {
         "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate",
         lambda i, a, b, y: f"{i}\t{2 * i}\t{2 * i + 1}\t{a}\t{b}\t{y}",
     ),
-    "qnli": (
-        "index\tquestion\tsentence\tlabel",
-        lambda i, a, b, y: f"{i}\t{a}\t{b}\t{y}",
-    ),
-    "rte": (
-        "index\tsentence1\tsentence2\tlabel",
-        lambda i, a, b, y: f"{i}\t{a}\t{b}\t{y}",
-    ),
-    "wnli": (
-        "index\tsentence1\tsentence2\tlabel",
-        lambda i, a, b, y: f"{i}\t{a}\t{b}\t{y}",
-    ),
+    "qnli": _indexed_pair("index\tquestion\tsentence\tlabel"),
+    "rte": _indexed_pair("index\tsentence1\tsentence2\tlabel"),
+    "wnli": _indexed_pair("index\tsentence1\tsentence2\tlabel"),
 }
 
 
@@ -180,12 +179,7 @@ def test_bad_options():
 def test_bad_input_is_a_usage_error(tmp_path, args, match, monkeypatch):
     (tmp_path / "empty").mkdir()
     args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
-    common = [
-        f"--workdir={tmp_path / 'runs'}",
-        "--preset=tiny",
-        "--steps=1",
-        "--wandb_mode=disabled",
-    ]
+    common = failing_run_flags(tmp_path / "runs")
     # no prepared TFDS copies: an empty TFDS directory
     result = run_binary(
         "glue", *common, *args, env={"TFDS_DATA_DIR": str(tmp_path)}

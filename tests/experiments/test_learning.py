@@ -19,8 +19,8 @@ from experiments import pixels
 from experiments import synthetic
 from experiments import wikitext as wikitext_binary
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
 from kerasseq.data import listops
+from tests.experiments.binaries import experiment_config
 
 
 @pytest.mark.large
@@ -37,20 +37,18 @@ def test_model_learns_mqar_with_8_kv_pairs(tmp_path, model):
         num_keys=16,
         num_values=16,
     )
-    config = ExperimentConfig(
-        family="synthetic",
-        task="mqar",
-        models=(model,),
+    config = experiment_config(
+        "synthetic",
+        "mqar",
+        (model,),
+        task_args,
+        tmp_path,
         preset="tiny",
-        task_args=task_args,
-        workdir=str(tmp_path),
         steps=1000,
         eval_every=500,
         batch_size=64,
         learning_rate=1e-3,
         warmup_steps=100,
-        wandb_mode="disabled",
-        verbose=0,
     )
     results = train.run(config, synthetic.make_task_data)
     # fresh sequences, not seen in training
@@ -72,16 +70,14 @@ def _mnist_dir():
 @pytest.mark.parametrize("model", ["lru", "mamba"])
 def test_smnist_learns_on_real_mnist(tmp_path, model):
     # 300 steps of 32 digits, one pixel per step (chance: 10%)
-    config = ExperimentConfig(
-        family="pixels",
-        task="smnist",
-        models=(model,),
+    config = experiment_config(
+        "pixels",
+        "smnist",
+        (model,),
+        pixels.PixelsOptions(num_eval_examples=2000, validation_size=1000),
+        tmp_path,
+        _mnist_dir(),
         preset="small",
-        task_args=pixels.PixelsOptions(
-            num_eval_examples=2000, validation_size=1000
-        ),
-        workdir=str(tmp_path),
-        data_dir=_mnist_dir(),
         steps=300,
         eval_every=100,
         batch_size=32,
@@ -89,8 +85,6 @@ def test_smnist_learns_on_real_mnist(tmp_path, model):
         # measured: with 30 warm-up steps lru stayed at chance for these 300
         # steps (test 0.10); without, it reached 0.48
         warmup_steps=0,
-        wandb_mode="disabled",
-        verbose=0,
     )
     results = train.run(config, pixels.make_task_data)
     assert results[model]["eval"]["test"]["accuracy"] >= 0.3
@@ -106,20 +100,18 @@ def test_listops_learns_above_the_majority_class(tmp_path):
         listops_max_depth=4,
         listops_min_length=10,
     )
-    config = ExperimentConfig(
-        family="lra",
-        task="listops",
-        models=("gpt",),
+    config = experiment_config(
+        "lra",
+        "listops",
+        ("gpt",),
+        task_args,
+        tmp_path,
         preset="small",
-        task_args=task_args,
-        workdir=str(tmp_path),
         steps=500,
         eval_every=250,
         batch_size=32,
         learning_rate=1e-3,
         warmup_steps=100,
-        wandb_mode="disabled",
-        verbose=0,
     )
     results = train.run(config, lra.make_task_data)
     _, labels = listops.load(str(tmp_path / "listops" / "data"), "test")
@@ -218,21 +210,19 @@ def test_language_model_fits_wikipedia(tmp_path, model):
         eval_stride=64,
         num_eval_tokens=20_000,
     )
-    config = ExperimentConfig(
-        family="wikitext",
-        task="wikitext2",
-        models=(model,),
+    config = experiment_config(
+        "wikitext",
+        "wikitext2",
+        (model,),
+        task_args,
+        tmp_path / "runs",
+        data_dir,
         preset="small",
-        task_args=task_args,
-        workdir=str(tmp_path / "runs"),
-        data_dir=str(data_dir),
         steps=WIKI_STEPS,
         eval_every=WIKI_STEPS // 4,
         batch_size=16,
         learning_rate=2e-3,
         warmup_steps=50,
-        wandb_mode="disabled",
-        verbose=0,
     )
     results = train.run(config, wikitext_binary.make_task_data)
     with open(tmp_path / "runs" / "wikitext2" / model / "metrics.csv") as f:

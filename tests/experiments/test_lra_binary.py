@@ -16,6 +16,7 @@ from tests.data.test_lra import write_aan
 from tests.data.test_lra import write_imdb
 from tests.data.test_pixels import write_cifar
 from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import failing_run_flags
 from tests.experiments.binaries import run_binary
 from tests.experiments.binaries import small_config
 
@@ -265,12 +266,7 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
     (tmp_path / "bad" / "basic_train.tsv").write_text(
         "Source\tTarget\n[MAX 1 2 ]\t2\n[MAX 1 2 ]\tx\n"
     )
-    common = [
-        f"--workdir={tmp_path / 'runs'}",
-        "--preset=tiny",
-        "--steps=1",
-        "--wandb_mode=disabled",
-    ]
+    common = failing_run_flags(tmp_path / "runs")
     cases = [
         (["--task=listops", f"--data_dir={tmp_path}"], "basic_train.tsv"),
         (

@@ -1,47 +1,22 @@
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments import pixels
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
 from tests.data.test_pixels import write_cifar
 from tests.data.test_pixels import write_mnist
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.experiments.binaries import failing_run_flags
+from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 
 def _config(workdir, data_dir, task="smnist", models=("gpt", "lru"), **kw):
-    defaults = dict(
-        family="pixels",
-        task=task,
-        models=models,
-        preset="tiny",
-        task_args=pixels.PixelsOptions(validation_size=4),
-        workdir=str(workdir),
-        data_dir=str(data_dir),
-        steps=2,
-        eval_every=2,
-        batch_size=4,
-        wandb_mode="disabled",
-        verbose=0,
-    )
-    return ExperimentConfig(**{**defaults, **kw})
-
-
-def _binary(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.pixels", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": ROOT},
-        timeout=600,
+    task_args = kw.pop("task_args", pixels.PixelsOptions(validation_size=4))
+    return small_config(
+        "pixels", task, models, task_args, workdir, data_dir, **kw
     )
 
 
@@ -119,12 +94,7 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
     np.save(tmp_path / "short.npy", np.arange(100))
     (tmp_path / "garbage.npy").write_bytes(b"not numpy")
     (tmp_path / "words.txt").write_text("three one two")
-    common = [
-        f"--workdir={tmp_path / 'runs'}",
-        "--preset=tiny",
-        "--steps=1",
-        "--wandb_mode=disabled",
-    ]
+    common = failing_run_flags(tmp_path / "runs")
     cases = [
         (
             ["--task=smnist", f"--data_dir={tmp_path}"],
@@ -158,7 +128,7 @@ def test_binary_reports_bad_input_without_a_traceback(tmp_path):
         (["--task=mnist"], "mnist"),
     ]
     for args, match in cases:
-        result = _binary(*args, *common)
+        result = run_binary("pixels", *args, *common)
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, result.stderr[-2000:]
         assert re.search(match, result.stderr), (args, result.stderr[-1000:])

@@ -11,6 +11,7 @@ from tests.data.test_squad import v11_articles
 from tests.data.test_squad import v20_articles
 from tests.data.test_squad import write_squad
 from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import failing_run_flags
 from tests.experiments.binaries import run_binary
 from tests.experiments.binaries import small_config
 
@@ -121,11 +122,8 @@ def test_bad_options():
 
 def test_missing_files_are_a_usage_error(tmp_path):
     common = [
-        f"--workdir={tmp_path / 'runs'}",
+        *failing_run_flags(tmp_path / "runs"),
         f"--data_dir={tmp_path}",
-        "--preset=tiny",
-        "--steps=1",
-        "--wandb_mode=disabled",
         "--version=2.0",
     ]
     # no prepared TFDS copies: an empty TFDS directory

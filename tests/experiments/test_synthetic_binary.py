@@ -19,10 +19,10 @@ from experiments.common import train
 from experiments.common.callbacks import Checkpoints
 from experiments.common.callbacks import EpochTimer
 from experiments.common.callbacks import checkpoint_position
-from experiments.common.config import ExperimentConfig
 from kerasseq import catalogue
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.experiments.binaries import ROOT
+from tests.experiments.binaries import run_binary
+from tests.experiments.binaries import small_config
 
 
 def _task_args(eval_seq_len=("12,12",)):
@@ -35,21 +35,16 @@ def _task_args(eval_seq_len=("12,12",)):
 
 
 def _config(workdir, models=("gpt", "lstm"), **kwargs):
-    task_args = _task_args()
-    defaults = dict(
-        family="synthetic",
-        task="bit_parity",
-        models=models,
-        preset="tiny",
-        task_args=task_args,
-        workdir=str(workdir),
-        steps=6,
-        eval_every=2,
-        batch_size=8,
-        wandb_mode="disabled",
-        verbose=0,
+    task_args = kwargs.pop("task_args", _task_args())
+    return small_config(
+        "synthetic",
+        "bit_parity",
+        models,
+        task_args,
+        workdir,
+        None,
+        **{"steps": 6, "batch_size": 8, **kwargs},
     )
-    return ExperimentConfig(**{**defaults, **kwargs})
 
 
 def _epochs(run_dir):
@@ -170,38 +165,55 @@ def test_resumed_run_ends_exactly_as_an_uninterrupted_one(
     the batches trained before its checkpoint, and the optimizer's state
     and the dropout seeds come back with the weights. Checkpoints at every
     step (--checkpoint_every=1), evaluations at every second."""
-    settings = dict(
-        models=(model,),
-        steps=6,
+    # interrupted in step 4, after the checkpoint of step 3
+    config, whole, resumed = _whole_and_interrupted(
+        tmp_path,
+        monkeypatch,
+        model,
+        (EpochTimer, "on_epoch_end"),
+        lambda self, epoch, logs=None: epoch == 3,
         eval_every=2,
         checkpoint_every=1,
-        model_args={"dropout": 0.1},
+    )
+    assert (resumed / "backup").exists()
+    assert not (resumed / "results.json").exists()
+    assert _epochs(resumed) == [0, 1, 2]
+
+    monkeypatch.undo()  # the callback as it was
+    train.run(config, synthetic.make_task_data)
+    # steps 1-3 are not trained again: the run resumed, it did not restart
+    assert _epochs(resumed) == [0, 1, 2, 3, 4, 5]
+    _assert_ends_alike(whole, resumed)
+
+
+def _whole_and_interrupted(
+    tmp_path, monkeypatch, model, callback, stop, **schedule
+):
+    """Trains `model` for 6 steps with dropout and `schedule` (when it
+    evaluates and checkpoints) to the end in whole/, then again in
+    resumed/, preempted: the callback method `callback` (a class and a
+    method name) raises KeyboardInterrupt after it ran whenever
+    `stop(self, *arguments)` is true; it stays so patched. Returns the
+    config of the interrupted run and the model's two run folders."""
+    settings = dict(
+        models=(model,), steps=6, model_args={"dropout": 0.1}, **schedule
     )
     train.run(_config(tmp_path / "whole", **settings), synthetic.make_task_data)
+    cls, name = callback
+    method = getattr(cls, name)
 
-    original = EpochTimer.on_epoch_end
-
-    def crash(self, epoch, logs=None):
-        # interrupted in step 4, after the checkpoint of step 3
-        original(self, epoch, logs)
-        if epoch == 3:
+    def preempted(self, *args, **kwargs):
+        method(self, *args, **kwargs)
+        if stop(self, *args, **kwargs):
             raise KeyboardInterrupt("simulated preemption")
 
-    monkeypatch.setattr(EpochTimer, "on_epoch_end", crash)
+    monkeypatch.setattr(cls, name, preempted)
     config = _config(tmp_path / "resumed", **settings)
     with pytest.raises(KeyboardInterrupt):
         train.run(config, synthetic.make_task_data)
     whole = tmp_path / "whole" / "bit_parity" / model
     resumed = tmp_path / "resumed" / "bit_parity" / model
-    assert (resumed / "backup").exists()
-    assert not (resumed / "results.json").exists()
-    assert _epochs(resumed) == [0, 1, 2]
-
-    monkeypatch.setattr(EpochTimer, "on_epoch_end", original)
-    train.run(config, synthetic.make_task_data)
-    # steps 1-3 are not trained again: the run resumed, it did not restart
-    assert _epochs(resumed) == [0, 1, 2, 3, 4, 5]
-    _assert_ends_alike(whole, resumed)
+    return config, whole, resumed
 
 
 def _assert_ends_alike(whole, resumed):
@@ -238,32 +250,25 @@ def test_a_checkpoint_within_a_span_resumes_exactly(
     run killed after step 5 of spans of 3 resumes at step 5: it trains only
     step 6, and ends with the weights, results and metrics.csv rows (the
     span's running loss included) of the uninterrupted run."""
-    settings = dict(
-        models=(model,),
-        steps=6,
-        eval_every=6,
-        checkpoint_every=3,
-        checkpoint_minutes=1e-9,
-        model_args={"dropout": 0.1},
-    )
-    train.run(_config(tmp_path / "whole", **settings), synthetic.make_task_data)
-
-    original = Checkpoints.on_train_batch_end
     trained, crashed = [], []
 
-    def crash(self, batch, logs=None):
-        original(self, batch, logs)
+    def once_after_step_5(self, batch, logs=None):
         trained.append(self._units())
         if trained[-1] == 5 and not crashed:
             crashed.append(True)
-            raise KeyboardInterrupt("simulated preemption")
+            return True
+        return False
 
-    monkeypatch.setattr(Checkpoints, "on_train_batch_end", crash)
-    config = _config(tmp_path / "resumed", **settings)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(config, synthetic.make_task_data)
-    whole = tmp_path / "whole" / "bit_parity" / model
-    resumed = tmp_path / "resumed" / "bit_parity" / model
+    config, whole, resumed = _whole_and_interrupted(
+        tmp_path,
+        monkeypatch,
+        model,
+        (Checkpoints, "on_train_batch_end"),
+        once_after_step_5,
+        eval_every=6,
+        checkpoint_every=3,
+        checkpoint_minutes=1e-9,
+    )
     assert checkpoint_position(resumed / "backup") == (1, 2)
 
     trained.clear()
@@ -302,21 +307,16 @@ def test_checkpoint_every_must_divide_eval_every(tmp_path):
         _config(tmp_path, eval_every=4, checkpoint_every=3)
 
 
-def _binary(*args, cwd=ROOT, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.synthetic", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env or {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+def _binary(*args, env=None):
+    """The program with TensorFlow's C++ logs silenced, unless `env` (added
+    to the environment) says otherwise."""
+    return run_binary(
+        "synthetic", *args, env={"TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     )
 
 
 # the environment as a user has it: TensorFlow's logs not silenced
-_USER_ENVIRONMENT = {
-    k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"
-}
+_USER_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": None}
 
 
 def test_binary_end_to_end(tmp_path):

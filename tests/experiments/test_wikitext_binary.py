@@ -10,6 +10,7 @@ from kerasseq.data.tokenizers import ByteTokenizer
 from tests.data.test_wikitext import SAMPLE
 from tests.data.test_wikitext import write_wikitext
 from tests.experiments.binaries import assert_usage_error
+from tests.experiments.binaries import failing_run_flags
 from tests.experiments.binaries import run_binary
 from tests.experiments.binaries import small_config
 
@@ -130,12 +131,6 @@ def test_bad_options():
 def test_bad_input_is_a_usage_error(tmp_path, args, match):
     (tmp_path / "empty").mkdir()
     args = [a.replace("EMPTY", str(tmp_path / "empty")) for a in args]
-    common = [
-        f"--workdir={tmp_path / 'runs'}",
-        "--preset=tiny",
-        "--steps=1",
-        "--batch_size=2",
-        "--wandb_mode=disabled",
-    ]
+    common = [*failing_run_flags(tmp_path / "runs"), "--batch_size=2"]
     assert_usage_error(run_binary("wikitext", *common, *args), match)
     assert not (tmp_path / "runs" / "wikitext2" / "gpt").exists()

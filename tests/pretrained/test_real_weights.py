@@ -18,7 +18,7 @@ import pytest
 
 from experiments import textcls as textcls_binary
 from experiments.common import train
-from experiments.common.config import ExperimentConfig
+from tests.experiments.binaries import experiment_config
 
 pytestmark = pytest.mark.large
 
@@ -54,15 +54,15 @@ def _directory(variable, expected):
 
 
 def _fine_tune(tmp_path, name, init_from, model_args, minilm, bbc):
-    config = ExperimentConfig(
-        family="textcls",
-        task="folder",
-        models=(name,),
-        task_args=textcls_binary.TextclsOptions(
+    config = experiment_config(
+        "textcls",
+        "folder",
+        (name,),
+        textcls_binary.TextclsOptions(
             tokenizer="wordpiece", tokenizer_dir=minilm, max_length=256
         ),
-        workdir=str(tmp_path),
-        data_dir=bbc,
+        tmp_path,
+        bbc,
         init_from=init_from,
         model_args=model_args,
         steps=STEPS,
@@ -70,8 +70,6 @@ def _fine_tune(tmp_path, name, init_from, model_args, minilm, bbc):
         batch_size=16,
         learning_rate=1e-4,
         warmup_steps=20,
-        wandb_mode="disabled",
-        verbose=0,
     )
     return train.run(config, textcls_binary.make_task_data)[name]
 
