@@ -12,6 +12,10 @@ from safetensors.numpy import save_file
 
 from experiments import synthetic
 from experiments.common import train
+from kerasseq.models import RecurrentGPT2
+from kerasseq.pretrained import build_from_checkpoint
+from kerasseq.pretrained import check_checkpoint
+from kerasseq.pretrained import from_hf
 from tests.experiments.binaries import assert_usage_error
 from tests.experiments.binaries import run_binary
 from tests.experiments.binaries import small_config
@@ -102,6 +106,18 @@ MQAR = (
 )
 
 
+def _built_from(fixture, name, task, **arguments):
+    """Model `name` for `task` built from the checkpoint fixture
+    tests/fixtures/hf/`fixture`, for a vocabulary of 100 tokens."""
+    return build_from_checkpoint(
+        name,
+        os.path.join(FIXTURES, fixture),
+        task,
+        vocabulary_size=100,
+        **arguments,
+    )
+
+
 def test_gpt2_fine_tunes_from_a_checkpoint(tmp_path):
     # the fixture's vocabulary has 100 tokens: MQAR over 100 tokens fits it
     checkpoint = os.path.join(FIXTURES, "gpt2")
@@ -168,15 +184,10 @@ def test_model_args_the_checkpoint_fixes_are_refused(tmp_path):
 def test_a_warm_start_takes_the_attention_arguments(tmp_path):
     # --model_args=window=... reaches the Longformer grown from BERT, and
     # the run records the checkpoint's config.json as its model
-    from experiments.common.train import resolve_model
-    from kerasseq.pretrained import build_from_checkpoint
-
-    checkpoint = os.path.join(FIXTURES, "bert")
-    model = build_from_checkpoint(
+    model = _built_from(
+        "bert",
         "longformer",
-        checkpoint,
         "sequence_classification",
-        vocabulary_size=100,
         max_sequence_length=24,
         num_classes=3,
         window=4,
@@ -200,10 +211,10 @@ def test_a_warm_start_takes_the_attention_arguments(tmp_path):
         None,
         tmp_path,
         None,
-        init_from=checkpoint,
+        init_from=os.path.join(FIXTURES, "bert"),
         model_args={"window": 4},
     )
-    resolved = resolve_model(config, "longformer", data)
+    resolved = train.resolve_model(config, "longformer", data)
     assert resolved.mixer["window"] == 4
     assert resolved.checkpoint["model_type"] == "bert"
     assert resolved.head["num_classes"] == 3
@@ -212,21 +223,15 @@ def test_a_warm_start_takes_the_attention_arguments(tmp_path):
 def test_recurrent_gpt2_starts_as_the_checkpoints_gpt2(tmp_path):
     # the gate starts closed: each segment's logits are GPT-2's on that
     # segment alone
-    from kerasseq.models import RecurrentGPT2
-    from kerasseq.pretrained import build_from_checkpoint
-    from kerasseq.pretrained import from_hf
-
-    checkpoint = os.path.join(FIXTURES, "gpt2")
-    model = build_from_checkpoint(
+    model = _built_from(
+        "gpt2",
         "recurrent_gpt2",
-        checkpoint,
         "causal_lm",
-        vocabulary_size=100,
         max_sequence_length=16,
         segment_length=8,
     )
     assert isinstance(model, RecurrentGPT2)
-    gpt2 = from_hf(checkpoint)
+    gpt2 = from_hf(os.path.join(FIXTURES, "gpt2"))
     ids = np.random.default_rng(0).integers(0, 100, (2, 16)).astype("int32")
     mask = np.ones((2, 16), bool)
     logits = keras.ops.convert_to_numpy(
@@ -246,13 +251,10 @@ def test_recurrent_gpt2_starts_as_the_checkpoints_gpt2(tmp_path):
 @pytest.mark.parametrize("name", ["longformer", "bigbird"])
 def test_longformer_and_bigbird_warm_start_from_bert(name):
     # BERT's 64 positions tiled to the task's 160; the registry's mixer
-    from kerasseq.pretrained import build_from_checkpoint
-
-    model = build_from_checkpoint(
+    model = _built_from(
+        "bert",
         name,
-        os.path.join(FIXTURES, "bert"),
         "sequence_classification",
-        vocabulary_size=100,
         max_sequence_length=160,
         num_classes=3,
     )
@@ -290,9 +292,6 @@ def test_the_run_record_is_the_config_of_the_model_built(
 ):
     # what check_checkpoint reads from config.json alone is what
     # build_from_checkpoint then builds, with the checkpoint's part marked
-    from kerasseq.pretrained import build_from_checkpoint
-    from kerasseq.pretrained import check_checkpoint
-
     path = os.path.join(FIXTURES, checkpoint)
     if task == "sequence_classification":
         arguments = {**arguments, "num_classes": 3}
