@@ -1,14 +1,19 @@
 """What the converter tests share: the fixtures' folder, a fixture copied
-with its weights or config.json edited, and a model's outputs on
-unpadded tokens."""
+with its weights or config.json edited, the checks that a copy with a
+tensor missing, transposed or added fails naming it, and a model's outputs
+on unpadded tokens."""
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
+import pytest
 from safetensors.numpy import save_file
 
+from kerasseq.pretrained.hf import CheckpointError
+from kerasseq.pretrained.hf import from_hf
 from kerasseq.pretrained.hf import read_checkpoint
 
 # tiny random checkpoints of transformers, one folder per model_type
@@ -39,6 +44,48 @@ def variant(directory, fixture, edit_weights=None, edit_config=None):
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f)
     return directory
+
+
+def assert_refused(directory, fixture, edit_weights, match):
+    """`from_hf` refuses the copy of `fixture` whose tensors `edit_weights`
+    changed (see `variant`) with a CheckpointError matching `match`."""
+    with pytest.raises(CheckpointError, match=match):
+        from_hf(variant(directory, fixture, edit_weights))
+
+
+def assert_missing_tensor_is_named(directory, fixture, name):
+    """A copy of `fixture` without the tensor `name` fails naming it."""
+
+    def drop(weights):
+        del weights[name]
+
+    assert_refused(directory, fixture, drop, f"no tensor '{name}'")
+
+
+def assert_transposed_tensor_is_named(directory, fixture, name, shape):
+    """A copy of `fixture` with its tensor `name` (a matrix of `shape`)
+    transposed fails naming it, the shape it has and the shape needed."""
+
+    def transpose(weights):
+        weights[name] = np.ascontiguousarray(weights[name].T)
+
+    has, needs = (re.escape(str(s)) for s in (shape[::-1], shape))
+    assert_refused(
+        directory, fixture, transpose, f"'{name}' has shape {has}.*{needs}"
+    )
+
+
+def assert_unplaced_tensor_is_named(directory, fixture, name, value, shown):
+    """A copy of `fixture` with a tensor `name` added (`value`) that no
+    weight of the model takes fails naming it; `shown` is the regular
+    expression of the name as the message gives it."""
+
+    def add(weights):
+        weights[name] = value
+
+    assert_refused(
+        directory, fixture, add, f"no place in the kerasseq model.*{shown}"
+    )
 
 
 def unpadded(token_ids):

@@ -16,7 +16,10 @@ from kerasseq.pretrained.hf import from_hf
 from kerasseq.pretrained.hf import read_checkpoint
 from tests.pretrained.checkpoints import FIXTURES
 from tests.pretrained.checkpoints import assert_lm_trains_one_step
+from tests.pretrained.checkpoints import assert_missing_tensor_is_named
 from tests.pretrained.checkpoints import assert_reloads
+from tests.pretrained.checkpoints import assert_transposed_tensor_is_named
+from tests.pretrained.checkpoints import assert_unplaced_tensor_is_named
 from tests.pretrained.checkpoints import expected_outputs
 from tests.pretrained.checkpoints import outputs_of
 from tests.pretrained.checkpoints import variant
@@ -56,37 +59,27 @@ def test_every_tensor_is_used():
     "name", ["transformer.h.1.mlp.c_fc.bias", "transformer.wpe.weight"]
 )
 def test_missing_tensor_is_named(tmp_path, name):
-    def drop(weights):
-        del weights[name]
-
-    directory = _copy(tmp_path, edit_weights=drop)
-    with pytest.raises(CheckpointError, match=f"no tensor '{name}'"):
-        from_hf(directory)
+    assert_missing_tensor_is_named(tmp_path / "checkpoint", FIXTURE, name)
 
 
 def test_misshapen_tensor_is_named(tmp_path):
-    name = "transformer.h.0.attn.c_attn.weight"
-
-    def transpose(weights):
-        weights[name] = np.ascontiguousarray(weights[name].T)
-
-    directory = _copy(tmp_path, edit_weights=transpose)
-    with pytest.raises(
-        CheckpointError, match=rf"'{name}' has shape \(96, 32\).*\(32, 96\)"
-    ):
-        from_hf(directory)
+    # a Conv1D weight: (in, out), where nn.Linear would store (out, in)
+    assert_transposed_tensor_is_named(
+        tmp_path / "checkpoint",
+        FIXTURE,
+        "transformer.h.0.attn.c_attn.weight",
+        (32, 96),
+    )
 
 
 def test_unknown_tensor_is_named(tmp_path):
-    def add(weights):
-        weights["transformer.h.0.attn.q_attn.weight"] = np.zeros((32, 32), "f4")
-
-    directory = _copy(tmp_path, edit_weights=add)
-    with pytest.raises(
-        CheckpointError,
-        match=r"no place in the kerasseq model.*h\.0\.attn\.q_attn\.weight",
-    ):
-        from_hf(directory)
+    assert_unplaced_tensor_is_named(
+        tmp_path / "checkpoint",
+        FIXTURE,
+        "transformer.h.0.attn.q_attn.weight",
+        np.zeros((32, 32), "f4"),
+        shown=r"h\.0\.attn\.q_attn\.weight",
+    )
 
 
 def test_bare_model_names_buffers_and_tied_head(tmp_path, expected):

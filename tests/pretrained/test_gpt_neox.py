@@ -17,7 +17,10 @@ from kerasseq.pretrained.hf import from_hf
 from kerasseq.pretrained.hf import read_checkpoint
 from tests.pretrained.checkpoints import FIXTURES
 from tests.pretrained.checkpoints import assert_lm_trains_one_step
+from tests.pretrained.checkpoints import assert_missing_tensor_is_named
 from tests.pretrained.checkpoints import assert_reloads
+from tests.pretrained.checkpoints import assert_transposed_tensor_is_named
+from tests.pretrained.checkpoints import assert_unplaced_tensor_is_named
 from tests.pretrained.checkpoints import expected_outputs
 from tests.pretrained.checkpoints import outputs_of
 from tests.pretrained.checkpoints import variant
@@ -81,37 +84,26 @@ def test_every_tensor_is_used():
     ],
 )
 def test_missing_tensor_is_named(tmp_path, name):
-    def drop(weights):
-        del weights[name]
-
-    directory = _copy(tmp_path, edit_weights=drop)
-    with pytest.raises(CheckpointError, match=f"no tensor '{name}'"):
-        from_hf(directory)
+    assert_missing_tensor_is_named(tmp_path / "checkpoint", FIXTURE, name)
 
 
 def test_misshapen_tensor_is_named(tmp_path):
-    name = "gpt_neox.layers.1.mlp.dense_h_to_4h.weight"
-
-    def transpose(weights):
-        weights[name] = np.ascontiguousarray(weights[name].T)
-
-    directory = _copy(tmp_path, edit_weights=transpose)
-    with pytest.raises(
-        CheckpointError, match=rf"'{name}' has shape \(32, 128\).*\(128, 32\)"
-    ):
-        from_hf(directory)
+    assert_transposed_tensor_is_named(
+        tmp_path / "checkpoint",
+        FIXTURE,
+        "gpt_neox.layers.1.mlp.dense_h_to_4h.weight",
+        (128, 32),
+    )
 
 
 def test_unknown_tensor_is_named(tmp_path):
-    def add(weights):
-        weights["gpt_neox.layers.0.attention.rotary_scale"] = np.ones(4, "f4")
-
-    directory = _copy(tmp_path, edit_weights=add)
-    with pytest.raises(
-        CheckpointError,
-        match=r"no place in the kerasseq model.*attention\.rotary_scale",
-    ):
-        from_hf(directory)
+    assert_unplaced_tensor_is_named(
+        tmp_path / "checkpoint",
+        FIXTURE,
+        "gpt_neox.layers.0.attention.rotary_scale",
+        np.ones(4, "f4"),
+        shown=r"attention\.rotary_scale",
+    )
 
 
 def test_hub_layout_legacy_config_buffers_and_lm_head_name(tmp_path, expected):
