@@ -6,6 +6,7 @@ from kerasseq.models.generation import Sampler
 from kerasseq.models.generation import cache_length
 from kerasseq.models.generation import check_generate_args
 from kerasseq.models.generation import prefill_length
+from kerasseq.models.generation import step_through
 from kerasseq.models.task import Task
 from kerasseq.ops.dispatch import compile_function
 
@@ -157,6 +158,5 @@ class CausalLM(Task):
             states = backbone.get_initial_state(
                 batch_size, max_length=max_length
             )
-            for t in range(prompt_len):
-                logits, states = step(token_ids[:, t], t, states)
+            logits, states = step_through(step, token_ids, states)
         return sampler(step, token_ids, logits, states, max_new_tokens)

@@ -8,7 +8,7 @@ as keras-hub's `CausalLM.generate` hands its `next` function to a
 `keras_hub.samplers.Sampler`:
 
 - the logits after the prompt and the state they leave (the prompt run
-  in one compiled prefill, or token by token), and
+  in one compiled prefill, or token by token with `step_through`), and
 - `step(token_ids, index, state) -> (logits, state)`: one compiled step
   that reads the token at position `index` (counted from the prompt's
   start) and gives the logits of the token after it.
@@ -60,6 +60,16 @@ def prefill_length(prompt_len, limit):
     compiled prefill serves every prompt length up to it; at most `limit`
     (the cache length, which holds the padded prompt)."""
     return min(max(16, 1 << (prompt_len - 1).bit_length()), limit)
+
+
+def step_through(step, token_ids, state):
+    """Runs the prompts `token_ids` `(batch_size, prompt_len)` through
+    `step` token by token, from `state`: the logits after the last token
+    and the state after it. What `generate` does for mixers without
+    `prefill`; its tokens are those of the one-pass prefill."""
+    for index in range(token_ids.shape[1]):
+        logits, state = step(token_ids[:, index], index, state)
+    return logits, state
 
 
 class Sampler:

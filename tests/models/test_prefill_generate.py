@@ -1,16 +1,19 @@
 """`generate` runs the prompt in one pass (the backbone's `prefill`) and
-then steps: the tokens are those of decoding token by token, the backbone's
-prefill gives its call's outputs and the stepped states, and one compiled
-prefill serves every prompt length of a bucket."""
+then steps: greedy tokens are the argmax of one teacher-forced call, the
+tokens are those of stepping through the prompt (as for mixers without
+`prefill`), the backbone's prefill gives its call's outputs and the
+stepped states, and one compiled prefill serves every prompt length of a
+bucket."""
+
+from unittest import mock
 
 import keras
 import numpy as np
 import pytest
 
 from kerasseq.models import RecurrentGPT2
+from kerasseq.models import SequenceBackbone
 from kerasseq.models import build_model
-from kerasseq.models.generation import Sampler
-from kerasseq.models.generation import cache_length
 from kerasseq.models.generation import prefill_length
 
 VOCAB = 20
@@ -27,26 +30,24 @@ def _prompt(length, seed=0):
     return rng.integers(1, VOCAB, (2, length)).astype("int32")
 
 
-def decode_token_by_token(model, token_ids, max_new_tokens, temperature=0.0):
-    """`generate` as it was before prefill: every prompt token through
-    `step` too (compiled once `generate` has compiled it)."""
-    step = model._step_function or model._step
-    batch, prompt_len = token_ids.shape
-    total = prompt_len + max_new_tokens
-    limit = model.backbone.max_sequence_length
-    states = model.backbone.get_initial_state(
-        batch, max_length=cache_length(total, limit)
+def generate_stepping_the_prompt(model, token_ids, max_new_tokens, **kw):
+    """`model.generate` as it runs for mixers without `prefill`: the prompt
+    through the compiled `step`, token by token."""
+    with mock.patch.object(SequenceBackbone, "can_prefill", False):
+        return model.generate(token_ids, max_new_tokens, **kw)
+
+
+def check_greedy_tokens(model, generated, prompt_len):
+    """Greedy tokens are the argmax of the logits of one teacher-forced
+    call of the model over the generated sequence (the parallel forward,
+    not the decoding step)."""
+    logits = model(
+        {"token_ids": generated, "padding_mask": np.ones_like(generated, bool)}
     )
-    sampler = Sampler(temperature, seed=3)
-    tokens = [
-        keras.ops.convert_to_tensor(token_ids[:, t]) for t in range(prompt_len)
-    ]
-    for t in range(total - 1):
-        position = keras.ops.convert_to_tensor(t, "int32")
-        logits, states = step(tokens[t], position, states)
-        if t + 1 >= prompt_len:
-            tokens.append(sampler.get_next_token(logits))
-    return np.stack([keras.ops.convert_to_numpy(t) for t in tokens], 1)
+    logits = keras.ops.convert_to_numpy(logits)[:, prompt_len - 1 : -1]
+    np.testing.assert_array_equal(
+        generated[:, prompt_len:], np.argmax(logits, axis=-1)
+    )
 
 
 # on JAX the default suite keeps mamba; `make test-all` runs gpt there too
@@ -64,13 +65,14 @@ def check_generate(name):
     model = _model(name)
     prompt = _prompt(11)
     generated = model.generate(prompt, 6)
+    check_greedy_tokens(model, generated, 11)
     np.testing.assert_array_equal(
-        generated, decode_token_by_token(model, prompt, 6)
+        generated, generate_stepping_the_prompt(model, prompt, 6)
     )
     # sampling draws the same tokens from the same seed
     np.testing.assert_array_equal(
         model.generate(prompt, 6, temperature=1.0, seed=3),
-        decode_token_by_token(model, prompt, 6, temperature=1.0),
+        generate_stepping_the_prompt(model, prompt, 6, temperature=1.0, seed=3),
     )
     if keras.backend.backend() == "tensorflow":
         # prompts of 1 to 16 tokens share one compiled prefill
@@ -133,26 +135,6 @@ def test_prompts_pad_to_buckets():
     assert prefill_length(100, 120) == 120
 
 
-def recurrent_decode_token_by_token(model, token_ids, max_new_tokens):
-    """`RecurrentGPT2.generate` as it was before prefill, greedy: every
-    prompt token through `_step`, eagerly."""
-    batch, prompt_len = token_ids.shape
-    length = model.segment_length
-    state = model._fresh_segment(batch, model.recurrence.initial_state(batch))
-    sampler = Sampler()
-    tokens = [
-        keras.ops.convert_to_tensor(token_ids[:, t]) for t in range(prompt_len)
-    ]
-    for t in range(prompt_len + max_new_tokens - 1):
-        if t > 0 and t % length == 0:
-            cell_state = model._advance(state["cell"], state["last"])
-            state = model._fresh_segment(batch, cell_state)
-        logits, state = model._step(tokens[t], t % length, state)
-        if t + 1 >= prompt_len:
-            tokens.append(sampler.get_next_token(logits))
-    return np.stack([keras.ops.convert_to_numpy(t) for t in tokens], 1)
-
-
 def check_recurrent_gpt2_generates_as_it_steps():
     backbone = build_model(
         "gpt2",
@@ -167,7 +149,8 @@ def check_recurrent_gpt2_generates_as_it_steps():
     # two whole segments and 3 tokens in the prompt, 7 new ones: one more
     # segment begins while decoding
     prompt = _prompt(19, seed=4)
+    generated = model.generate(prompt, max_new_tokens=7)
+    check_greedy_tokens(model, generated, 19)
     np.testing.assert_array_equal(
-        model.generate(prompt, max_new_tokens=7),
-        recurrent_decode_token_by_token(model, prompt, 7),
+        generated, generate_stepping_the_prompt(model, prompt, 7)
     )

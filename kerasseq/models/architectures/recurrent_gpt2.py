@@ -15,6 +15,7 @@ from kerasseq.layers.sequence_layer import real_steps
 from kerasseq.models.generation import Sampler
 from kerasseq.models.generation import check_generate_args
 from kerasseq.models.generation import prefill_length
+from kerasseq.models.generation import step_through
 from kerasseq.models.task import Task
 from kerasseq.ops.checks import check_choice
 from kerasseq.ops.checks import check_int
@@ -422,10 +423,11 @@ class RecurrentGPT2(Task):
         as `CausalLM.generate` pads), then the new tokens come one `step`
         each (a key/value cache within the segment); when a segment fills
         up, the cell reads its summary, the cache is emptied and positions
-        restart at 0. Greedy decoding picks the argmax of the model's
-        teacher-forced logits. Arguments and result as `CausalLM.generate`;
-        the tokens are picked, and the loop run, by its
-        `generation.Sampler`.
+        restart at 0 (a backbone whose mixers have no `prefill` steps
+        through the prompt instead). Greedy decoding picks the argmax of
+        the model's teacher-forced logits. Arguments and result as
+        `CausalLM.generate`; the tokens are picked, and the loop run, by
+        its `generation.Sampler`.
         """
         token_ids = check_generate_args(token_ids, max_new_tokens, temperature)
         batch_size, prompt_len = token_ids.shape
@@ -452,13 +454,18 @@ class RecurrentGPT2(Task):
             # a new segment at every multiple of `length`: positions
             # restart at 0, with the cell's state after the last one
             position = index % length
-            if position == 0:
+            if position == 0 and index > 0:
                 state = self._fresh_segment(batch_size, advance(state))
             position = ops.convert_to_tensor(position, dtype="int32")
             return self._step_function(next_ids, position, state)
 
-        # the prompt's segments in one pass each, the last one padded
         cell_state = self.recurrence.initial_state(batch_size)
+        if not self.backbone.can_prefill:
+            # a mixer without `prefill`: the prompt token by token
+            state = self._fresh_segment(batch_size, cell_state)
+            logits, state = step_through(step, token_ids, state)
+            return sampler(step, token_ids, logits, state, max_new_tokens)
+        # the prompt's segments in one pass each, the last one padded
         start = (prompt_len - 1) // length * length
         for begin in range(0, start, length):
             _, state = self._prefill_function(
