@@ -1,4 +1,5 @@
 import collections
+import inspect
 import os
 import time
 import zlib
@@ -102,16 +103,21 @@ def test_the_separation_rule_is_what_keeps_contours_apart():
         assert connected(image) == expected
 
 
+# drawing settings, each away from its default
+OTHER_SETTINGS = {
+    "paddle_length": 3,
+    "max_turn": 45,
+    "marker_radius": 1.0,
+    "num_distractors": 6,
+    "contour_value": 90,
+}
+
+
 def test_rules_hold_for_other_settings():
-    images, labels = pathfinder.generate(
-        40,
-        seed=6,
-        paddle_length=3,
-        max_turn=45,
-        marker_radius=1.0,
-        num_distractors=6,
-        contour_value=90,
-    )
+    defaults = inspect.signature(pathfinder.generate).parameters
+    for name, value in OTHER_SETTINGS.items():
+        assert value != defaults[name].default, name
+    images, labels = pathfinder.generate(40, seed=6, **OTHER_SETTINGS)
     np.testing.assert_array_equal([connected(x) for x in images], labels)
     for image in images[labels == 1]:
         assert connected(image, reach=1) == 0
