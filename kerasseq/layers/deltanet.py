@@ -123,8 +123,6 @@ class DeltaNet(SequenceLayer):
         checks.check_number(
             "norm_epsilon", norm_epsilon, "a positive float", lambda v: v > 0
         )
-        checks.check_choice("mode", mode, MODES)
-        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -133,8 +131,7 @@ class DeltaNet(SequenceLayer):
         self.allow_neg_eigval = allow_neg_eigval
         self.use_gate = use_gate
         self.norm_epsilon = norm_epsilon
-        self.mode = mode
-        self.chunk_size = chunk_size
+        self.set_scan_options(mode, chunk_size, MODES)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def _dense(self, name, units, input_dim):

@@ -73,13 +73,10 @@ class LinearAttention(BaseAttention):
         **kwargs,
     ):
         checks.check_choice("feature_map", feature_map, FEATURE_MAPS)
-        checks.check_mode(mode, checks.MODES)
-        checks.check_int("chunk_size", chunk_size)
         super().__init__(num_heads, **kwargs)
         self.causal = causal
         self.feature_map = feature_map
-        self.mode = mode
-        self.chunk_size = chunk_size
+        self.set_scan_options(mode, chunk_size)
 
     def _features(self, inputs, padding_mask=None):
         phi = FEATURE_MAPS[self.feature_map]

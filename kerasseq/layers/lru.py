@@ -107,16 +107,13 @@ class LRU(SequenceLayer):
         checks.check_number(
             "max_phase", max_phase, "a positive number", lambda v: v > 0
         )
-        checks.check_choice("mode", mode, checks.MODES)
-        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.state_size = state_size
         self.r_min = r_min
         self.r_max = r_max
         self.max_phase = max_phase
         self.use_glu = use_glu
-        self.mode = mode
-        self.chunk_size = chunk_size
+        self.set_scan_options(mode, chunk_size)
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]

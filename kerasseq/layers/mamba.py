@@ -103,8 +103,6 @@ class Mamba(SequenceLayer):
                 f"`dt_max`, expected 0 < dt_min <= dt_max, got dt_min="
                 f"{dt_min!r} and dt_max={dt_max!r}."
             )
-        checks.check_choice("mode", mode, checks.MODES)
-        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.state_size = state_size
         self.conv_kernel = conv_kernel
@@ -116,8 +114,7 @@ class Mamba(SequenceLayer):
         self.dt_scale = dt_scale
         self.use_bias = use_bias
         self.use_conv_bias = use_conv_bias
-        self.mode = mode
-        self.chunk_size = chunk_size
+        self.set_scan_options(mode, chunk_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):

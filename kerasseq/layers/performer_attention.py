@@ -94,15 +94,12 @@ class PerformerAttention(BaseAttention):
             "feature_redraw_interval", feature_redraw_interval, allow_none=True
         )
         checks.check_int("seed", seed, minimum=None, allow_none=True)
-        checks.check_mode(mode, checks.MODES)
-        checks.check_int("chunk_size", chunk_size)
         super().__init__(num_heads, **kwargs)
         self.causal = causal
         self.num_features = num_features
         self.feature_redraw_interval = feature_redraw_interval
         self.seed = seed
-        self.mode = mode
-        self.chunk_size = chunk_size
+        self.set_scan_options(mode, chunk_size)
         self.recompute_attention = recompute_attention
         self.seed_generator = keras.random.SeedGenerator(seed)
 

@@ -56,12 +56,9 @@ class QuasiLSTM(SequenceLayer):
         **kwargs,
     ):
         checks.check_int("units", units, allow_none=True)
-        checks.check_choice("mode", mode, checks.MODES)
-        checks.check_int("chunk_size", chunk_size)
         super().__init__(**kwargs)
         self.units = units
-        self.mode = mode
-        self.chunk_size = chunk_size
+        self.set_scan_options(mode, chunk_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
     def build(self, input_shape):

@@ -71,6 +71,15 @@ class SequenceLayer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.supports_masking = True
 
+    def set_scan_options(self, mode, chunk_size, modes=checks.MODES):
+        """Checks and keeps `mode` (one of `modes`) and `chunk_size` (a
+        positive int): the options a layer passes on to its
+        `kerasseq.ops` kernel (see kerasseq/ops/README.md)."""
+        checks.check_choice("mode", mode, modes)
+        checks.check_int("chunk_size", chunk_size)
+        self.mode = mode
+        self.chunk_size = chunk_size
+
     def __call__(self, inputs, *args, **kwargs):
         if isinstance(inputs, (dict, list, tuple)):
             kind = (

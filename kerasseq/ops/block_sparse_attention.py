@@ -126,7 +126,7 @@ def block_sparse_attention(
     check_block_arguments(
         block_size, num_global_blocks, num_random_blocks, seed
     )
-    checks.check_mode(random_blocks, RANDOM_BLOCKS, "random_blocks")
+    checks.check_choice("random_blocks", random_blocks, RANDOM_BLOCKS)
     batch, length, heads, key_dim, _ = checks.check_qkv(
         q, k, v, "block_sparse_attention"
     )
@@ -269,7 +269,7 @@ def random_block_plan(
     checks.check_int("num_global_blocks", num_global_blocks, 0)
     checks.check_int("num_random_blocks", num_random_blocks, 0)
     checks.check_int("seed", seed, 0)
-    checks.check_mode(random_blocks, RANDOM_BLOCKS, "random_blocks")
+    checks.check_choice("random_blocks", random_blocks, RANDOM_BLOCKS)
     _check_random_blocks(
         num_blocks, num_global_blocks, num_random_blocks, f"{num_blocks} blocks"
     )

@@ -21,12 +21,6 @@ def check_choice(name, value, choices):
         )
 
 
-def check_mode(mode, allowed, name="mode"):
-    """Raises `ValueError` unless `mode` is in `allowed` (the `mode=`
-    argument of the ops)."""
-    check_choice(name, mode, allowed)
-
-
 def check_float(name, x):
     """Raises `ValueError` unless `x` has a floating (or complex) dtype."""
     dtype = keras.backend.standardize_dtype(x.dtype)

@@ -291,7 +291,7 @@ def favor_plus(x, projection, is_query, eps=1e-6, key_stabilizer="sequence"):
     checks.check_float("x", x)
     checks.check_rank("x", x, 4, "(B, T, H, D)")
     checks.check_float("projection", projection)
-    checks.check_mode(key_stabilizer, KEY_STABILIZERS, "key_stabilizer")
+    checks.check_choice("key_stabilizer", key_stabilizer, KEY_STABILIZERS)
     dim = x.shape[-1]
     checks.check_shape("projection", projection, (None, dim), "(M, D)")
     num_features = projection.shape[0]

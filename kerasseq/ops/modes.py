@@ -57,7 +57,7 @@ AUTO = {
 
 def check(op, mode):
     """Raises `ValueError` unless `mode` is one of `MODES[op]`."""
-    checks.check_mode(mode, MODES[op])
+    checks.check_choice("mode", mode, MODES[op])
 
 
 def resolve(op, mode, length=None, chunk_size=None):
