@@ -131,7 +131,9 @@ class CausalLM(Task):
                     f"max_sequence_length={backbone.max_sequence_length}."
                 )
         if self._step_function is None:
-            self._step_function = compile_function(self._step)
+            self._step_function = compile_function(
+                self._step, variables=self.variables
+            )
         sampler = Sampler(temperature, seed)
         # attention caches are masked past the current position, so a cache
         # longer than `total` decodes the same tokens
@@ -146,7 +148,7 @@ class CausalLM(Task):
                 # one program per padded prompt length: the scan kernels
                 # need the length static
                 self._prefill_function = compile_function(
-                    self._prefill, relax_shapes=False
+                    self._prefill, relax_shapes=False, variables=self.variables
                 )
             padded = prefill_length(prompt_len, max_length)
             logits, states = self._prefill_function(

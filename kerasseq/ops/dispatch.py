@@ -20,8 +20,8 @@ here so that ops and layers stay backend-free. Every op builds on these:
   gradients, and leaving out inputs that are `None` (no initial state).
 - `device_kind`, for what `mode="auto"` picks (`kerasseq.ops.modes`).
 
-Plus `compile_function` (XLA-compiles a function for repeated calls) and
-the complex-number helpers.
+Plus `compile_function` (XLA-compiles a function for repeated calls, on
+JAX too) and the complex-number helpers.
 """
 
 import keras
@@ -295,22 +295,33 @@ def custom_gradient(forward, *inputs):
     return run(*(inputs[i] for i in present))
 
 
-def compile_function(fn, relax_shapes=True):
+def compile_function(fn, relax_shapes=True, variables=None):
     """Compiles `fn` with XLA for repeated calls on the active backend.
 
     On TensorFlow this is `tf.function(jit_compile=True)`, without
     AutoGraph: the code traces under `jax.jit` too, so it has no Python
     control flow on tensors to convert, and converting the methods it calls
-    cost 6 s of a Mamba model's first prefill (of 9 s). On JAX the
-    function is returned unchanged, since layers hold their weights as
-    stateful variables that `jax.jit` would bake in as constants.
+    cost 6 s of a Mamba model's first prefill (of 9 s).
+
+    On JAX it is `jax.jit`. Layers hold their weights as stateful Keras
+    variables, which a jitted function would bake in as constants, so the
+    variables `fn` reads are passed in: their current values go into the
+    compiled function as arguments, and inside it each variable reads its
+    argument (`keras.StatelessScope`), as keras-hub compiles `generate`.
+    Without `variables` the function is returned as it is (run op by op).
+    Python scalars and `None` among the arguments are static: one program
+    per value, as `tf.function` traces one per Python value.
 
     Args:
-        fn: a Python function of tensors (nested structures allowed).
+        fn: a Python function of tensors (nested structures allowed) that
+            reads `variables` and assigns none.
         relax_shapes: bool. On TensorFlow, whether calls with new shapes may
             share one program over shapes with unknown dimensions (fewer
             compilations); `False` compiles one program per shape, with
-            every length known (as the scan kernels need).
+            every length known (as the scan kernels need). JAX compiles
+            one program per shape in any case.
+        variables: on JAX, the Keras variables `fn` reads (e.g. a model's
+            `variables`).
 
     Returns:
         A callable with the same signature.
@@ -324,7 +335,43 @@ def compile_function(fn, relax_shapes=True):
             reduce_retracing=relax_shapes,
             autograph=False,
         )
-    return fn
+    if _backend() != "jax" or variables is None:
+        return fn
+    return _jax_compiled(fn, list(variables))
+
+
+def _is_static(value):
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _jax_compiled(fn, variables):
+    import jax
+
+    programs = {}
+
+    def call(*args):
+        static = tuple(
+            (i, arg) for i, arg in enumerate(args) if _is_static(arg)
+        )
+        if static not in programs:
+            fixed = dict(static)
+
+            def stateless(values, dynamic):
+                dynamic = iter(dynamic)
+                full = [
+                    fixed[i] if i in fixed else next(dynamic)
+                    for i in range(len(args))
+                ]
+                mapping = list(zip(variables, values, strict=True))
+                with keras.StatelessScope(state_mapping=mapping):
+                    return fn(*full)
+
+            programs[static] = jax.jit(stateless)
+        dynamic = [arg for arg in args if not _is_static(arg)]
+        values = [variable.value for variable in variables]
+        return programs[static](values, dynamic)
+
+    return call
 
 
 def device_kind():

@@ -432,12 +432,16 @@ class RecurrentGPT2(Task):
         token_ids = check_generate_args(token_ids, max_new_tokens, temperature)
         batch_size, prompt_len = token_ids.shape
         if self._step_function is None:
-            self._step_function = compile_function(self._step)
-            self._advance_function = compile_function(self._advance)
+            self._step_function = compile_function(
+                self._step, variables=self.variables
+            )
+            self._advance_function = compile_function(
+                self._advance, variables=self.variables
+            )
             # one program per padded segment length: the scan kernels and
             # the summary need it static
             self._prefill_function = compile_function(
-                self._prefill, relax_shapes=False
+                self._prefill, relax_shapes=False, variables=self.variables
             )
         sampler = Sampler(temperature, seed)
         length = self.segment_length
