@@ -29,6 +29,11 @@ import keras  # noqa: E402
 
 _check_backend(keras.backend.backend(), "Keras's configuration")
 
+from kerasseq.ops import dispatch  # noqa: E402
+
+# on JAX, before its first computation: XLA's own code for reductions
+dispatch.keep_reductions_in_xla()
+
 from kerasseq import layers  # noqa: E402
 from kerasseq import models  # noqa: E402
 from kerasseq import ops  # noqa: E402

@@ -1,8 +1,14 @@
-"""An unsupported Keras backend is refused with one clear line."""
+"""An unsupported Keras backend is refused with one clear line; on JAX,
+importing kerasseq keeps reductions in XLA's own CPU code."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+
+import pytest
+
+from kerasseq.ops import dispatch
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 
@@ -34,3 +40,40 @@ def test_binary_refuses_in_one_line():
         "KERAS_BACKEND='torch' is not supported: kerasseq runs on "
         "tensorflow (the default) and jax."
     )
+
+
+JAX_REDUCTION = """
+import os, jax, jax.numpy as jnp
+import kerasseq
+hlo = jax.jit(lambda x: x.sum(axis=1)).lower(jnp.ones((8, 16, 512))).compile()
+print(os.environ.get("XLA_FLAGS"))
+print("ynn" in hlo.as_text())
+"""
+
+
+def _run_python(code, **env):
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"
+)
+def test_jax_reductions_compile_to_xla_code_unless_the_user_chose():
+    # YNNPACK reductions made the scan loops 4-5x slower than on TensorFlow
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": ""}
+    result = _run_python(JAX_REDUCTION, **env)
+    assert result.returncode == 0, result.stderr
+    flags, uses_ynn = result.stdout.split("\n")[:2]
+    assert flags == dispatch.XLA_CPU_FLAG and uses_ynn == "False"
+    # a user's own setting stands
+    chosen = "--xla_cpu_experimental_ynn_fusion_type=reduce"
+    result = _run_python(JAX_REDUCTION, **{**env, "XLA_FLAGS": chosen})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == [chosen, "True"]

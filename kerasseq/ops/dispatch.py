@@ -24,12 +24,44 @@ Plus `compile_function` (XLA-compiles a function for repeated calls, on
 JAX too) and the complex-number helpers.
 """
 
+import os
+
 import keras
 from keras import ops
 
 
 def _backend():
     return keras.backend.backend()
+
+
+# XLA:CPU as JAX ships it hands reductions to YNNPACK library calls; inside
+# the kernels' compiled loops (a reduction or two per time step) their
+# per-call cost dominated: the selective scan's recurrent forward (B=8,
+# T=1024, Dm=512, N=16) ran 4-5x slower on JAX than on TensorFlow's XLA,
+# and as fast with this flag (kerasseq/ops/README.md)
+XLA_CPU_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-reduce"
+
+
+def keep_reductions_in_xla():
+    """On JAX, compiles reductions with XLA's own CPU code (as TensorFlow
+    does) rather than YNNPACK calls, by adding `XLA_CPU_FLAG` to
+    `XLA_FLAGS`: unless `XLA_FLAGS` already sets YNN fusions (the user's
+    choice stands), and only while JAX has not started its backends (the
+    flags are read then). `import kerasseq` calls it. Returns whether the
+    flag is in effect."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _backend() != "jax" or "ynn_fusion_type" in flags:
+        return XLA_CPU_FLAG in flags.split()
+    try:
+        from jax._src import xla_bridge
+
+        started = xla_bridge.backends_are_initialized()
+    except (ImportError, AttributeError):  # a JAX that does not say
+        started = False
+    if started:
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
+    return True
 
 
 def fori_loop(lower, upper, body, init):
