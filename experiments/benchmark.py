@@ -2,6 +2,7 @@ r"""Benchmarks of the kerasseq kernels and models: tokens/s and memory.
 
     python -m experiments.benchmark ops --op=selective_scan --mode=all
     python -m experiments.benchmark ops --seq_len=16384 --passes=forward
+    python -m experiments.benchmark ops --backends=tensorflow,jax
     python -m experiments.benchmark layers --models=gpt,mamba \
         --lengths=1024,2048,4096
     python -m experiments.benchmark lm --models=gpt2,mamba \
@@ -32,7 +33,9 @@ memory beyond the inputs:
   sequence length: compare lengths, not ops, with this number).
 
 Every measurement runs in its own subprocess so that the numbers do not leak
-into each other.
+into each other. With `--backends=tensorflow,jax` (ops, layers) each runs on
+both backends in turn, and the table gives each time as a multiple of the
+first backend's.
 
 `autodiff` is the baseline every mode is measured against: the op's readable
 reference (`kerasseq.ops.reference`, in float32), its step looped with
@@ -56,6 +59,7 @@ from absl import app
 from absl import flags
 
 from experiments.common import console
+from experiments.common import layers_benchmark
 from experiments.common import lm_benchmark
 from experiments.common import ops_benchmark
 from experiments.common import results as results_lib
@@ -83,16 +87,39 @@ flags.DEFINE_string(
     "lengths", "1024,2048,4096", "layers: comma list of sequence lengths."
 )
 flags.DEFINE_string("preset", "small", "layers: the model preset.")
+flags.DEFINE_string(
+    "backends",
+    "",
+    "ops, layers: comma list of Keras backends (tensorflow, jax) to measure "
+    "side by side, each measurement in turn on each; default the active one.",
+)
 flags.DEFINE_string("output_dir", "runs/benchmark", "Where to save results.")
 flags.DEFINE_string("tag", "", "Suffix of the saved file names.")
 flags.DEFINE_string("_measure", None, "Internal: run one measurement (JSON).")
 FLAGS = flags.FLAGS
+BACKENDS = ("tensorflow", "jax")
+
+
+def _backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+def _backends():
+    """The backends of `--backends`, by default the active one."""
+    if not FLAGS.backends:
+        return [_backend()]
+    return parse_list(FLAGS.backends, BACKENDS, "backends")
 
 
 def measure(op, mode, pass_name):
     """One measurement in this process: returns a result dict."""
     import numpy as np
     from keras import ops
+
+    # before the first tensor: on JAX it sets XLA's flags
+    import kerasseq  # noqa: F401
 
     shape = ops_benchmark.shape_of(op, FLAGS.seq_len, FLAGS.batch_size)
     rng = np.random.default_rng(42)
@@ -124,6 +151,7 @@ def measure(op, mode, pass_name):
         memory = None
     tokens = shape["batch"] * shape["seq_len"]
     return {
+        "backend": _backend(),
         "op": op,
         "mode": mode,
         "pass": pass_name,
@@ -136,11 +164,15 @@ def measure(op, mode, pass_name):
     }
 
 
-def _environment():
+def _environment(backends=None):
+    """The machine, the backends and their versions of a run."""
+    import importlib.metadata
+
     import keras
 
+    backends = backends or [_backend()]
     info = {
-        "backend": keras.backend.backend(),
+        "backend": "+".join(backends),
         "keras": keras.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -150,24 +182,24 @@ def _environment():
     from kerasseq.ops.dispatch import device_kind
 
     info["device"] = device_kind()
-    if info["backend"] == "jax":
+    for backend in backends:
+        info[backend] = importlib.metadata.version(backend)
+    if backends == ["jax"]:
         import jax
 
-        info["jax"] = jax.__version__
         info["device_name"] = str(jax.devices()[0].device_kind)
-    else:
-        import tensorflow as tf
-
-        info["tensorflow"] = tf.__version__
-    info["memory"] = (
-        "XLA temporary buffers"
-        if info["backend"] == "jax"
-        else "peak RSS rise, compile included"
+    memory = {
+        "jax": "XLA temporary buffers",
+        "tensorflow": "peak RSS rise, compile included",
+    }
+    info["memory"] = "; ".join(
+        f"{b}: {memory[b]}" if len(backends) > 1 else memory[b]
+        for b in backends
     )
     return info
 
 
-def _run_isolated(op, mode, pass_name):
+def _run_isolated(op, mode, pass_name, backend):
     argv = [
         sys.executable,
         "-m",
@@ -182,13 +214,18 @@ def _run_isolated(op, mode, pass_name):
         argv.append(f"--seq_len={FLAGS.seq_len}")
     if FLAGS.batch_size:
         argv.append(f"--batch_size={FLAGS.batch_size}")
-    return _run_json(argv, {"op": op, "mode": mode, "pass": pass_name})
+    labels = {"backend": backend, "op": op, "mode": mode, "pass": pass_name}
+    return _run_json(argv, labels)
 
 
 def _run_json(argv, labels):
-    """Runs one measurement in a subprocess; its last JSON line, or the
-    `labels` with the error that stopped it."""
-    result = subprocess.run(argv, capture_output=True, text=True)
+    """Runs one measurement in a subprocess, on `labels["backend"]` where
+    given; its last JSON line, or the `labels` with the error that stopped
+    it."""
+    env = dict(os.environ)
+    if labels.get("backend"):
+        env["KERAS_BACKEND"] = labels["backend"]
+    result = subprocess.run(argv, capture_output=True, text=True, env=env)
     lines = [x for x in result.stdout.splitlines() if x.startswith("{")]
     if result.returncode != 0 or not lines:
         error = (result.stderr.strip().splitlines() or ["no output"])[-1]
@@ -239,6 +276,7 @@ def measure_model(name, length):
     peak = ops_benchmark.read_status("VmHWM")
     memory = (peak - baseline) / 1024 if peak and baseline else None
     return {
+        "backend": _backend(),
         "model": name,
         "seq_len": length,
         "batch": batch,
@@ -253,46 +291,7 @@ def measure_model(name, length):
     }
 
 
-def _relative(results):
-    """Adds throughput and memory ratios to gpt at the same length."""
-    gpt = {
-        r["seq_len"]: r
-        for r in results
-        if r.get("model") == "gpt" and "error" not in r
-    }
-    for r in results:
-        ref = gpt.get(r.get("seq_len"))
-        if ref is None or "error" in r:
-            continue
-        r["speed_vs_gpt"] = r["tokens_per_s"] / ref["tokens_per_s"]
-        if r["peak_memory_mb"] and ref["peak_memory_mb"]:
-            r["memory_vs_gpt"] = r["peak_memory_mb"] / ref["peak_memory_mb"]
-    return results
-
-
-def _model_table(results):
-    lines = [
-        "| model | T | steps/s | tokens/s | × gpt speed | memory (MB) "
-        "| × gpt memory |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        if "error" in r:
-            lines.append(
-                results_lib.error_row([r["model"], r["seq_len"]], r["error"], 7)
-            )
-            continue
-        memory = results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a")
-        speed = results_lib.formatted(r.get("speed_vs_gpt"), "{:.2f}")
-        ratio = results_lib.formatted(r.get("memory_vs_gpt"), "{:.2f}")
-        lines.append(
-            f"| {r['model']} | {r['seq_len']} | {r['steps_per_s']:.3f} | "
-            f"{r['tokens_per_s']:,.0f} | {speed} | {memory} | {ratio} |"
-        )
-    return "\n".join(lines)
-
-
-def _run_model_isolated(name, length):
+def _run_model_isolated(name, length, backend):
     argv = [
         sys.executable,
         "-m",
@@ -304,7 +303,8 @@ def _run_model_isolated(name, length):
     ]
     if FLAGS.batch_size:
         argv.append(f"--batch_size={FLAGS.batch_size}")
-    return _run_json(argv, {"model": name, "seq_len": length})
+    labels = {"backend": backend, "model": name, "seq_len": length}
+    return _run_json(argv, labels)
 
 
 def _save(kind, env, results, table):
@@ -323,46 +323,6 @@ def _save(kind, env, results, table):
     return base
 
 
-def plot_layers(results, path, title=""):
-    """Training steps/s and peak memory against sequence length, one
-    line per model, as the Long Range Arena paper plots them."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
-    models = list(dict.fromkeys(r["model"] for r in results))
-    for name in models:
-        rows = sorted(
-            (r for r in results if r["model"] == name and "error" not in r),
-            key=lambda r: r["seq_len"],
-        )
-        lengths = [r["seq_len"] for r in rows]
-        style = {"marker": "o", "label": name}
-        if name == "gpt":
-            style.update(color="black", linestyle="--")
-        speed.plot(lengths, [r["steps_per_s"] for r in rows], **style)
-        used = [(r["seq_len"], r["peak_memory_mb"]) for r in rows]
-        used = [u for u in used if u[1] is not None]
-        if used:
-            memory.plot(*zip(*used, strict=True), **style)
-    for axis, label in (
-        (speed, "training steps / s"),
-        (memory, "peak memory (MB)"),
-    ):
-        axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
-        axis.set_xlabel("sequence length")
-        axis.set_ylabel(label)
-        axis.grid(True, which="both", alpha=0.3)
-    speed.legend(fontsize="small")
-    figure.suptitle(title, fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-
-
 def main_layers():
     from kerasseq.models import MODEL_NAMES
     from kerasseq.models import PRESETS
@@ -379,18 +339,24 @@ def main_layers():
     lengths = parse_lengths(FLAGS.lengths)
     if "gpt" not in names:
         names = ["gpt", *names]  # the reference of every ratio
+    backends = _backends()
     results = []
     for length in lengths:
         for name in names:
-            result = _run_model_isolated(name, length)
-            results.append(result)
-            print(_model_table([result]).splitlines()[-1], flush=True)
-    results = _relative(results)
-    env = _environment()
+            for backend in backends:
+                result = _run_model_isolated(name, length, backend)
+                results.append(result)
+                print(
+                    layers_benchmark.table([result]).splitlines()[-1],
+                    flush=True,
+                )
+    results = layers_benchmark.relative_to_gpt(results)
+    results = results_lib.versus_first_backend(results, ("model", "seq_len"))
+    env = _environment(backends)
     env["preset"] = FLAGS.preset
-    base = _save("layers", env, results, _model_table(results))
+    base = _save("layers", env, results, layers_benchmark.table(results))
     batch = results[0].get("batch", "?")
-    plot_layers(
+    layers_benchmark.plot(
         results,
         base + ".png",
         f"{env['backend']}, preset {FLAGS.preset}, batch {batch}",
@@ -418,18 +384,21 @@ def main(argv):
         return
     ops_ = parse_list(FLAGS.op, ops_benchmark.OPS, "op")
     passes = parse_list(FLAGS.passes, ops_benchmark.PASSES, "passes")
+    backends = _backends()
     results = []
     for op in ops_:
         allowed = (*ops_benchmark.MODES[op], "autodiff")
         modes = parse_list(FLAGS.mode, allowed, "mode")
         for mode in modes:
             for pass_name in passes:
-                result = _run_isolated(op, mode, pass_name)
-                results.append(result)
-                print(
-                    ops_benchmark.table([result]).splitlines()[-1], flush=True
-                )
-    _save("ops", _environment(), results, ops_benchmark.table(results))
+                for backend in backends:
+                    result = _run_isolated(op, mode, pass_name, backend)
+                    results.append(result)
+                    row = ops_benchmark.table([result]).splitlines()[-1]
+                    print(row, flush=True)
+    results = results_lib.versus_first_backend(results, ("op", "mode", "pass"))
+    table = ops_benchmark.table(results)
+    _save("ops", _environment(backends), results, table)
 
 
 if __name__ == "__main__":

@@ -210,20 +210,34 @@ def reset_peak_rss():
 
 
 def table(results):
-    """The markdown table of ops results."""
+    """The markdown table of ops results; with a `backend` column and each
+    time as a multiple of the first backend's where results come from
+    more than one backend (`--backends`)."""
+    backends = list(dict.fromkeys(r.get("backend") for r in results))
+    compared = len(backends) > 1
+    header = ["op", "mode", "pass", "tokens/s", "ms/call", "memory (MB)"]
+    if compared:
+        header[3:3] = ["backend"]
+        header.append(f"time × {backends[0]}")
     lines = [
-        "| op | mode | pass | tokens/s | ms/call | memory (MB) |",
-        "|---|---|---|---|---|---|",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
     for r in results:
+        keys = [r["op"], r["mode"], r["pass"]]
+        if compared:
+            keys.append(r.get("backend"))
         if "error" in r:
-            keys = [r["op"], r["mode"], r["pass"]]
-            lines.append(results_lib.error_row(keys, r["error"], 6))
+            lines.append(results_lib.error_row(keys, r["error"], len(header)))
             continue
-        memory = results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a")
-        lines.append(
-            f"| {r['op']} | {r['mode']} | {r['pass']} | "
-            f"{r['tokens_per_s']:,.0f} | {r['seconds'] * 1e3:.1f} | "
-            f"{memory} |"
-        )
+        cells = [
+            *keys,
+            f"{r['tokens_per_s']:,.0f}",
+            f"{r['seconds'] * 1e3:.1f}",
+            results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a"),
+        ]
+        if compared:
+            ratio = r.get("time_vs_first_backend")
+            cells.append(results_lib.formatted(ratio, "{:.2f}"))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

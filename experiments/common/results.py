@@ -179,3 +179,20 @@ def provenance():
         "machine": machine(),
         "versions": library_versions(),
     }
+
+
+def versus_first_backend(results, keys):
+    """Adds to each result the ratio of its time to the first backend's
+    for the same measurement (`keys`), where more than one ran."""
+    if len({r.get("backend") for r in results}) < 2:
+        return results
+    first = {}
+    for r in results:
+        key = tuple(r.get(k) for k in keys)
+        if "error" not in r:
+            first.setdefault(key, r)
+    for r in results:
+        ref = first.get(tuple(r.get(k) for k in keys))
+        if ref is not None and "error" not in r:
+            r["time_vs_first_backend"] = r["seconds"] / ref["seconds"]
+    return results

@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import os
 import re
@@ -43,10 +44,42 @@ def test_benchmark_measures_each_mode_and_the_baseline(tmp_path):
     assert "tokens/s" in table
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed"
+)
+def test_benchmark_measures_both_backends_side_by_side(tmp_path):
+    result = _benchmark(
+        "--op=linear_recurrence",
+        "--mode=recurrent",
+        "--passes=forward",
+        "--backends=tensorflow,jax",
+        "--seq_len=16",
+        "--batch_size=2",
+        "--repeats=1",
+        f"--output_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "ops_tensorflow+jax.json").read_text())
+    rows = record["results"]
+    # each measurement on each backend in turn, timed against the first
+    assert [r["backend"] for r in rows] == ["tensorflow", "jax"]
+    assert rows[0]["time_vs_first_backend"] == 1.0
+    assert rows[1]["time_vs_first_backend"] == pytest.approx(
+        rows[1]["seconds"] / rows[0]["seconds"]
+    )
+    environment = record["environment"]
+    assert environment["backend"] == "tensorflow+jax"
+    assert environment["tensorflow"] and environment["jax"]
+    table = (tmp_path / "ops_tensorflow+jax.md").read_text()
+    assert "| backend |" in table and "| time × tensorflow |" in table
+    assert "| recurrent | forward | jax |" in table
+
+
 @pytest.mark.parametrize(
     "args,match",
     [
         (["--op=conv"], "--op='conv': unknown \\['conv'\\]"),
+        (["--backends=torch"], "--backends='torch': unknown \\['torch'\\]"),
         (["--op=delta_rule", "--mode=parallel"], "unknown \\['parallel'\\]"),
         (["--passes=sideways"], "unknown \\['sideways'\\]"),
     ],
