@@ -24,37 +24,26 @@ def relative_to_gpt(results):
 
 
 def table(results):
-    """The markdown table of layers results; with a `backend` column and
-    each time as a multiple of the first backend's where results come from
-    more than one backend (`--backends`)."""
-    backends = list(dict.fromkeys(r.get("backend") for r in results))
-    compared = len(backends) > 1
-    header = ["model", "T", "steps/s", "tokens/s", "× gpt speed"]
-    header += ["memory (MB)", "× gpt memory"]
-    if compared:
-        header[2:2] = ["backend"]
-        header.append(f"time × {backends[0]}")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in results:
-        keys = [r["model"], r["seq_len"]]
-        if compared:
-            keys.append(r.get("backend"))
-        if "error" in r:
-            lines.append(results_lib.error_row(keys, r["error"], len(header)))
-            continue
-        cells = [
-            *keys,
-            f"{r['steps_per_s']:.3f}",
-            f"{r['tokens_per_s']:,.0f}",
-            results_lib.formatted(r.get("speed_vs_gpt"), "{:.2f}"),
-            results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a"),
-            results_lib.formatted(r.get("memory_vs_gpt"), "{:.2f}"),
-        ]
-        if compared:
-            ratio = r.get("time_vs_first_backend")
-            cells.append(results_lib.formatted(ratio, "{:.2f}"))
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+    """The markdown table of layers results (`results.benchmark_table`)."""
+    return results_lib.benchmark_table(
+        results,
+        [("model", "model"), ("T", "seq_len")],
+        [
+            ("steps/s", lambda r: f"{r['steps_per_s']:.3f}"),
+            ("tokens/s", lambda r: f"{r['tokens_per_s']:,.0f}"),
+            ("× gpt speed", lambda r: _ratio(r, "speed_vs_gpt")),
+            ("memory (MB)", lambda r: _memory(r)),
+            ("× gpt memory", lambda r: _ratio(r, "memory_vs_gpt")),
+        ],
+    )
+
+
+def _ratio(result, field):
+    return results_lib.formatted(result.get(field), "{:.2f}")
+
+
+def _memory(result):
+    return results_lib.formatted(result["peak_memory_mb"], "{:,.0f}", "n/a")
 
 
 def plot(results, path, title=""):

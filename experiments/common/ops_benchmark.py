@@ -210,34 +210,17 @@ def reset_peak_rss():
 
 
 def table(results):
-    """The markdown table of ops results; with a `backend` column and each
-    time as a multiple of the first backend's where results come from
-    more than one backend (`--backends`)."""
-    backends = list(dict.fromkeys(r.get("backend") for r in results))
-    compared = len(backends) > 1
-    header = ["op", "mode", "pass", "tokens/s", "ms/call", "memory (MB)"]
-    if compared:
-        header[3:3] = ["backend"]
-        header.append(f"time × {backends[0]}")
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for r in results:
-        keys = [r["op"], r["mode"], r["pass"]]
-        if compared:
-            keys.append(r.get("backend"))
-        if "error" in r:
-            lines.append(results_lib.error_row(keys, r["error"], len(header)))
-            continue
-        cells = [
-            *keys,
-            f"{r['tokens_per_s']:,.0f}",
-            f"{r['seconds'] * 1e3:.1f}",
-            results_lib.formatted(r["peak_memory_mb"], "{:,.0f}", "n/a"),
-        ]
-        if compared:
-            ratio = r.get("time_vs_first_backend")
-            cells.append(results_lib.formatted(ratio, "{:.2f}"))
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+    """The markdown table of ops results (`results.benchmark_table`)."""
+    return results_lib.benchmark_table(
+        results,
+        [("op", "op"), ("mode", "mode"), ("pass", "pass")],
+        [
+            ("tokens/s", lambda r: f"{r['tokens_per_s']:,.0f}"),
+            ("ms/call", lambda r: f"{r['seconds'] * 1e3:.1f}"),
+            ("memory (MB)", _memory),
+        ],
+    )
+
+
+def _memory(result):
+    return results_lib.formatted(result["peak_memory_mb"], "{:,.0f}", "n/a")

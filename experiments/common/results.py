@@ -196,3 +196,34 @@ def versus_first_backend(results, keys):
         if ref is not None and "error" not in r:
             r["time_vs_first_backend"] = r["seconds"] / ref["seconds"]
     return results
+
+
+def benchmark_table(results, keys, values):
+    """The markdown table of benchmark results, one row each.
+
+    Args:
+        results: result dicts; a failed one has an `error`.
+        keys: `(header, field)` pairs naming each measurement.
+        values: `(header, function of a result -> cell)` pairs.
+
+    Where the results come from more than one backend (`--backends`), a
+    `backend` column follows the keys and a last column gives each time as
+    a multiple of the first backend's (`versus_first_backend`).
+    """
+    backends = list(dict.fromkeys(r.get("backend") for r in results))
+    compared = len(backends) > 1
+    header = [name for name, _ in keys] + ["backend"] * compared
+    header += [name for name, _ in values]
+    header += [f"time × {backends[0]}"] * compared
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        cells = [r[field] for _, field in keys] + [r.get("backend")] * compared
+        if "error" in r:
+            lines.append(error_row(cells, r["error"], len(header)))
+            continue
+        cells += [cell(r) for _, cell in values]
+        if compared:
+            ratio = r.get("time_vs_first_backend")
+            cells.append(formatted(ratio, "{:.2f}"))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)

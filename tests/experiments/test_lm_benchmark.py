@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from tests.experiments.test_benchmark import ROOT
+from tests.experiments.binaries import ROOT
 from tests.experiments.test_benchmark import _benchmark
 
 GLUE = os.path.join(ROOT, "tests", "fixtures", "lm_eval", "data", "glue")
