@@ -17,6 +17,9 @@ os.environ["KERASSEQ_OFFLINE"] = "1"
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# first, before any JAX computation: on JAX it sets XLA's CPU flags
+import kerasseq  # noqa: E402, F401
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_policy():

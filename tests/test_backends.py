@@ -77,3 +77,8 @@ def test_jax_reductions_compile_to_xla_code_unless_the_user_chose():
     result = _run_python(JAX_REDUCTION, **{**env, "XLA_FLAGS": chosen})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == [chosen, "True"]
+    # too late once JAX has computed: a warning says what to do
+    late = "import jax.numpy as jnp; jnp.ones(2).sum(); " + JAX_REDUCTION
+    result = _run_python(late, **env)
+    assert result.returncode == 0, result.stderr
+    assert "Import kerasseq first" in result.stderr

@@ -25,6 +25,7 @@ JAX too) and the complex-number helpers.
 """
 
 import os
+import warnings
 
 import keras
 from keras import ops
@@ -47,8 +48,8 @@ def keep_reductions_in_xla():
     does) rather than YNNPACK calls, by adding `XLA_CPU_FLAG` to
     `XLA_FLAGS`: unless `XLA_FLAGS` already sets YNN fusions (the user's
     choice stands), and only while JAX has not started its backends (the
-    flags are read then). `import kerasseq` calls it. Returns whether the
-    flag is in effect."""
+    flags are read then; on a CPU it warns if they have started).
+    `import kerasseq` calls it. Returns whether the flag is in effect."""
     flags = os.environ.get("XLA_FLAGS", "")
     if _backend() != "jax" or "ynn_fusion_type" in flags:
         return XLA_CPU_FLAG in flags.split()
@@ -59,6 +60,16 @@ def keep_reductions_in_xla():
     except (ImportError, AttributeError):  # a JAX that does not say
         started = False
     if started:
+        import jax
+
+        if jax.default_backend() == "cpu":
+            warnings.warn(
+                "JAX ran a computation before kerasseq was imported, so "
+                "kerasseq could not set XLA_FLAGS: its kernels' loops may "
+                "run several times slower on this CPU. Import kerasseq "
+                f"first, or start Python with XLA_FLAGS={XLA_CPU_FLAG}.",
+                stacklevel=3,
+            )
         return False
     os.environ["XLA_FLAGS"] = f"{flags} {XLA_CPU_FLAG}".strip()
     return True
