@@ -7,6 +7,11 @@ r"""Benchmarks of the kerasseq kernels and models: tokens/s and memory.
         --lengths=1024,2048,4096
     python -m experiments.benchmark lm --models=gpt2,mamba \
         --tokenizer_dir=.venv/share/gpt2 --peer_python=PYTHON_WITH_TORCH
+    KERAS_BACKEND=jax python -m experiments.benchmark accelerator
+
+`accelerator` measures the kernels and a training step of every model on
+a GPU (JAX) against fla, mamba-ssm and PyTorch's SDPA, in one call
+(`experiments/common/accelerator_benchmark.py` says how).
 
 `lm` measures a language model's 0-shot scoring and generation against
 transformers (`experiments/common/lm_benchmark.py` says how).
@@ -58,6 +63,7 @@ import time
 from absl import app
 from absl import flags
 
+from experiments.common import accelerator_benchmark
 from experiments.common import console
 from experiments.common import layers_benchmark
 from experiments.common import lm_benchmark
@@ -75,13 +81,20 @@ flags.DEFINE_string(
 flags.DEFINE_string("passes", "forward,backward", "forward and/or backward.")
 flags.DEFINE_integer("seq_len", None, "Override the standard sequence length.")
 flags.DEFINE_integer(
-    "batch_size", None, "Override the standard batch size (layers: 4)."
+    "batch_size",
+    None,
+    f"Override the standard batch size (layers: {layers_benchmark.BATCH}).",
 )
-flags.DEFINE_string("dtype", "float32", "Input dtype.")
+flags.DEFINE_string(
+    "dtype", "float32", "Input dtype (accelerator: bfloat16 unless given)."
+)
 flags.DEFINE_integer("repeats", 5, "Timed calls per measurement.")
 flags.DEFINE_integer("chunk_size", 64, "Chunk size of the chunk modes.")
 flags.DEFINE_string(
-    "models", "all", "layers: comma list of registered models, or all."
+    "models",
+    "all",
+    "layers, lm, accelerator: comma list of models, or all "
+    "(accelerator: none for no training steps).",
 )
 flags.DEFINE_string(
     "lengths", "1024,2048,4096", "layers: comma list of sequence lengths."
@@ -92,6 +105,12 @@ flags.DEFINE_string(
     "",
     "ops, layers: comma list of Keras backends (tensorflow, jax) to measure "
     "side by side, each measurement in turn on each; default the active one.",
+)
+flags.DEFINE_string(
+    "kernels",
+    "all",
+    "accelerator: comma list of kernels, or all: "
+    f"{', '.join(accelerator_benchmark.KERNELS)}.",
 )
 flags.DEFINE_string("output_dir", "runs/benchmark", "Where to save results.")
 flags.DEFINE_string("tag", "", "Suffix of the saved file names.")
@@ -233,64 +252,6 @@ def _run_json(argv, labels):
     return json.loads(lines[-1])
 
 
-LAYERS_VOCABULARY = 256
-LAYERS_BATCH = 4
-
-
-def measure_model(name, length):
-    """Training speed and memory of one registered model in this process."""
-    import keras
-    import numpy as np
-
-    from kerasseq.models import build_model
-    from kerasseq.models import count_parameters
-
-    batch = FLAGS.batch_size or LAYERS_BATCH
-    model = build_model(
-        name,
-        "token_classification",
-        FLAGS.preset,
-        vocabulary_size=LAYERS_VOCABULARY,
-        num_classes=LAYERS_VOCABULARY,
-        max_sequence_length=length,
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-4),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=True,
-    )
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, LAYERS_VOCABULARY, (batch, length)).astype("int32")
-    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
-    labels = np.roll(ids, -1, axis=1)
-    baseline = ops_benchmark.reset_peak_rss()
-    start = time.perf_counter()
-    model.train_on_batch(inputs, labels)
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
-        loss = model.train_on_batch(inputs, labels)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    peak = ops_benchmark.read_status("VmHWM")
-    memory = (peak - baseline) / 1024 if peak and baseline else None
-    return {
-        "backend": _backend(),
-        "model": name,
-        "seq_len": length,
-        "batch": batch,
-        "preset": FLAGS.preset,
-        "parameters": count_parameters(model)["total"],
-        "seconds": seconds,
-        "steps_per_s": 1.0 / seconds,
-        "tokens_per_s": batch * length / seconds,
-        "compile_s": compile_s,
-        "peak_memory_mb": memory,
-        "loss_finite": bool(np.isfinite(float(np.asarray(loss).ravel()[0]))),
-    }
-
-
 def _run_model_isolated(name, length, backend):
     argv = [
         sys.executable,
@@ -329,7 +290,10 @@ def main_layers():
 
     if FLAGS._measure:
         name, length = FLAGS._measure.split(":")
-        print(json.dumps(measure_model(name, int(length))))
+        result = layers_benchmark.measure_model(
+            name, int(length), FLAGS.batch_size, FLAGS.preset, FLAGS.repeats
+        )
+        print(json.dumps(result))
         return
     names = parse_list(FLAGS.models, MODEL_NAMES, "models")
     if FLAGS.preset not in PRESETS:
@@ -364,13 +328,49 @@ def main_layers():
     print(f"saved {base}.png")
 
 
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+def main_accelerator():
+    """`accelerator`: the kernels and training steps on JAX against the
+    peers (`experiments/common/accelerator_benchmark.py`)."""
+    if FLAGS._measure:
+        accelerator_benchmark.measure(FLAGS._measure)
+        return
+    if FLAGS.accelerator_size not in accelerator_benchmark.SIZES:
+        raise app.UsageError(
+            f"--accelerator_size={FLAGS.accelerator_size!r}: allowed: "
+            f"{', '.join(accelerator_benchmark.SIZES)}."
+        )
+    dtype = FLAGS.dtype if FLAGS["dtype"].present else "bfloat16"
+    parse_list(dtype, DTYPES, "dtype")
+    kernels = parse_list(
+        FLAGS.kernels, accelerator_benchmark.KERNELS, "kernels"
+    )
+    passes = parse_list(FLAGS.passes, ops_benchmark.PASSES, "passes")
+    # this process only reads the model names: every measurement runs on
+    # JAX in a child process (TensorFlow may be absent on a GPU machine)
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    from kerasseq.catalogue import MODEL_NAMES
+
+    models = []
+    if FLAGS.models != "none":
+        models = parse_list(FLAGS.models, MODEL_NAMES, "models")
+    accelerator_benchmark.run(kernels, models, dtype, passes, _run_json, _save)
+
+
 def main(argv):
-    if len(argv) != 2 or argv[1] not in ("ops", "layers", "lm"):
+    commands = ("ops", "layers", "lm", "accelerator")
+    if len(argv) != 2 or argv[1] not in commands:
         raise app.UsageError(
             "usage: python -m experiments.benchmark ops [--op=...] "
             "[--mode=...] | layers [--models=...] [--lengths=...] | lm "
-            "[--models=...] --tokenizer_dir=..."
+            "[--models=...] --tokenizer_dir=... | accelerator "
+            "[--kernels=...] [--models=...|none]"
         )
+    if argv[1] == "accelerator":
+        main_accelerator()
+        return
     if argv[1] == "layers":
         main_layers()
         return

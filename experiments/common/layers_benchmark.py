@@ -1,8 +1,74 @@
-"""The tables and plot of `python -m experiments.benchmark layers`: each
-model's training speed and memory against `gpt` at the same length, and
-against the first backend where several ran (`--backends`)."""
+"""`python -m experiments.benchmark layers`: one model's training step
+measured in a process (`measure_model`, also run by `accelerator`), and
+the tables and plot: each model's training speed and memory against `gpt`
+at the same length, and against the first backend where several ran
+(`--backends`)."""
 
+import statistics
+import time
+
+from experiments.common import ops_benchmark
 from experiments.common import results as results_lib
+
+# each model is a token classifier over this vocabulary (causal and
+# bidirectional models run the same head), trained at this batch size
+VOCABULARY = 256
+BATCH = 4
+
+
+def measure_model(name, length, batch=None, preset="small", repeats=5):
+    """Training speed and memory of one registered model in this process:
+    `repeats` timed `train_on_batch` calls after a first one (compile)."""
+    import keras
+    import numpy as np
+
+    from kerasseq.models import build_model
+    from kerasseq.models import count_parameters
+
+    batch = batch or BATCH
+    model = build_model(
+        name,
+        "token_classification",
+        preset,
+        vocabulary_size=VOCABULARY,
+        num_classes=VOCABULARY,
+        max_sequence_length=length,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, VOCABULARY, (batch, length)).astype("int32")
+    inputs = {"token_ids": ids, "padding_mask": np.ones_like(ids, bool)}
+    labels = np.roll(ids, -1, axis=1)
+    baseline = ops_benchmark.reset_peak_rss()
+    start = time.perf_counter()
+    model.train_on_batch(inputs, labels)
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loss = model.train_on_batch(inputs, labels)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak = ops_benchmark.read_status("VmHWM")
+    memory = (peak - baseline) / 1024 if peak and baseline else None
+    return {
+        "backend": keras.backend.backend(),
+        "model": name,
+        "seq_len": length,
+        "batch": batch,
+        "preset": preset,
+        "parameters": count_parameters(model)["total"],
+        "seconds": seconds,
+        "steps_per_s": 1.0 / seconds,
+        "tokens_per_s": batch * length / seconds,
+        "compile_s": compile_s,
+        "peak_memory_mb": memory,
+        "loss_finite": bool(np.isfinite(float(np.asarray(loss).ravel()[0]))),
+    }
 
 
 def relative_to_gpt(results):

@@ -32,13 +32,13 @@ Each measurement runs in its own subprocess.
 
 import json
 import os
-import subprocess
 import sys
 import time
 
 from absl import app
 from absl import flags
 
+from experiments import peers
 from experiments.common import results as results_lib
 
 FLAGS = flags.FLAGS
@@ -64,8 +64,9 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "peer_python",
     sys.executable,
-    "lm: a Python with torch and transformers "
-    "for the peer; skipped with a line if it has none.",
+    "lm, accelerator: a Python with torch (lm: and transformers; "
+    "accelerator: and fla, mamba-ssm) for the peers; each missing peer "
+    "is skipped with a line.",
 )
 flags.DEFINE_integer("documents", 0, "lm: SST-2 documents scored (0: all).")
 flags.DEFINE_integer("score_batch_size", 8, "lm: requests per forward pass.")
@@ -260,21 +261,6 @@ def measure_kerasseq(name, requests_file):
 # === The peer ===
 
 
-def _peer_missing():
-    """Why the peer cannot run (`None` when it can)."""
-    check = "import torch, transformers"
-    try:
-        result = subprocess.run(
-            [FLAGS.peer_python, "-c", check], capture_output=True, text=True
-        )
-    except OSError as error:
-        return f"--peer_python={FLAGS.peer_python!r} cannot run: {error}"
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["?"])[-1]
-        return f"{FLAGS.peer_python} has no torch/transformers ({last})"
-    return None
-
-
 def _run_peer(command, spec, run_json):
     path = os.path.join(FLAGS.output_dir, f"lm_peer_{command}.json")
     with open(path, "w") as f:
@@ -383,7 +369,7 @@ def main(names, run_json, environment, save):
     )
     with open(requests_file, "w") as f:
         json.dump(requests, f)
-    missing = _peer_missing()
+    missing = peers.missing(FLAGS.peer_python, ("torch", "transformers"))
     if missing:
         print(f"transformers: skipped: {missing}", flush=True)
     rows = []

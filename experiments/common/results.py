@@ -214,7 +214,8 @@ def benchmark_table(results, keys, values):
     compared = len(backends) > 1
     header = [name for name, _ in keys] + ["backend"] * compared
     header += [name for name, _ in values]
-    header += [f"time × {backends[0]}"] * compared
+    if compared:
+        header.append(f"time × {backends[0]}")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         cells = [r[field] for _, field in keys] + [r.get("backend")] * compared
