@@ -202,7 +202,12 @@ class SequenceBackbone(keras.Model):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === config ===
-        self.mixer = mixer
+        # the mixer the blocks copied, kept for `get_config` only and out of
+        # Keras's tracking: a tracked layer that is never called stays
+        # unbuilt, and Keras then takes the model as unbuilt and runs it
+        # eagerly (JAX's `predict_on_batch`) or traces it symbolically
+        # (`train_on_batch`) before every call
+        object.__setattr__(self, "_mixer_template", mixer)
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
         self.vocabulary_size = vocabulary_size
@@ -217,6 +222,12 @@ class SequenceBackbone(keras.Model):
         self.activation = activation
         self.use_embedding_norm = embedding_norm
         self.use_final_norm = final_norm
+
+    @property
+    def mixer(self):
+        """The first block's mixer (every block holds a copy of the same
+        configuration, named `mixer_{i}`)."""
+        return self.blocks[0].mixer
 
     def _finish(self, x):
         return x if self.final_norm is None else self.final_norm(x)
@@ -324,7 +335,7 @@ class SequenceBackbone(keras.Model):
 
     def get_config(self):
         return {
-            "mixer": keras.saving.serialize_keras_object(self.mixer),
+            "mixer": keras.saving.serialize_keras_object(self._mixer_template),
             "num_layers": self.num_layers,
             "hidden_dim": self.hidden_dim,
             "vocabulary_size": self.vocabulary_size,

@@ -87,11 +87,16 @@ def test_saved_model_gives_identical_outputs(name, tmp_path):
     model = _build(name, _primary_task(name))
     inputs = _inputs()
     expected = keras.ops.convert_to_numpy(model(inputs))
+    # every layer Keras tracks is built after one call: with one unbuilt,
+    # Keras takes the model as unbuilt and, before each `predict_on_batch`
+    # (JAX) or `train_on_batch`, runs it eagerly or traces it again
+    assert [x.name for x in model._flatten_layers() if not x.built] == []
     path = os.path.join(tmp_path, "model.keras")
     model.save(path)
     restored = keras.saving.load_model(path)
     assert type(restored) is type(model)
     assert type(restored.backbone.mixer) is type(model.backbone.mixer)
+    assert [x.name for x in restored._flatten_layers() if not x.built] == []
     np.testing.assert_array_equal(
         keras.ops.convert_to_numpy(restored(inputs)), expected
     )
