@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 from keras import ops
 
 from kerasseq.layers.token_embedding import TokenEmbedding
@@ -75,10 +76,21 @@ class CausalLM(Task):
         self.tie_embeddings = tie_embeddings
         self._step_function = None
         self._prefill_function = None
+        self._decode_function = None
 
     def _step(self, token_ids, position, states):
         hidden, states = self.backbone.step(token_ids, position, states)
         return self._logits(hidden), states
+
+    def _decode(
+        self, logits, states, start, num_tokens, seed, temperature, size, greedy
+    ):
+        """The new tokens `(batch_size, size)` after the prompt: the whole
+        decoding loop, compiled as one program (`Sampler.loop`)."""
+        sampler = Sampler(0.0 if greedy else temperature, seed=0)
+        return sampler.loop(
+            self._step, logits, states, start, num_tokens, seed, size
+        )
 
     def _prefill(self, token_ids, length, max_length):
         """The logits after the `length`-th token of the right-padded
@@ -99,13 +111,15 @@ class CausalLM(Task):
         The prompt runs in one compiled call of the backbone's `prefill`,
         padded on the right to a bucket length (`prefill_length`: powers
         of two from 16), exactly: padding reaches neither the real tokens
-        nor the states. The new tokens come one compiled `step` each, with
-        key/value caches of a bucket length too (`cache_length`). XLA thus
-        compiles the prefill once per (prompt bucket, cache bucket) and
-        the step once per cache bucket, whatever the lengths within them.
-        A backbone whose mixers have no `prefill` steps through the prompt
-        instead. The tokens are those of decoding the prompt token by
-        token with `step`; a `generation.Sampler` picks them and runs the
+        nor the states. The new tokens come from one compiled loop of the
+        backbone's `step` (`generation.Sampler.loop`), with key/value
+        caches of a bucket length too (`cache_length`), as is the number
+        of new tokens the loop's program holds. XLA thus compiles the
+        prefill once per (prompt bucket, cache bucket) and the loop once
+        per (cache bucket, new-token bucket, greedy or not), whatever the
+        lengths within them. A backbone whose mixers have no `prefill`
+        steps through the prompt instead. The tokens are those of decoding
+        the prompt token by token with `step` and the sampler's Python
         loop.
 
         Args:
@@ -134,6 +148,9 @@ class CausalLM(Task):
             self._step_function = compile_function(
                 self._step, variables=self.variables
             )
+            self._decode_function = compile_function(
+                self._decode, variables=self.variables
+            )
         sampler = Sampler(temperature, seed)
         # attention caches are masked past the current position, so a cache
         # longer than `total` decodes the same tokens
@@ -161,4 +178,19 @@ class CausalLM(Task):
                 batch_size, max_length=max_length
             )
             logits, states = step_through(step, token_ids, states)
-        return sampler(step, token_ids, logits, states, max_new_tokens)
+        if max_new_tokens == 0:
+            return ops.convert_to_numpy(token_ids)
+        size = cache_length(max_new_tokens)
+        new = self._decode_function(
+            logits,
+            states,
+            *(
+                ops.convert_to_tensor(x, dtype="int32")
+                for x in (prompt_len, max_new_tokens, sampler.seed)
+            ),
+            ops.convert_to_tensor(temperature, dtype="float32"),
+            size,
+            sampler.greedy,
+        )
+        new = ops.convert_to_numpy(new)[:, :max_new_tokens]
+        return np.concatenate([ops.convert_to_numpy(token_ids), new], axis=1)
