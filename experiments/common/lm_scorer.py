@@ -119,8 +119,11 @@ class Scorer:
             return picked, greedy
 
         # one program per (batch, length) shape, each with a static length
-        # (the scan kernels need it)
-        self._scores = compile_function(token_scores, relax_shapes=False)
+        # (the scan kernels need it); on JAX the model's variables go in as
+        # arguments (without them JAX would run the model op by op)
+        self._scores = compile_function(
+            token_scores, relax_shapes=False, variables=model.variables
+        )
 
     def loglikelihoods(self, requests):
         """`(log-likelihood, is_greedy)` of each `(context_ids,
