@@ -248,7 +248,11 @@ def _nll_function(model):
             )
             return keras.ops.sum(nll * weights)
 
-        _NLL_FUNCTIONS[model] = compile_function(window_nll)
+        # on JAX a Keras model's variables go in as arguments (without
+        # them, JAX runs the model op by op)
+        _NLL_FUNCTIONS[model] = compile_function(
+            window_nll, variables=getattr(model, "variables", None)
+        )
     return _NLL_FUNCTIONS[model]
 
 
