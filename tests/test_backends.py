@@ -82,3 +82,19 @@ def test_jax_reductions_compile_to_xla_code_unless_the_user_chose():
     result = _run_python(late, **env)
     assert result.returncode == 0, result.stderr
     assert "Import kerasseq first" in result.stderr
+
+
+def test_import_writes_nothing_to_stderr(tmp_path):
+    # TensorFlow's C++ code logs INFO lines (oneDNN, missing CUDA drivers)
+    # while its libraries load; a user's `import kerasseq` shows none
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(KERAS_BACKEND="tensorflow", PYTHONPATH=os.getcwd())
+    result = subprocess.run(
+        [sys.executable, "-c", "import kerasseq; print(kerasseq.__version__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() and result.stderr == "", result.stderr
