@@ -15,9 +15,14 @@ pythia-160m; `tiny` for tests), it measures:
   frameworks score the same token ids (the prompts are tokenized once, by
   kerasseq), so tokenization is not timed;
 - **generation**: greedy decoding of `--new_tokens` tokens after a prompt
-  of `--prompt_len` tokens (batch 1, fixed random ids): the time to the
-  first token (the prompt's prefill), the decode rate of the tokens after
-  it, and tokens/s overall.
+  of each of `--prompt_len` lengths (32 and 1,024 tokens), for each of
+  `--generate_batch` batch sizes (1 and 8), on fixed random ids: the time
+  to the first token (the prompts' prefill), the decode rate of the tokens
+  after it and tokens/s overall (both counting every sequence of the
+  batch), and the bytes of the decoding state the model carries per
+  sequence after the last token (kerasseq: its key/value caches, allocated
+  at a bucket length, or its recurrent states; transformers: its cache
+  object, which grows by the token).
 
 Each number is the median of `--lm_repeats` calls after a first one, whose
 time (XLA's compile for kerasseq) is reported apart. The peer runs under
@@ -70,7 +75,16 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("documents", 0, "lm: SST-2 documents scored (0: all).")
 flags.DEFINE_integer("score_batch_size", 8, "lm: requests per forward pass.")
-flags.DEFINE_integer("prompt_len", 1024, "lm: prompt tokens before decoding.")
+flags.DEFINE_list(
+    "prompt_len",
+    ["32", "1024"],
+    "lm: prompt lengths (tokens before decoding), comma-separated.",
+)
+flags.DEFINE_list(
+    "generate_batch",
+    ["1", "8"],
+    "lm: batch sizes (prompts decoded together), comma-separated.",
+)
 flags.DEFINE_integer("new_tokens", 32, "lm: tokens generated per prompt.")
 flags.DEFINE_integer("lm_repeats", 3, "lm: timed calls per measurement.")
 
@@ -199,26 +213,49 @@ def sst2_requests(tokenizer, count):
     return requests, len(sentences)
 
 
-def prompt_ids(length):
-    """A fixed prompt of `length` random token ids."""
+def prompt_ids(batch_size, length):
+    """Fixed prompts: `(batch_size, length)` random token ids."""
     import numpy as np
 
     rng = np.random.default_rng(0)
-    return rng.integers(0, VOCABULARY, (1, length)).astype("int32")
+    return rng.integers(0, VOCABULARY, (batch_size, length)).astype("int32")
 
 
-def _timed(function):
-    """`function()`'s result, its first call's time and the median of
-    `--lm_repeats` more."""
+def generation_settings():
+    """The (batch size, prompt length) pairs generation is timed at."""
+    return [
+        (int(batch), int(length))
+        for batch in FLAGS.generate_batch
+        for length in FLAGS.prompt_len
+    ]
+
+
+def _positive_ints(name, values):
+    """`--name`'s values as ints >= 1, or a usage error naming them."""
+    try:
+        numbers = [int(v) for v in values]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise app.UsageError(
+            f"--{name}={','.join(values)}: expected whole numbers >= 1, "
+            "comma-separated."
+        )
+    return numbers
+
+
+def _timed(function, *args):
+    """`function(*args)`'s result, its first call's time and the median
+    of `--lm_repeats` more."""
     import statistics
 
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     first = time.perf_counter() - start
     times = []
     for _ in range(FLAGS.lm_repeats):
         start = time.perf_counter()
-        result = function()
+        result = function(*args)
         times.append(time.perf_counter() - start)
     return result, first, statistics.median(times)
 
@@ -237,25 +274,53 @@ def measure_kerasseq(name, requests_file):
     scorer = lm_scorer.Scorer(
         model, default_max_length(model), FLAGS.score_batch_size
     )
-    scored, score_first, score_s = _timed(
-        lambda: scorer.loglikelihoods(requests)
-    )
-    prompt = prompt_ids(FLAGS.prompt_len)
-    _, first_generate, one_s = _timed(lambda: model.generate(prompt, 1))
-    generated, _, all_s = _timed(
-        lambda: model.generate(prompt, FLAGS.new_tokens)
-    )
+    scored, score_first, score_s = _timed(scorer.loglikelihoods, requests)
+    generation = []
+    for batch_size, length in generation_settings():
+        prompt = prompt_ids(batch_size, length)
+        _, first_generate, one_s = _timed(model.generate, prompt, 1)
+        generated, _, all_s = _timed(model.generate, prompt, FLAGS.new_tokens)
+        generation.append(
+            {
+                "batch_size": batch_size,
+                "prompt_len": length,
+                "first_token_s": one_s,
+                "first_generate_s": first_generate,
+                "generate_s": all_s,
+                "state_bytes": _state_bytes(model, batch_size, length),
+                "generated": generated[:, length:].tolist(),
+            }
+        )
     return {
         "framework": f"kerasseq ({keras.backend.backend()})",
         "parameters": count_parameters(model)["total"],
         "score_first_s": score_first,
         "score_s": score_s,
         "scores": [s for s, _ in scored],
-        "first_token_s": one_s,
-        "first_generate_s": first_generate,
-        "generate_s": all_s,
-        "generated": [int(t) for t in generated[0, FLAGS.prompt_len :]],
+        "generation": generation,
     }
+
+
+def _state_bytes(model, batch_size, prompt_len):
+    """Bytes of the decoding state `generate` carries for `batch_size`
+    prompts of `prompt_len` tokens: the key/value caches at the bucket
+    length it allocates (`cache_length`), the recurrent mixers' states."""
+    import keras
+    import numpy as np
+
+    from kerasseq.models.generation import cache_length
+
+    backbone = model.backbone
+    total = prompt_len + FLAGS.new_tokens
+    states = backbone.get_initial_state(
+        batch_size,
+        max_length=cache_length(total, backbone.max_sequence_length),
+    )
+    return sum(
+        int(np.prod(x.shape))
+        * np.dtype(keras.backend.standardize_dtype(x.dtype)).itemsize
+        for x in keras.tree.flatten(states)
+    )
 
 
 # === The peer ===
@@ -272,19 +337,27 @@ def _run_peer(command, spec, run_json):
 # === The comparison ===
 
 
+def _agreeing_prefix(ours, theirs):
+    """How many tokens two sequences share from their start."""
+    same = 0
+    for a, b in zip(ours, theirs, strict=True):
+        if a != b:
+            break
+        same += 1
+    return same
+
+
 def summarize(name, result, documents, reference=None):
-    """One table row's numbers from a side's measurement."""
-    decode = max(result["generate_s"] - result["first_token_s"], 1e-9)
+    """One side's table rows: its scoring, and its generation at each
+    (batch size, prompt length); compared with `reference` (kerasseq's
+    measurement) where given."""
     row = {
         "model": name,
         "framework": result["framework"],
         "parameters": result["parameters"],
         "docs_per_s": documents / result["score_s"],
         "first_score_s": result["score_first_s"],
-        "first_token_s": result["first_token_s"],
-        "decode_tokens_per_s": (FLAGS.new_tokens - 1) / decode,
-        "tokens_per_s": FLAGS.new_tokens / result["generate_s"],
-        "first_generate_s": result["first_generate_s"],
+        "generation": [],
     }
     if reference is not None:
         pairs = list(zip(result["scores"], reference["scores"], strict=True))
@@ -292,28 +365,54 @@ def summarize(name, result, documents, reference=None):
         row["max_relative_score_difference"] = max(
             abs(a - b) / max(abs(b), 1e-30) for a, b in pairs
         )
-        same = 0
-        for a, b in zip(
-            result["generated"], reference["generated"], strict=True
-        ):
-            if a != b:
-                break
-            same += 1
-        row["same_greedy_tokens"] = same
+    for i, setting in enumerate(result["generation"]):
+        tokens = setting["batch_size"] * FLAGS.new_tokens
+        decode = setting["generate_s"] - setting["first_token_s"]
+        generation = {
+            "batch_size": setting["batch_size"],
+            "prompt_len": setting["prompt_len"],
+            "first_token_s": setting["first_token_s"],
+            # none where the tokens after the first took no measurable time
+            "decode_tokens_per_s": (
+                (tokens - setting["batch_size"]) / decode
+                if decode > 0
+                else None
+            ),
+            "tokens_per_s": tokens / setting["generate_s"],
+            "first_generate_s": setting["first_generate_s"],
+            "state_bytes": setting["state_bytes"],
+        }
+        if reference is not None:
+            # the fewest leading tokens any of the batch's sequences share
+            generation["same_greedy_tokens"] = min(
+                _agreeing_prefix(ours, theirs)
+                for ours, theirs in zip(
+                    reference["generation"][i]["generated"],
+                    setting["generated"],
+                    strict=True,
+                )
+            )
+        row["generation"].append(generation)
     return row
 
 
 def table(rows):
-    lines = [
-        "| model | framework | parameters | SST-2 docs/s | time to first "
-        "token (s) | decode tokens/s | tokens/s | first call (s) | "
-        "max Δ log-lik (relative) | same greedy tokens |",
+    """The scoring table, then the generation table, in Markdown."""
+    scoring = [
+        "| model | framework | parameters | SST-2 docs/s | first call (s) | "
+        "max Δ log-lik (relative) |",
+        "|---|---|---|---|---|---|",
+    ]
+    generation = [
+        "| model | framework | batch | prompt | time to first token (s) | "
+        "decode tokens/s | tokens/s | first call (s) | state KiB per "
+        "sequence | same greedy tokens |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
             keys = [r["model"], r["framework"]]
-            lines.append(results_lib.error_row(keys, r["error"], 10, 100))
+            scoring.append(results_lib.error_row(keys, r["error"], 6, 100))
             continue
         difference = results_lib.formatted(
             r.get("max_score_difference"), "{:.1e}"
@@ -321,17 +420,33 @@ def table(rows):
         relative = results_lib.formatted(
             r.get("max_relative_score_difference"), " ({:.1e})"
         )
-        same = results_lib.formatted(
-            r.get("same_greedy_tokens"), f"{{}}/{FLAGS.new_tokens}"
-        )
-        lines.append(
+        scoring.append(
             f"| {r['model']} | {r['framework']} | {r['parameters']:,} | "
-            f"{r['docs_per_s']:.1f} | {r['first_token_s']:.2f} | "
-            f"{r['decode_tokens_per_s']:.1f} | {r['tokens_per_s']:.1f} | "
-            f"{r['first_score_s']:.1f} + {r['first_generate_s']:.1f} | "
-            f"{difference}{relative} | {same} |"
+            f"{r['docs_per_s']:.1f} | {r['first_score_s']:.1f} | "
+            f"{difference}{relative} |"
         )
-    return "\n".join(lines)
+        for g in r["generation"]:
+            same = results_lib.formatted(
+                g.get("same_greedy_tokens"), f"{{}}/{FLAGS.new_tokens}"
+            )
+            decode = results_lib.formatted(
+                g["decode_tokens_per_s"], "{:.1f}", "—"
+            )
+            generation.append(
+                f"| {r['model']} | {r['framework']} | {g['batch_size']} | "
+                f"{g['prompt_len']} | {g['first_token_s']:.2f} | "
+                f"{decode} | {g['tokens_per_s']:.1f} "
+                f"| {g['first_generate_s']:.1f} | "
+                f"{g['state_bytes'] / g['batch_size'] / 1024:,.1f} | {same} |"
+            )
+    return "\n".join(scoring) + "\n\n" + "\n".join(generation)
+
+
+def _progress(row):
+    """Prints `row`'s table lines as it is measured."""
+    for line in table([row]).splitlines():
+        if line and not line.startswith(("| model |", "|---")):
+            print(line, flush=True)
 
 
 def main(names, run_json, environment, save):
@@ -348,12 +463,13 @@ def main(names, run_json, environment, save):
         raise app.UsageError(
             f"--lm_size={FLAGS.lm_size!r}: allowed: {', '.join(SIZES)}."
         )
-    if FLAGS.new_tokens < 2 or FLAGS.prompt_len < 1:
+    if FLAGS.new_tokens < 2:
         raise app.UsageError(
-            f"--new_tokens={FLAGS.new_tokens} and --prompt_len="
-            f"{FLAGS.prompt_len}: need at least 2 new tokens (the decode "
-            "rate is measured after the first) and a prompt."
+            f"--new_tokens={FLAGS.new_tokens}: need at least 2 new tokens "
+            "(the decode rate is measured after the first)."
         )
+    _positive_ints("prompt_len", FLAGS.prompt_len)
+    _positive_ints("generate_batch", FLAGS.generate_batch)
     from kerasseq.data import tokenizers
     from kerasseq.data.errors import DataFormatError
     from kerasseq.data.errors import DataNotFoundError
@@ -381,7 +497,10 @@ def main(names, run_json, environment, save):
             "requests_file": requests_file,
             "batch_size": FLAGS.score_batch_size,
             "max_length": 2048,
-            "prompt_ids": prompt_ids(FLAGS.prompt_len)[0].tolist(),
+            "prompts": [
+                prompt_ids(batch_size, length).tolist()
+                for batch_size, length in generation_settings()
+            ],
             "new_tokens": FLAGS.new_tokens,
             "repeats": FLAGS.lm_repeats,
         }
@@ -400,7 +519,8 @@ def main(names, run_json, environment, save):
             f"--_measure={name}:{requests_file}",
             f"--output_dir={FLAGS.output_dir}",
             f"--lm_size={FLAGS.lm_size}",
-            f"--prompt_len={FLAGS.prompt_len}",
+            f"--prompt_len={','.join(FLAGS.prompt_len)}",
+            f"--generate_batch={','.join(FLAGS.generate_batch)}",
             f"--new_tokens={FLAGS.new_tokens}",
             f"--lm_repeats={FLAGS.lm_repeats}",
             f"--score_batch_size={FLAGS.score_batch_size}",
@@ -410,7 +530,7 @@ def main(names, run_json, environment, save):
             rows.append({"model": name, **ours})
         else:
             rows.append(summarize(name, ours, documents))
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        _progress(rows[-1])
         if missing:
             continue
         theirs = _run_peer("measure", spec, run_json)
@@ -422,13 +542,14 @@ def main(names, run_json, environment, save):
                     name, theirs, documents, None if "error" in ours else ours
                 )
             )
-        print(table(rows[-1:]).splitlines()[-1], flush=True)
+        _progress(rows[-1])
     env = environment()
     env.update(
         lm_size=FLAGS.lm_size,
         sst2_documents=documents,
         score_requests=len(requests),
-        prompt_len=FLAGS.prompt_len,
+        prompt_len=[int(n) for n in FLAGS.prompt_len],
+        generate_batch=[int(n) for n in FLAGS.generate_batch],
         new_tokens=FLAGS.new_tokens,
         peer=missing or "transformers via " + FLAGS.peer_python,
     )

@@ -17,8 +17,8 @@ kerasseq's side does:
   to the batch's longest, one forward pass, log-softmax, the
   continuation's tokens summed);
 - generation: `model.generate` (greedy, KV cache, exactly `new_tokens`
-  tokens) after a prompt of `prompt_ids`, timed with 1 and with
-  `new_tokens` new tokens.
+  tokens) after each batch of prompts of `prompts`, timed with 1 and with
+  `new_tokens` new tokens, and the bytes of the cache it returns.
 
 It prints one JSON line: the timings, the scores and the generated ids.
 Only the standard library, numpy, torch and transformers are imported.
@@ -84,6 +84,7 @@ def _score(torch, model, requests, batch_size, max_length):
 
 
 def _generate(torch, model, prompt, new_tokens):
+    """The new tokens, and the cache `generate` ends with."""
     with torch.inference_mode():
         output = model.generate(
             prompt,
@@ -93,20 +94,44 @@ def _generate(torch, model, prompt, new_tokens):
             do_sample=False,
             use_cache=True,
             pad_token_id=0,
+            return_dict_in_generate=True,
         )
-    return output[:, prompt.shape[1] :]
+    cache = getattr(output, "past_key_values", None)
+    if cache is None:  # Mamba's recurrent states
+        cache = getattr(output, "cache_params", None)
+    return output.sequences[:, prompt.shape[1] :], cache
 
 
-def _timed(function, repeats):
-    """The result of `function()` and the median of `repeats` timed calls
-    after a first, untimed one (whose time is returned too)."""
+def _tensor_bytes(torch, value, seen=None):
+    """Bytes of the distinct tensors reachable from `value` (a cache
+    object, its lists, tuples, dicts and attributes)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        children = value.values()
+    elif isinstance(value, (list, tuple)):
+        children = value
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        children = vars(value).values()
+    else:
+        return 0
+    return sum(_tensor_bytes(torch, child, seen) for child in children)
+
+
+def _timed(repeats, function, *args):
+    """The result of `function(*args)` and the median of `repeats` timed
+    calls after a first, untimed one (whose time is returned too)."""
     start = time.perf_counter()
-    result = function()
+    result = function(*args)
     first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        result = function()
+        result = function(*args)
         times.append(time.perf_counter() - start)
     return result, first, statistics.median(times)
 
@@ -121,18 +146,34 @@ def measure(spec):
         requests = json.load(f)
     repeats = spec["repeats"]
     scores, score_first, score_s = _timed(
-        lambda: _score(
-            torch, model, requests, spec["batch_size"], spec["max_length"]
-        ),
         repeats,
+        _score,
+        torch,
+        model,
+        requests,
+        spec["batch_size"],
+        spec["max_length"],
     )
-    prompt = torch.tensor([spec["prompt_ids"]], dtype=torch.long)
-    _, one_first, one_s = _timed(
-        lambda: _generate(torch, model, prompt, 1), repeats
-    )
-    generated, _, all_s = _timed(
-        lambda: _generate(torch, model, prompt, spec["new_tokens"]), repeats
-    )
+    generation = []
+    for prompts in spec["prompts"]:
+        prompt = torch.tensor(prompts, dtype=torch.long)
+        _, one_first, one_s = _timed(
+            repeats, _generate, torch, model, prompt, 1
+        )
+        (generated, cache), _, all_s = _timed(
+            repeats, _generate, torch, model, prompt, spec["new_tokens"]
+        )
+        generation.append(
+            {
+                "batch_size": len(prompts),
+                "prompt_len": len(prompts[0]),
+                "first_token_s": one_s,
+                "first_generate_s": one_first,
+                "generate_s": all_s,
+                "state_bytes": _tensor_bytes(torch, cache),
+                "generated": generated.tolist(),
+            }
+        )
     return {
         "framework": f"transformers {transformers.__version__}",
         "torch": torch.__version__,
@@ -142,10 +183,7 @@ def measure(spec):
         "score_first_s": score_first,
         "score_s": score_s,
         "scores": scores,
-        "first_token_s": one_s,
-        "first_generate_s": one_first,
-        "generate_s": all_s,
-        "generated": generated[0].tolist(),
+        "generation": generation,
     }
 
 
