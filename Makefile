@@ -51,7 +51,8 @@ run: $(RUNTIME_STAMP)
 # (tests/models, tests/pretrained) in `make test-all` only, for time: the
 # heads, fitting and saving are Keras code that does not branch on the backend
 JAX_TESTS := tests/ops tests/layers tests/models/test_prefill_generate.py \
-  tests/models/test_heads.py tests/data/test_wikitext.py
+  tests/models/test_heads.py tests/data/test_wikitext.py \
+  tests/experiments/test_lm_scorer.py
 JAX_TESTS_ALL := tests/ops tests/layers tests/models tests/pretrained
 HAVE_JAX = $(BIN)/python -c "import jax" 2>/dev/null
 

@@ -307,3 +307,34 @@ def layer_gradients(layer, x, jit=False):
         return keras.ops.sum(keras.ops.square(outputs))
 
     return value_and_grad(loss, x, *values, jit=jit)[1]
+
+
+def is_traced(x):
+    """Whether `x` is a tensor being traced for compilation (not a
+    concrete value computed op by op)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return isinstance(x, jax.core.Tracer)
+    import tensorflow as tf
+
+    return not tf.executing_eagerly()
+
+
+def recording_traced_calls(model):
+    """Wraps `model.call` to record, per call, whether its token ids were
+    being traced for compilation; returns the list it appends to and a
+    function that restores `model.call`."""
+    seen = []
+    call = model.call
+
+    def recording(inputs, *args, **kwargs):
+        seen.append(is_traced(inputs["token_ids"]))
+        return call(inputs, *args, **kwargs)
+
+    model.call = recording
+
+    def restore():
+        model.call = call
+
+    return seen, restore

@@ -10,6 +10,7 @@ from kerasseq.data import wikitext
 from kerasseq.data.errors import DataNotFoundError
 from kerasseq.data.tokenizers import ByteTokenizer
 from kerasseq.models import build_model
+from tests import testing
 
 # a few lines in WikiText's raw style: headings, blank lines, " @-@ "
 SAMPLE = (
@@ -127,36 +128,17 @@ class _UniformLM:
         return keras.ops.zeros(ids.shape + (self.vocabulary_size,))
 
 
-def _traced(x):
-    """Whether `x` is a tensor being traced for compilation (not a
-    concrete value computed op by op)."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return isinstance(x, jax.core.Tracer)
-    import tensorflow as tf
-
-    return not tf.executing_eagerly()
-
-
 def test_a_keras_model_is_scored_in_one_compiled_program():
     # on JAX compiling needs the model's variables passed in; without them
     # the model ran op by op, 24x slower on a tiny GPT
     model = build_model(
         "gpt", "causal_lm", "tiny", vocabulary_size=11, max_sequence_length=8
     )
-    seen = []
-    call = model.call
-
-    def recording(inputs, *args, **kwargs):
-        seen.append(_traced(inputs["token_ids"]))
-        return call(inputs, *args, **kwargs)
-
-    model.call = recording
+    seen, restore = testing.recording_traced_calls(model)
     windows = wikitext.sliding_windows(np.arange(40) % 11, 8, 4, 0)
     nll, _ = wikitext.score_windows(model, windows, 4)
     assert seen and all(seen), seen
-    model.call = call  # the same total from the model run op by op
+    restore()  # the same total from the model run op by op
     expected = 0.0
     for k in range(len(windows.token_ids)):
         inputs = {
