@@ -8,6 +8,7 @@ from experiments.common import results as results_lib
 
 OPS = (
     "linear_recurrence",
+    "matrix_recurrence",
     "selective_scan",
     "delta_rule",
     "linear_attention",
@@ -18,6 +19,8 @@ PASSES = ("forward", "backward")
 # standard shapes: the README's tables are measured at these
 SHAPES = {
     "linear_recurrence": {"batch": 8, "seq_len": 1024, "dim": 512},
+    # the linear RNN's dense transition at the small preset's width
+    "matrix_recurrence": {"batch": 8, "seq_len": 1024, "dim": 128},
     "selective_scan": {"batch": 8, "seq_len": 1024, "dim": 512, "state": 16},
     "delta_rule": {
         "batch": 8,
@@ -37,6 +40,7 @@ SHAPES = {
 }
 MODES = {
     "linear_recurrence": ("recurrent", "chunk", "parallel"),
+    "matrix_recurrence": ("recurrent",),
     "selective_scan": ("recurrent", "chunk", "parallel"),
     "delta_rule": ("recurrent", "chunk"),
     "linear_attention": ("recurrent", "chunk", "parallel"),
@@ -67,6 +71,10 @@ def make_inputs(op, shape, dtype, rng):
         d = shape["dim"]
         a = rng.uniform(0.9, 0.999, (b, t, d)).astype(dtype)
         return {"a": a, "b": normal(b, t, d)}
+    if op == "matrix_recurrence":
+        d = shape["dim"]
+        # spectral radius about 0.9: the states stay bounded
+        return {"A": normal(d, d, scale=0.9 / d**0.5), "b": normal(b, t, d)}
     if op == "selective_scan":
         d, n = shape["dim"], shape["state"]
         return {

@@ -49,7 +49,7 @@ def test_benchmark_measures_each_mode_and_the_baseline(tmp_path):
 )
 def test_benchmark_measures_both_backends_side_by_side(tmp_path):
     result = _benchmark(
-        "--op=linear_recurrence",
+        "--op=matrix_recurrence",  # the dense transition (linear RNN)
         "--mode=recurrent",
         "--passes=forward",
         "--backends=tensorflow,jax",
