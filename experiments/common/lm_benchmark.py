@@ -45,6 +45,7 @@ from absl import flags
 
 from experiments import peers
 from experiments.common import lm_tables
+from experiments.common.parsing import parse_lengths
 
 FLAGS = flags.FLAGS
 
@@ -75,15 +76,15 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("documents", 0, "lm: SST-2 documents scored (0: all).")
 flags.DEFINE_integer("score_batch_size", 8, "lm: requests per forward pass.")
-flags.DEFINE_list(
+flags.DEFINE_string(
     "prompt_len",
-    ["32", "1024"],
-    "lm: prompt lengths (tokens before decoding), comma-separated.",
+    "32,1024",
+    "lm: comma list of prompt lengths (tokens before decoding).",
 )
-flags.DEFINE_list(
+flags.DEFINE_string(
     "generate_batch",
-    ["1", "8"],
-    "lm: batch sizes (prompts decoded together), comma-separated.",
+    "1,8",
+    "lm: comma list of batch sizes (prompts decoded together).",
 )
 flags.DEFINE_integer("new_tokens", 32, "lm: tokens generated per prompt.")
 flags.DEFINE_integer("lm_repeats", 3, "lm: timed calls per measurement.")
@@ -222,26 +223,13 @@ def prompt_ids(batch_size, length):
 
 
 def generation_settings():
-    """The (batch size, prompt length) pairs generation is timed at."""
+    """The (batch size, prompt length) pairs generation is timed at; a
+    usage error for a flag that is not a comma list of positive ints."""
     return [
-        (int(batch), int(length))
-        for batch in FLAGS.generate_batch
-        for length in FLAGS.prompt_len
+        (batch, length)
+        for batch in parse_lengths(FLAGS.generate_batch, "generate_batch")
+        for length in parse_lengths(FLAGS.prompt_len, "prompt_len")
     ]
-
-
-def _positive_ints(name, values):
-    """`--name`'s values as ints >= 1, or a usage error naming them."""
-    try:
-        numbers = [int(v) for v in values]
-    except ValueError:
-        numbers = []
-    if not numbers or min(numbers) < 1:
-        raise app.UsageError(
-            f"--{name}={','.join(values)}: expected whole numbers >= 1, "
-            "comma-separated."
-        )
-    return numbers
 
 
 def _timed(function, *args):
@@ -353,8 +341,7 @@ def main(names, run_json, environment, save):
             f"--new_tokens={FLAGS.new_tokens}: need at least 2 new tokens "
             "(the decode rate is measured after the first)."
         )
-    _positive_ints("prompt_len", FLAGS.prompt_len)
-    _positive_ints("generate_batch", FLAGS.generate_batch)
+    settings = generation_settings()
     from kerasseq.data import tokenizers
     from kerasseq.data.errors import DataFormatError
     from kerasseq.data.errors import DataNotFoundError
@@ -384,7 +371,7 @@ def main(names, run_json, environment, save):
             "max_length": 2048,
             "prompts": [
                 prompt_ids(batch_size, length).tolist()
-                for batch_size, length in generation_settings()
+                for batch_size, length in settings
             ],
             "new_tokens": FLAGS.new_tokens,
             "repeats": FLAGS.lm_repeats,
@@ -404,8 +391,8 @@ def main(names, run_json, environment, save):
             f"--_measure={name}:{requests_file}",
             f"--output_dir={FLAGS.output_dir}",
             f"--lm_size={FLAGS.lm_size}",
-            f"--prompt_len={','.join(FLAGS.prompt_len)}",
-            f"--generate_batch={','.join(FLAGS.generate_batch)}",
+            f"--prompt_len={FLAGS.prompt_len}",
+            f"--generate_batch={FLAGS.generate_batch}",
             f"--new_tokens={FLAGS.new_tokens}",
             f"--lm_repeats={FLAGS.lm_repeats}",
             f"--score_batch_size={FLAGS.score_batch_size}",
@@ -439,8 +426,8 @@ def main(names, run_json, environment, save):
         lm_size=FLAGS.lm_size,
         sst2_documents=documents,
         score_requests=len(requests),
-        prompt_len=[int(n) for n in FLAGS.prompt_len],
-        generate_batch=[int(n) for n in FLAGS.generate_batch],
+        prompt_len=list(dict.fromkeys(length for _, length in settings)),
+        generate_batch=list(dict.fromkeys(batch for batch, _ in settings)),
         new_tokens=FLAGS.new_tokens,
         peer=missing or "transformers via " + FLAGS.peer_python,
     )

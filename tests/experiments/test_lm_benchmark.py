@@ -110,8 +110,8 @@ def test_lm_benchmark_times_kerasseq_and_says_why_the_peer_is_missing(
         (["--lm_size=huge"], "--lm_size='huge': allowed: released, tiny"),
         (["--models=lstm"], "--models='lstm': unknown ['lstm']"),
         (["--new_tokens=1"], "need at least 2 new tokens"),
-        (["--prompt_len=16,x"], "--prompt_len=16,x: expected whole numbers"),
-        (["--generate_batch=0"], "--generate_batch=0: expected whole numbers"),
+        (["--prompt_len=16,x"], "--prompt_len='16,x': expected a comma list"),
+        (["--generate_batch=0"], "--generate_batch='0': expected a comma list"),
     ],
 )
 def test_lm_benchmark_rejects_bad_flags_in_one_line(tmp_path, args, message):
